@@ -1,0 +1,3 @@
+from p3s.cli.server import main
+
+main()

@@ -1,0 +1,243 @@
+"""Brokerage: the ready queue of ``defined`` jobs, held in memory, and the pilots waiting for work.
+
+A claim takes the best matching entry from the queue (highest priority, then first defined) and
+makes it the pilot's with one conditional write that succeeds only while the job is still
+``defined``. That write is the final word: if another server process on the same MongoDB took the
+job first, the write matches nothing and the broker tries the next entry. The queue is rebuilt
+from the database at start (and, when the database is shared, re-synchronised now and then), so a
+claim never needs a sorted scan, and a waiting pilot costs no database query at all.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import heapq
+import logging
+from typing import Any, Iterable
+
+from tornado.ioloop import IOLoop
+
+from p3s import models, states
+from p3s.errors import ApiError
+from p3s.lifecycle import Lifecycle
+from p3s.models import utcnow
+from p3s.states import IllegalTransition
+
+log = logging.getLogger("p3s.broker")
+
+
+@dataclasses.dataclass(eq=False)
+class PilotInfo:
+    """What the broker and the reaper know of a live pilot, kept in memory."""
+
+    uuid: str
+    host: str
+    site: str
+    jobtypes: frozenset[str]
+    state: str
+    last_seen: float                     # loop time of the last contact
+    job: str | None = None               # current job
+    kill: bool = False                   # stop requested
+    kill_job: str | None = None          # stop this job of the pilot's
+
+
+class _Entry:
+    __slots__ = ("key", "uuid", "jobtype", "site", "live")
+
+    def __init__(self, priority: int, seq: int, uuid: str, jobtype: str, site: str) -> None:
+        self.key = (-priority, seq)
+        self.uuid, self.jobtype, self.site, self.live = uuid, jobtype, site, True
+
+    def __lt__(self, other: "_Entry") -> bool:
+        return self.key < other.key
+
+
+class ReadyQueue:
+    """``defined`` jobs in one heap per (jobtype, site), with lazy removal."""
+
+    def __init__(self) -> None:
+        self._heaps: dict[tuple[str, str], list[_Entry]] = {}
+        self._entries: dict[str, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, uuid: str) -> bool:
+        return uuid in self._entries
+
+    def push(self, uuid: str, priority: int, seq: int, jobtype: str, site: str) -> None:
+        self.discard(uuid)
+        entry = _Entry(priority, seq, uuid, jobtype, site or "")
+        self._entries[uuid] = entry
+        heapq.heappush(self._heaps.setdefault((entry.jobtype, entry.site), []), entry)
+
+    def discard(self, uuid: str) -> None:
+        entry = self._entries.pop(uuid, None)
+        if entry is not None:
+            entry.live = False
+
+    def best(self, jobtypes: frozenset[str], site: str, blocked: Iterable[str] = ()) -> _Entry | None:
+        """The best entry a pilot of ``site`` restricted to ``jobtypes`` (empty = any) may take."""
+        blocked = set(blocked)
+        best: _Entry | None = None
+        for (jobtype, job_site), heap in self._heaps.items():
+            if jobtypes and jobtype not in jobtypes:
+                continue
+            if jobtype in blocked or (job_site and job_site != site):
+                continue
+            while heap and not heap[0].live:
+                heapq.heappop(heap)
+            if heap and (best is None or heap[0].key < best.key):
+                best = heap[0]
+        return best
+
+    def uuids(self) -> set[str]:
+        return set(self._entries)
+
+
+class Broker:
+    """Hands ``defined`` jobs to pilots, exactly once; parks pilots that find nothing (long poll)."""
+
+    def __init__(self, lifecycle: Lifecycle, shared_db: bool = False) -> None:
+        self.lifecycle = lifecycle
+        self.queue = ReadyQueue()
+        self.limits: dict[str, int | None] = {}
+        self.shared_db = shared_db
+        self._waiters: collections.OrderedDict[str, tuple[PilotInfo, asyncio.Future]] = collections.OrderedDict()
+        self._serve_scheduled = False
+        self.dispatch_latencies: collections.deque[float] = collections.deque(maxlen=10000)
+        lifecycle.listeners.append(self)
+
+    # --- start-up -----------------------------------------------------------------------------
+    def load(self) -> None:
+        """Rebuild the queue and the limits from the database."""
+        self.queue = ReadyQueue()
+        for doc in models.Job._get_collection().find(
+                {"state": states.DEFINED}, {"priority": 1, "seq": 1, "jobtype": 1, "site": 1}):
+            self.queue.push(doc["_id"], doc.get("priority", 0), doc.get("seq", 0), doc.get("jobtype", ""),
+                            doc.get("site", ""))
+        self.load_limits()
+
+    def load_limits(self) -> None:
+        self.limits = {d["_id"]: d.get("limit") for d in models.JobType._get_collection().find({}, {"limit": 1})}
+
+    def resync(self) -> None:
+        """Bring the queue in line with the database (another server may share it)."""
+        defined = {}
+        for doc in models.Job._get_collection().find(
+                {"state": states.DEFINED}, {"priority": 1, "seq": 1, "jobtype": 1, "site": 1}):
+            defined[doc["_id"]] = doc
+        for uuid in self.queue.uuids() - defined.keys():
+            self.queue.discard(uuid)
+        for uuid in defined.keys() - self.queue.uuids():
+            doc = defined[uuid]
+            self.queue.push(uuid, doc.get("priority", 0), doc.get("seq", 0), doc.get("jobtype", ""), doc.get("site", ""))
+        self.load_limits()
+        self.schedule_serve()
+
+    # --- claims -------------------------------------------------------------------------------
+    def blocked_types(self) -> list[str]:
+        """Job types at their limit of dispatched+running jobs."""
+        counters = self.lifecycle.counters
+        return [t for t, limit in self.limits.items() if limit is not None and counters.active(t) >= limit]
+
+    def claim(self, pilot: PilotInfo) -> dict | None:
+        """Give ``pilot`` the best job it may take now, or None. One conditional write per job taken."""
+        blocked = self.blocked_types()
+        while True:
+            entry = self.queue.best(pilot.jobtypes, pilot.site, blocked)
+            if entry is None:
+                return None
+            self.queue.discard(entry.uuid)
+            now = utcnow()
+            try:
+                job = self.lifecycle.move_job(
+                    entry.uuid, states.DISPATCHED, sources={states.DEFINED}, full=True,
+                    set_={"pilot": pilot.uuid, "host": pilot.host, "pilot_site": pilot.site, "ts_dis": now},
+                    inc={"attempts": 1})
+            except (IllegalTransition, ApiError):
+                log.debug("job %s was no longer defined; skipped", entry.uuid)
+                continue
+            if job.get("ts_def"):
+                self.dispatch_latencies.append((now - job["ts_def"]).total_seconds())
+            return job
+
+    def wait(self, pilot: PilotInfo, seconds: float) -> asyncio.Future:
+        """A future resolved with a job, with ``{"kill": True}``, or with None after ``seconds``."""
+        previous = self._waiters.pop(pilot.uuid, None)
+        if previous and not previous[1].done():
+            previous[1].set_result(None)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiters[pilot.uuid] = (pilot, future)
+        handle = IOLoop.current().call_later(seconds, self._expire, pilot.uuid, future)
+        future.add_done_callback(lambda _f: IOLoop.current().remove_timeout(handle))
+        return future
+
+    @property
+    def waiting(self) -> int:
+        """How many pilots are parked waiting for work."""
+        return len(self._waiters)
+
+    def is_waiting(self, pilot_uuid: str) -> bool:
+        return pilot_uuid in self._waiters
+
+    def stop_waiting(self, pilot_uuid: str, result: Any = None) -> None:
+        """End a pilot's wait now with ``result`` (a kill, or None when its connection closed)."""
+        waiter = self._waiters.pop(pilot_uuid, None)
+        if waiter and not waiter[1].done():
+            waiter[1].set_result(result)
+
+    def stop_all_waiting(self) -> None:
+        for uuid in list(self._waiters):
+            self.stop_waiting(uuid)
+
+    def _expire(self, pilot_uuid: str, future: asyncio.Future) -> None:
+        waiter = self._waiters.get(pilot_uuid)
+        if waiter and waiter[1] is future:
+            del self._waiters[pilot_uuid]
+        if not future.done():
+            future.set_result(None)
+
+    def schedule_serve(self) -> None:
+        """Serve waiting pilots on the next loop iteration (coalesced)."""
+        if not self._serve_scheduled and self._waiters:
+            self._serve_scheduled = True
+            IOLoop.current().add_callback(self._serve)
+
+    def _serve(self) -> None:
+        self._serve_scheduled = False
+        for uuid in list(self._waiters):
+            if not len(self.queue):
+                return
+            pilot, future = self._waiters[uuid]
+            if future.done():
+                self._waiters.pop(uuid, None)
+                continue
+            job = self.claim(pilot)
+            if job is not None:
+                self._waiters.pop(uuid, None)
+                future.set_result(job)
+
+    # --- listener -----------------------------------------------------------------------------
+    def job_created(self, doc: dict) -> None:
+        if doc["state"] == states.DEFINED:
+            self.queue.push(doc["_id"], doc.get("priority", 0), doc["seq"], doc["jobtype"], doc.get("site", ""))
+            self.schedule_serve()
+
+    def job_removed(self, doc: dict) -> None:
+        self.queue.discard(doc["_id"])
+
+    def job_moved(self, before: dict, after: dict) -> None:
+        if after["state"] == states.DEFINED:
+            self.queue.push(after["_id"], after.get("priority", 0), after.get("seq", 0), after.get("jobtype", ""),
+                            after.get("site", ""))
+            self.schedule_serve()
+        elif before.get("state") == states.DEFINED:
+            self.queue.discard(after["_id"])
+        if before.get("state") in states.JOB_ACTIVE and after["state"] not in states.JOB_ACTIVE:
+            if self.limits.get(after.get("jobtype")) is not None:
+                self.schedule_serve()
+
+    def pilot_moved(self, before: dict, after: dict) -> None:
+        pass

@@ -1,0 +1,64 @@
+"""`p3s-server`: run the p3s server (API and, later, the web monitor)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from p3s import __version__
+from p3s.cli.common import fail, setup_logging
+from p3s.config import ConfigError, add_config_arguments, config_from_args
+from p3s.store import StoreError
+
+SERVER_SETTINGS = ("host", "port", "data_dir", "db", "no_auth", "log_level", "log_file")
+log = logging.getLogger("p3s.server")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="p3s-server", description="Serve the p3s API: jobs, pilots, data, sites, events.")
+    add_config_arguments(parser, SERVER_SETTINGS)
+    parser.add_argument("--version", action="version", version=f"p3s {__version__}")
+    return parser.parse_args(argv)
+
+
+async def serve(config) -> None:
+    from p3s.server.app import P3SServer
+
+    server = P3SServer(config)
+    try:
+        server.open()
+    except StoreError as exc:
+        fail(str(exc))
+    port = server.listen()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    url = f"http://{config.host}:{port}"
+    auth_note = "no authentication" if server.authenticator.disabled else (
+        f"admin token in {server.authenticator.generated_file}" if server.authenticator.generated_file
+        else f"{len(server.authenticator.tokens)} configured token(s)")
+    log.info("p3s %s on %s; %s", __version__, server.db.description, auth_note)
+    print(f"p3s-server listening on {url}", flush=True)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args, SERVER_SETTINGS)
+    except ConfigError as exc:
+        fail(str(exc))
+    setup_logging(config)
+    asyncio.run(serve(config))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Settings: one table of every setting, read from defaults, a YAML file, ``P3S_*`` variables and flags.
+
+Precedence, lowest first: the defaults below, the config file (``--config FILE``, else
+``$P3S_CONFIG``, else ``~/.config/p3s/p3s.yaml`` when it exists), environment variables named
+``P3S_`` + the setting's name in capitals, then command-line flags. ``conf/p3s.yaml`` documents the
+same table; a test keeps the two in step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A setting could not be read; the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    kind: type
+    help: str
+
+    @property
+    def env_name(self) -> str:
+        return "P3S_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server_url", "http://127.0.0.1:8470", str, "URL where clients and pilots reach the server."),
+    Setting("host", "127.0.0.1", str, "Address the server listens on."),
+    Setting("port", 8470, int, "Port the server listens on (0 picks a free one)."),
+    Setting("data_dir", "~/.p3s", str, "Directory for the embedded database, the generated token and the lock."),
+    Setting("db", "", str, "Database URI: empty for the embedded store in data_dir, or mongodb://host/…"),
+    Setting("db_name", "p3s", str, "Database name (used when the URI names none)."),
+    Setting("heartbeat", 10, int, "Seconds between pilot heartbeats while a payload runs."),
+    Setting("pilot_lost_timeout", 60, int, "Seconds without contact after which a pilot is lost."),
+    Setting("default_timelimit", 1000, int, "Time limit in seconds for jobs that give none."),
+    Setting("timelimit_grace", 30, int, "Seconds past a job's time limit before the server itself ends it."),
+    Setting("long_poll_wait", 20, int, "Seconds a pilot's job request waits for work when it asks for no wait."),
+    Setting("long_poll_max", 30, int, "Upper bound on the wait a pilot may ask for."),
+    Setting("reaper_period", 5, int, "Seconds between checks for lost pilots and overdue jobs."),
+    Setting("checkpoint_period", 2, int, "Seconds between flushes of the embedded store to disk."),
+    Setting("usage_points", 360, int, "Resource-usage samples kept per job (oldest dropped first)."),
+    Setting("max_body_size", 1048576, int, "Largest request body in bytes; larger ones get 413."),
+    Setting("tokens", [], list, "Bearer tokens: a list of {token, role, name}; role is admin, client or pilot."),
+    Setting("token", "", str, "Token that clients and pilots send (else the generated one in data_dir)."),
+    Setting("no_auth", False, bool, "Serve without authentication (must be asked for explicitly)."),
+    Setting("log_level", "INFO", str, "Logging level: DEBUG, INFO, WARNING or ERROR."),
+    Setting("log_file", "", str, "Also log to this file (empty: stderr only)."),
+)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ROLES = ("admin", "client", "pilot")
+
+
+def _coerce(setting: Setting, value: Any, where: str) -> Any:
+    """Convert ``value`` to the setting's type or raise ConfigError naming ``where``."""
+    kind = setting.kind
+    problem = f"{where}: key '{setting.name}'"
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{problem}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{problem}: expected an integer, got {value!r}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{problem}: expected an integer, got {value!r}") from None
+        if number < 0:
+            raise ConfigError(f"{problem}: must not be negative, got {number}")
+        return number
+    if kind is list:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else []
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{problem}: not a YAML/JSON list: {exc}") from None
+        if not isinstance(value, list):
+            raise ConfigError(f"{problem}: expected a list, got {type(value).__name__}")
+        return value
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{problem}: expected a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _check_tokens(tokens: list, where: str) -> list[dict]:
+    checked = []
+    for i, entry in enumerate(tokens):
+        here = f"{where}: key 'tokens[{i}]'"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{here}: expected a mapping with token and role")
+        unknown = set(entry) - {"token", "role", "name"}
+        if unknown:
+            raise ConfigError(f"{here}: unknown field(s) {', '.join(sorted(unknown))}")
+        token, role = entry.get("token"), entry.get("role")
+        if not isinstance(token, str) or len(token) < 16:
+            raise ConfigError(f"{here}: 'token' must be a string of at least 16 characters")
+        if role not in ROLES:
+            raise ConfigError(f"{here}: 'role' must be one of {', '.join(ROLES)}, got {role!r}")
+        checked.append({"token": token, "role": role, "name": str(entry.get("name") or role)})
+    return checked
+
+
+class Config(Mapping[str, Any]):
+    """The settings in force, readable as ``cfg.port`` or ``cfg['port']``."""
+
+    def __init__(self, values: dict[str, Any], source: str | None) -> None:
+        self._values = values
+        self.source = source
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(os.path.expanduser(self._values["data_dir"]))
+
+    def replace(self, **changes: Any) -> "Config":
+        values = dict(self._values)
+        for key, value in changes.items():
+            values[key] = _coerce(BY_NAME[key], value, "override")
+        return Config(values, self.source)
+
+
+def default_config_path() -> Path:
+    return Path(os.path.expanduser("~/.config/p3s/p3s.yaml"))
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse one YAML config file; every problem is reported as ``file:line:col`` or by key."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {reason}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    values = {}
+    for key, value in data.items():
+        if key not in BY_NAME:
+            raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(BY_NAME)})")
+        values[key] = _coerce(BY_NAME[key], value, str(path))
+    return values
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the Config from defaults, file, environment and ``overrides`` (flags; None = unset)."""
+    environ = os.environ if environ is None else environ
+    values = {s.name: s.default for s in SETTINGS}
+    source = None
+    if path is None and environ.get("P3S_CONFIG"):
+        path = environ["P3S_CONFIG"]
+    if path is not None:
+        source = str(path)
+        values.update(read_config_file(Path(path)))
+    elif default_config_path().is_file():
+        source = str(default_config_path())
+        values.update(read_config_file(default_config_path()))
+    for setting in SETTINGS:
+        if setting.env_name in environ:
+            values[setting.name] = _coerce(setting, environ[setting.env_name], f"environment {setting.env_name}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(BY_NAME[key], value, f"option --{key.replace('_', '-')}")
+    values["tokens"] = _check_tokens(values["tokens"], source or "tokens")
+    level = str(values["log_level"]).upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{source or 'log_level'}: key 'log_level': expected one of {', '.join(LOG_LEVELS)}")
+    values["log_level"] = level
+    if values["long_poll_wait"] > values["long_poll_max"]:
+        values["long_poll_wait"] = values["long_poll_max"]
+    return Config(values, source)
+
+
+def add_config_arguments(parser, names: tuple[str, ...], short: Mapping[str, str] | None = None) -> None:
+    """Add ``--config`` and a ``--NAME`` flag for each named setting to an argparse parser."""
+    short = short or {}
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (default: $P3S_CONFIG or ~/.config/p3s/p3s.yaml)")
+    for name in names:
+        setting = BY_NAME[name]
+        flags = [f"--{name.replace('_', '-')}"] + ([short[name]] if name in short else [])
+        if setting.kind is bool:
+            parser.add_argument(*flags, dest=name, action="store_const", const=True, default=None, help=setting.help)
+        else:
+            metavar = "N" if setting.kind is int else name.upper()
+            parser.add_argument(*flags, dest=name, metavar=metavar, default=None, help=f"{setting.help} [default: {setting.default}]")
+
+
+def config_from_args(args, names: tuple[str, ...]) -> Config:
+    """Load the Config using the flags an argparse namespace carries for ``names``."""
+    return load_config(getattr(args, "config", None), {n: getattr(args, n, None) for n in names})
+
+
+def documented_defaults(path: Path) -> dict[str, Any]:
+    """The defaults written in a documented config file such as ``conf/p3s.yaml``."""
+    return read_config_file(path)

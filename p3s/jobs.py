@@ -1,0 +1,134 @@
+"""What clients do with jobs: submit, list, adjust, kill, delete; and the per-jobtype limits."""
+from __future__ import annotations
+
+import time
+import uuid as _uuid
+from typing import Any
+
+from p3s import events, models, schema, states
+from p3s.broker import Broker
+from p3s.config import Config
+from p3s.errors import ApiError, invalid, not_found
+from p3s.lifecycle import RETRY_RESET, Lifecycle
+from p3s.models import utcnow
+from p3s.pilots import PilotService
+from p3s.states import IllegalTransition
+
+MAX_JOBS_PER_REQUEST = 10000
+FIELDS_ONLY_BEFORE_DISPATCH = frozenset({states.TEMPLATE, states.DEFINED})
+_last_seq = 0
+
+
+def next_seq() -> int:
+    """FIFO order within a priority: microseconds since the epoch (exact in JSON), strictly increasing."""
+    global _last_seq
+    _last_seq = max(time.time_ns() // 1000, _last_seq + 1)
+    return _last_seq
+
+
+class JobService:
+    def __init__(self, lifecycle: Lifecycle, broker: Broker, pilots: PilotService, config: Config) -> None:
+        self.lifecycle, self.broker, self.pilots, self.config = lifecycle, broker, pilots, config
+        self.collection = models.Job._get_collection()
+
+    def create(self, body: Any, user: str) -> list[dict]:
+        """Create one job (an object) or several (a list): all of them, or none."""
+        items = body if isinstance(body, list) else [body]
+        if not items:
+            raise invalid("body", "the list of jobs is empty")
+        if len(items) > MAX_JOBS_PER_REQUEST:
+            raise ApiError(413, f"at most {MAX_JOBS_PER_REQUEST} jobs per request, got {len(items)}")
+        now = utcnow()
+        docs = []
+        for i, item in enumerate(items):
+            clean = schema.JOB_CREATE.validate(item, f"[{i}]" if isinstance(body, list) else "")
+            doc = {
+                "_id": clean.pop("uuid", None) or str(_uuid.uuid4()),
+                **clean,
+                "timelimit": clean.get("timelimit") or self.config.default_timelimit,
+                "user": clean["user"] or user,
+                "input_file": clean["input_file"] or clean["env"].get("P3S_INPUT_FILE", ""),
+                "seq": next_seq(), "workflow": None, "vertex": None, "attempts": 0, "pilot": None,
+                "host": None, "pilot_site": None, "pid": None, "exit_code": None, "error": None,
+                "kill_requested": False, "ts_def": now, "ts_dis": None, "ts_sta": None, "ts_sto": None,
+                "usage": {}, "usage_series": [], "stdout_tail": None, "stderr_tail": None,
+            }
+            docs.append(doc)
+        ids = [d["_id"] for d in docs]
+        if len(set(ids)) != len(ids):
+            raise invalid("uuid", "the same uuid is given to two jobs")
+        taken = [d["_id"] for d in self.collection.find({"_id": {"$in": ids}}, {"_id": 1})]
+        if taken:
+            raise ApiError(409, f"job {taken[0]} exists already", "uuid")
+        self.lifecycle.insert_jobs(docs)
+        return docs
+
+    def get(self, uuid: str) -> dict:
+        doc = self.collection.find_one({"_id": uuid})
+        if doc is None:
+            raise not_found("job", uuid)
+        return doc
+
+    def patch(self, uuid: str, changes: dict) -> dict:
+        """Adjust a job; a state change and the other fields are one write, or nothing."""
+        fields = {k: v for k, v in changes.items() if k != "state"}
+        target = changes.get("state")
+        if target is None:
+            try:
+                return self.lifecycle.change_job(uuid, fields, FIELDS_ONLY_BEFORE_DISPATCH)
+            except IllegalTransition as exc:
+                raise ApiError(409, f"job {uuid} is {exc.current}; {', '.join(fields)} can only change "
+                                    "before it is dispatched") from None
+        sources = None
+        if target == states.DEFINED:
+            current = self.get(uuid)["state"]
+            if current != states.TEMPLATE:       # a rerun of an ended job: it starts afresh
+                fields = {**RETRY_RESET, "error": None, "attempts": 0, **fields}
+            sources = {current}
+        elif fields:
+            sources = FIELDS_ONLY_BEFORE_DISPATCH
+        return self.lifecycle.move_job(uuid, target, sources=sources, set_=fields, full=True)
+
+    def kill(self, uuid: str) -> dict:
+        """Cancel a job that has not been dispatched; ask the pilot to stop one that has."""
+        job = self.get(uuid)
+        if job["state"] in FIELDS_ONLY_BEFORE_DISPATCH:
+            return self.lifecycle.move_job(uuid, states.CANCELLED, sources={job["state"]},
+                                           set_={"ts_sto": utcnow(), "error": "cancelled on request"}, full=True)
+        if job["state"] in states.JOB_ACTIVE:
+            self.lifecycle.change_job(uuid, {"kill_requested": True}, states.JOB_ACTIVE)
+            self.pilots.kill_job(job)
+            events.record("job.kill", f"stop requested for job {uuid} on pilot {job['pilot']}",
+                          job=uuid, pilot=job["pilot"])
+            return self.get(uuid)
+        raise ApiError(409, f"job {uuid} is {job['state']}; there is nothing to kill")
+
+    def delete(self, query: dict) -> list[str]:
+        return self.lifecycle.delete_jobs(query)
+
+    # --- job types ----------------------------------------------------------------------------
+    def jobtypes(self) -> list[dict]:
+        stored = {d["_id"]: d for d in models.JobType._get_collection().find()}
+        names = set(stored) | {t for (_s, t), n in self.lifecycle.counters.jobs.items() if n}
+        return [self.jobtype(name, stored.get(name)) for name in sorted(names)]
+
+    def jobtype(self, name: str, stored: dict | None = None) -> dict:
+        if stored is None:
+            stored = models.JobType._get_collection().find_one({"_id": name}) or {}
+        counters = self.lifecycle.counters
+        return {"name": name, "limit": stored.get("limit"), "comment": stored.get("comment", ""),
+                "active": counters.active(name), "defined": counters.jobs[(states.DEFINED, name)]}
+
+    def set_jobtype(self, name: str, body: dict) -> dict:
+        models.JobType._get_collection().update_one(
+            {"_id": name}, {"$set": {"limit": body["limit"], "comment": body["comment"]}}, upsert=True)
+        self.broker.limits[name] = body["limit"]
+        self.broker.schedule_serve()
+        events.record("jobtype.limit", f"limit of job type {name} set to {body['limit']}")
+        return self.jobtype(name)
+
+    def delete_jobtype(self, name: str) -> None:
+        if models.JobType._get_collection().delete_one({"_id": name}).deleted_count == 0:
+            raise not_found("job type", name)
+        self.broker.limits.pop(name, None)
+        self.broker.schedule_serve()

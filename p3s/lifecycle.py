@@ -1,0 +1,241 @@
+"""The one place where jobs and pilots change state.
+
+Every change is one conditional atomic write: the filter holds the document's id and the states
+the transition table (``p3s.states``) allows to precede the target, so a change that is not
+allowed, or that lost a race, matches nothing and writes nothing. The pre-image the write returns
+keeps the counters exact and tells the listeners (broker, reaper, live pages) what moved.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any, Iterable, Protocol
+
+from pymongo import ReturnDocument
+
+from p3s import models, states
+from p3s.errors import not_found
+from p3s.models import utcnow
+from p3s.states import IllegalTransition
+
+log = logging.getLogger("p3s.lifecycle")
+
+# Fields of a job the listeners need to know about (broker queue, limits, deadlines).
+JOB_BRIEF = {"state": 1, "jobtype": 1, "priority": 1, "seq": 1, "site": 1, "timelimit": 1,
+             "pilot": 1, "workflow": 1, "attempts": 1, "max_attempts": 1, "ts_sta": 1}
+PILOT_BRIEF = {"state": 1, "site": 1, "host": 1, "job": 1}
+
+# What a retry resets, so that the job looks as it did when it was first defined.
+RETRY_RESET = {"pilot": None, "host": None, "pilot_site": None, "pid": None, "exit_code": None,
+               "ts_dis": None, "ts_sta": None, "ts_sto": None, "kill_requested": False}
+
+
+def build_update(set_: dict | None = None, **operators: dict | None) -> dict:
+    """An update document, refusing two operators on one path (MongoDB rejects it with code 40)."""
+    update: dict[str, dict] = {}
+    seen: list[str] = []
+    for op, fields in (("$set", set_), *((f"${k}", v) for k, v in operators.items())):
+        if not fields:
+            continue
+        for path in fields:
+            for other in seen:
+                if path == other or path.startswith(other + ".") or other.startswith(path + "."):
+                    raise ValueError(f"update touches {path!r} twice ({op} and another operator)")
+            seen.append(path)
+        update[op] = dict(fields)
+    return update
+
+
+class Listener(Protocol):
+    def job_moved(self, before: dict, after: dict) -> None: ...
+    def job_created(self, doc: dict) -> None: ...
+    def job_removed(self, doc: dict) -> None: ...
+    def pilot_moved(self, before: dict, after: dict) -> None: ...
+
+
+class Counters:
+    """Jobs by (state, jobtype) and pilots by (state, site), kept in memory from every change."""
+
+    def __init__(self) -> None:
+        self.jobs: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.pilots: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def load(self) -> None:
+        """Count the database once (at start, and now and then when another server may write)."""
+        jobs: collections.Counter = collections.Counter()
+        for row in models.Job._get_collection().aggregate(
+                [{"$group": {"_id": {"s": "$state", "t": "$jobtype"}, "n": {"$sum": 1}}}]):
+            jobs[(row["_id"]["s"], row["_id"].get("t") or "")] = row["n"]
+        pilots: collections.Counter = collections.Counter()
+        for row in models.Pilot._get_collection().aggregate(
+                [{"$group": {"_id": {"s": "$state", "t": "$site"}, "n": {"$sum": 1}}}]):
+            pilots[(row["_id"]["s"], row["_id"].get("t") or "")] = row["n"]
+        self.jobs, self.pilots = jobs, pilots
+
+    def active(self, jobtype: str) -> int:
+        """Jobs of ``jobtype`` dispatched or running: what a jobtype limit counts."""
+        return self.jobs[(states.DISPATCHED, jobtype)] + self.jobs[(states.RUNNING, jobtype)]
+
+    def summary(self) -> dict[str, Any]:
+        jobs = {s: 0 for s in states.JOB_STATES}
+        by_type: dict[str, dict[str, int]] = {}
+        for (state, jobtype), n in self.jobs.items():
+            if n:
+                jobs[state] = jobs.get(state, 0) + n
+                by_type.setdefault(jobtype, {})[state] = n
+        pilots = {s: 0 for s in states.PILOT_STATES}
+        by_site: dict[str, dict[str, int]] = {}
+        for (state, site), n in self.pilots.items():
+            if n:
+                pilots[state] = pilots.get(state, 0) + n
+                by_site.setdefault(site, {})[state] = n
+        return {"jobs": jobs, "jobs_total": sum(jobs.values()), "jobs_by_type": by_type,
+                "pilots": pilots, "pilots_total": sum(pilots.values()), "pilots_by_site": by_site}
+
+
+class Lifecycle:
+    """Writes state changes, keeps the counters, and tells the listeners."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self.listeners: list[Listener] = []
+        self.jobs = models.Job._get_collection()
+        self.pilots = models.Pilot._get_collection()
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def move_job(self, uuid: str, target: str, *, sources: Iterable[str] | None = None,
+                 set_: dict | None = None, inc: dict | None = None, push: dict | None = None,
+                 max_: dict | None = None, where: dict | None = None, full: bool = False) -> dict:
+        """Move job ``uuid`` to ``target`` in one conditional write; return the document after.
+
+        ``sources`` narrows the table's allowed predecessors; ``where`` adds conditions.
+        With ``full`` the whole document is returned, else the fields in JOB_BRIEF.
+        Raises IllegalTransition (the job is in another state) or ApiError 404.
+        """
+        allowed = states.job_sources(target)
+        if sources is not None:
+            allowed = allowed & frozenset(sources)
+        query = {"_id": uuid, "state": {"$in": sorted(allowed)}, **(where or {})}
+        changes = {"state": target, **(set_ or {})}
+        update = build_update(changes, inc=inc, push=push, max=max_)
+        if full and len(allowed) == 1:
+            # One predecessor: the state before is known, so one call can return the whole job.
+            after = self.jobs.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+            if after is None:
+                raise self._refusal("job", self.jobs, uuid, target)
+            before = {**after, "state": next(iter(allowed))}
+            full = False
+        else:
+            before = self.jobs.find_one_and_update(query, update, projection=JOB_BRIEF,
+                                                   return_document=ReturnDocument.BEFORE)
+            if before is None:
+                raise self._refusal("job", self.jobs, uuid, target)
+            after = {**before, **changes}
+            for field, amount in (inc or {}).items():
+                after[field] = (before.get(field) or 0) + amount
+        self.counters.jobs[(before["state"], before.get("jobtype", ""))] -= 1
+        self.counters.jobs[(target, before.get("jobtype", ""))] += 1
+        for listener in self.listeners:
+            listener.job_moved(before, after)
+        if full:
+            return self.jobs.find_one({"_id": uuid}) or after
+        return after
+
+    def change_job(self, uuid: str, set_: dict, in_states: Iterable[str]) -> dict:
+        """Change fields (not the state) of a job in one of ``in_states``; return it after."""
+        query = {"_id": uuid, "state": {"$in": sorted(in_states)}}
+        after = self.jobs.find_one_and_update(query, build_update(set_), return_document=ReturnDocument.AFTER)
+        if after is None:
+            current = self.jobs.find_one({"_id": uuid}, {"state": 1})
+            if current is None:
+                raise not_found("job", uuid)
+            raise IllegalTransition("job", uuid, current["state"], f"changed while {current['state']}")
+        before = {**after, **{k: None for k in set_}}
+        for listener in self.listeners:
+            listener.job_moved(before, after)
+        return after
+
+    def end_job(self, uuid: str, target: str, *, sources: Iterable[str] | None = None,
+                set_: dict | None = None, where: dict | None = None, **more: Any) -> dict:
+        """Move a job to an end state, then back to ``defined`` if it may be retried."""
+        after = self.move_job(uuid, target, sources=sources, set_={"ts_sto": utcnow(), **(set_ or {})},
+                              where=where, **more)
+        if target in states.JOB_RETRYABLE and (after.get("attempts") or 0) < (after.get("max_attempts") or 1):
+            try:
+                after = self.move_job(uuid, states.DEFINED, sources={target}, set_=dict(RETRY_RESET))
+                from p3s import events
+                events.record("job.retry", f"job {uuid} ended {target}; retrying "
+                              f"(attempt {after.get('attempts', 0) + 1} of {after.get('max_attempts')})",
+                              job=uuid, severity="warning")
+            except IllegalTransition:
+                pass
+        return after
+
+    def insert_jobs(self, docs: list[dict]) -> None:
+        """Insert new jobs all together; on any error none remains."""
+        try:
+            self.jobs.insert_many(docs, ordered=True)
+        except Exception:
+            self.jobs.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+            raise
+        for doc in docs:
+            self.counters.jobs[(doc["state"], doc["jobtype"])] += 1
+            for listener in self.listeners:
+                listener.job_created(doc)
+
+    def delete_jobs(self, query: dict) -> list[str]:
+        """Delete the jobs matching ``query`` that are not dispatched or running; return their ids."""
+        query = {"$and": [query, {"state": {"$nin": sorted(states.JOB_ACTIVE)}}]}
+        doomed = list(self.jobs.find(query, JOB_BRIEF))
+        if not doomed:
+            return []
+        ids = [d["_id"] for d in doomed]
+        self.jobs.delete_many({"_id": {"$in": ids}, "state": {"$nin": sorted(states.JOB_ACTIVE)}})
+        for doc in doomed:
+            self.counters.jobs[(doc["state"], doc.get("jobtype", ""))] -= 1
+            for listener in self.listeners:
+                listener.job_removed(doc)
+        return ids
+
+    # --- pilots -------------------------------------------------------------------------------
+    def move_pilot(self, uuid: str, target: str, *, set_: dict | None = None, inc: dict | None = None,
+                   where: dict | None = None, projection: dict | None = None) -> dict:
+        """Move pilot ``uuid`` to ``target`` (or keep it there) in one conditional write."""
+        query = {"_id": uuid, "state": {"$in": sorted(states.pilot_sources(target))}, **(where or {})}
+        changes = {"state": target, **(set_ or {})}
+        proj = {**PILOT_BRIEF, **(projection or {})}
+        before = self.pilots.find_one_and_update(query, build_update(changes, inc=inc), projection=proj,
+                                                 return_document=ReturnDocument.BEFORE)
+        if before is None:
+            raise self._refusal("pilot", self.pilots, uuid, target)
+        after = {**before, **changes}
+        if before["state"] != target:
+            self.counters.pilots[(before["state"], before.get("site", ""))] -= 1
+            self.counters.pilots[(target, before.get("site", ""))] += 1
+        for listener in self.listeners:
+            listener.pilot_moved(before, after)
+        return after
+
+    def insert_pilot(self, doc: dict) -> None:
+        self.pilots.insert_one(doc)
+        self.counters.pilots[(doc["state"], doc["site"])] += 1
+        for listener in self.listeners:
+            listener.pilot_moved({**doc, "state": None}, doc)
+
+    def delete_pilots(self, query: dict) -> list[str]:
+        """Delete pilots matching ``query`` that are stopped or lost."""
+        query = {"$and": [query, {"state": {"$nin": sorted(states.PILOT_ALIVE)}}]}
+        doomed = list(self.pilots.find(query, PILOT_BRIEF))
+        ids = [d["_id"] for d in doomed]
+        if ids:
+            self.pilots.delete_many({"_id": {"$in": ids}, "state": {"$nin": sorted(states.PILOT_ALIVE)}})
+        for doc in doomed:
+            self.counters.pilots[(doc["state"], doc.get("site", ""))] -= 1
+        return ids
+
+    @staticmethod
+    def _refusal(kind: str, collection: Any, uuid: str, target: str) -> Exception:
+        current = collection.find_one({"_id": uuid}, {"state": 1})
+        if current is None:
+            return not_found(kind, uuid)
+        return IllegalTransition(kind, uuid, current["state"], target)

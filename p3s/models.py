@@ -1,0 +1,178 @@
+"""The documents p3s keeps in MongoDB, with the indexes its hot paths need.
+
+The documents declare the schema and the indexes. Hot paths write through the raw collection
+(``Model._get_collection()``) with one explicit atomic update each, so that what reaches the
+database is exactly the update MongoDB documents as valid.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+
+import mongoengine as me
+
+from p3s import states
+
+
+def utcnow() -> _dt.datetime:
+    """Now in UTC, naive, to the millisecond (what MongoDB keeps)."""
+    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+_NO_AUTO_INDEX = {"auto_create_index": False}
+
+
+class Job(me.Document):
+    """One payload to run. Created by clients or by a workflow; brokered to one pilot."""
+
+    uuid = me.StringField(primary_key=True)
+    name = me.StringField(default="")
+    user = me.StringField(default="")
+    jobtype = me.StringField(default="default")
+    payload = me.StringField(required=True)
+    params = me.StringField(default="")
+    env = me.DictField()
+    priority = me.IntField(default=0)
+    timelimit = me.IntField(required=True)
+    state = me.StringField(choices=states.JOB_STATES, default=states.DEFINED)
+    site = me.StringField(default="")            # required site; '' = any
+    seq = me.IntField(required=True)             # FIFO order within a priority
+    input_file = me.StringField(default="")
+    workflow = me.StringField(null=True)
+    vertex = me.StringField(null=True)           # the DAG vertex this job instantiates
+    max_attempts = me.IntField(default=1)
+    attempts = me.IntField(default=0)
+    # filled in at dispatch and by the pilot's reports
+    pilot = me.StringField(null=True)
+    host = me.StringField(null=True)
+    pilot_site = me.StringField(null=True)
+    pid = me.IntField(null=True)
+    exit_code = me.IntField(null=True)
+    error = me.StringField(null=True)            # why it ended unsuccessfully, in words
+    kill_requested = me.BooleanField(default=False)
+    ts_def = me.DateTimeField()
+    ts_dis = me.DateTimeField(null=True)
+    ts_sta = me.DateTimeField(null=True)
+    ts_sto = me.DateTimeField(null=True)
+    usage = me.DictField()                       # summary: peak_rss, cpu_time, ...
+    usage_series = me.ListField(me.DictField())  # bounded time series of heartbeats
+    stdout_tail = me.StringField(null=True)
+    stderr_tail = me.StringField(null=True)
+
+    meta = {
+        "collection": "jobs",
+        "indexes": [
+            ("state", "seq"),
+            ("pilot", "state"),
+            ("workflow", "state"),
+            ("jobtype", "state"),
+            "-ts_def",
+            "user",
+            "name",
+        ],
+        **_NO_AUTO_INDEX,
+    }
+
+
+class Pilot(me.Document):
+    """An agent on a worker node that asks for jobs and runs them."""
+
+    uuid = me.StringField(primary_key=True)
+    host = me.StringField(default="")
+    site = me.StringField(default="")
+    pid = me.IntField(null=True)
+    extra = me.StringField(default="")           # e.g. the batch system's job id
+    jobtypes = me.ListField(me.StringField())    # empty = any jobtype
+    state = me.StringField(choices=states.PILOT_STATES, default=states.IDLE)
+    job = me.StringField(null=True)              # current job
+    njobs = me.IntField(default=0)               # jobs run so far
+    kill_requested = me.BooleanField(default=False)
+    kill_job = me.StringField(null=True)         # a job of this pilot's to stop
+    version = me.StringField(default="")
+    ts_reg = me.DateTimeField()
+    ts_lhb = me.DateTimeField()                  # last contact
+    ts_stop = me.DateTimeField(null=True)
+    usage = me.DictField()
+    reason = me.StringField(null=True)           # why it stopped or was lost
+
+    meta = {"collection": "pilots", "indexes": [("state", "ts_lhb"), "host", "site"], **_NO_AUTO_INDEX}
+
+
+class DataType(me.Document):
+    """A kind of data file; its extension is used to generate file names."""
+
+    name = me.StringField(primary_key=True)
+    ext = me.StringField(default="")
+    comment = me.StringField(default="")
+    meta = {"collection": "datatypes", **_NO_AUTO_INDEX}
+
+
+class DataFile(me.Document):
+    """One data file: registered by a client or the injector, or an edge of a workflow."""
+
+    uuid = me.StringField(primary_key=True)
+    name = me.StringField(required=True)
+    dirpath = me.StringField(default="")
+    datatype = me.StringField(default="")
+    state = me.StringField(default="defined")
+    comment = me.StringField(default="")
+    metadata = me.DictField()
+    size = me.IntField(null=True)
+    workflow = me.StringField(null=True)
+    datatag = me.StringField(null=True)
+    source = me.StringField(null=True)           # producing vertex / job
+    target = me.StringField(null=True)
+    source_job = me.StringField(null=True)
+    target_job = me.StringField(null=True)
+    ts_reg = me.DateTimeField()
+    ts_upd = me.DateTimeField()
+
+    meta = {"collection": "data", "indexes": ["name", "workflow", "datatype", "-ts_reg"], **_NO_AUTO_INDEX}
+
+
+class JobType(me.Document):
+    """Per-jobtype settings: the limit on dispatched+running jobs (None = no limit)."""
+
+    name = me.StringField(primary_key=True)
+    limit = me.IntField(null=True)
+    comment = me.StringField(default="")
+    meta = {"collection": "jobtypes", **_NO_AUTO_INDEX}
+
+
+class Site(me.Document):
+    """A place pilots run: nominal pilot count and the parameters pilots bootstrap from."""
+
+    name = me.StringField(primary_key=True)
+    pilots = me.IntField(default=1)              # nominal pilot population
+    period = me.IntField(default=10)             # seconds between job requests when idle
+    beat = me.IntField(default=10)               # heartbeat seconds while a job runs
+    cycles = me.IntField(default=3)              # idle requests before a pilot stops; 0 = forever
+    lifetime = me.IntField(default=90000)        # expected pilot lifetime (alarms)
+    server = me.StringField(default="")
+    env = me.DictField()
+    comment = me.StringField(default="")
+    meta = {"collection": "sites", **_NO_AUTO_INDEX}
+
+
+class Event(me.Document):
+    """The server's log of notable happenings: lost pilots, kills, timeouts, operator notes."""
+
+    ts = me.DateTimeField()
+    kind = me.StringField(required=True)         # e.g. pilot.lost, job.timelimit, note
+    severity = me.StringField(default="info")    # info, warning, error
+    message = me.StringField(default="")
+    job = me.StringField(null=True)
+    pilot = me.StringField(null=True)
+    site = me.StringField(null=True)
+    source = me.StringField(default="server")
+    data = me.DictField()
+    meta = {"collection": "events", "indexes": ["-ts", ("kind", "-ts")], **_NO_AUTO_INDEX}
+
+
+ALL_MODELS = (Job, Pilot, DataType, DataFile, JobType, Site, Event)
+
+
+def ensure_indexes() -> None:
+    """Create every index the server's queries rely on (idempotent)."""
+    for model in ALL_MODELS:
+        model.ensure_indexes()

@@ -1,0 +1,299 @@
+"""What pilots do through the server: register, ask for work, report, and get told to stop.
+
+The live pilots are also kept in memory (``Registry``) so that matching, kill delivery and the
+reaper need no query; every contact still leaves one write (the heartbeat) in the database.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import uuid as _uuid
+from typing import Any
+
+from tornado.ioloop import IOLoop
+
+from p3s import events, models, schema, states
+from p3s.broker import Broker, PilotInfo
+from p3s.config import Config
+from p3s.errors import ApiError, invalid, not_found
+from p3s.lifecycle import Lifecycle, build_update
+from p3s.models import utcnow
+from p3s.states import IllegalTransition
+
+log = logging.getLogger("p3s.pilots")
+
+# The part of a job a pilot needs to run it.
+JOB_FOR_PILOT = ("name", "jobtype", "payload", "params", "env", "timelimit", "priority", "workflow", "input_file")
+KILL_FIELDS = {"kill_requested": 1, "kill_job": 1}
+
+
+def _from_epoch(value: float | None) -> _dt.datetime | None:
+    if value is None:
+        return None
+    moment = _dt.datetime.fromtimestamp(value, _dt.timezone.utc).replace(tzinfo=None)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+class Registry:
+    """The live pilots, by uuid, as the broker and the reaper see them."""
+
+    def __init__(self) -> None:
+        self.pilots: dict[str, PilotInfo] = {}
+
+    def load(self) -> None:
+        """Load live pilots; each gets a fresh grace period (the server may have been down)."""
+        now = IOLoop.current().time()
+        self.pilots = {}
+        for doc in models.Pilot._get_collection().find({"state": {"$in": sorted(states.PILOT_ALIVE)}}):
+            self.pilots[doc["_id"]] = self._info(doc, now)
+
+    @staticmethod
+    def _info(doc: dict, now: float) -> PilotInfo:
+        return PilotInfo(uuid=doc["_id"], host=doc.get("host", ""), site=doc.get("site", ""),
+                         jobtypes=frozenset(doc.get("jobtypes") or ()), state=doc["state"], last_seen=now,
+                         job=doc.get("job"), kill=bool(doc.get("kill_requested")), kill_job=doc.get("kill_job"))
+
+    def get(self, uuid: str) -> PilotInfo:
+        """The live pilot ``uuid``; 404 if unknown, 409 if it has stopped or been declared lost."""
+        info = self.pilots.get(uuid)
+        if info is not None:
+            return info
+        doc = models.Pilot._get_collection().find_one({"_id": uuid})
+        if doc is None:
+            raise not_found("pilot", uuid)
+        if doc["state"] not in states.PILOT_ALIVE:
+            raise ApiError(409, f"pilot {uuid} is {doc['state']}; it must stop (register anew to work again)")
+        info = self.pilots[uuid] = self._info(doc, IOLoop.current().time())
+        return info
+
+    def forget(self, uuid: str) -> None:
+        self.pilots.pop(uuid, None)
+
+
+class PilotService:
+    """Registration, job requests, reports and kill requests of pilots."""
+
+    def __init__(self, lifecycle: Lifecycle, broker: Broker, registry: Registry, config: Config) -> None:
+        self.lifecycle, self.broker, self.registry, self.config = lifecycle, broker, registry, config
+        self.collection = models.Pilot._get_collection()
+        self.jobs = models.Job._get_collection()
+
+    # --- registration -------------------------------------------------------------------------
+    def register(self, body: dict) -> dict:
+        now = utcnow()
+        uuid = body.get("uuid") or str(_uuid.uuid4())
+        existing = self.collection.find_one({"_id": uuid}, {"state": 1})
+        if existing is not None:
+            if existing["state"] not in states.PILOT_ALIVE:
+                raise ApiError(409, f"pilot {uuid} is {existing['state']}; a pilot id cannot be reused", "uuid")
+            doc = self.collection.find_one({"_id": uuid})   # a retried registration: same pilot
+        else:
+            doc = {"_id": uuid, "host": body["host"], "site": body["site"], "pid": body["pid"],
+                   "extra": body["extra"], "jobtypes": body["jobtypes"], "version": body["version"],
+                   "state": states.IDLE, "job": None, "njobs": 0, "kill_requested": False, "kill_job": None,
+                   "ts_reg": now, "ts_lhb": now, "ts_stop": None, "usage": {}, "reason": None}
+            self.lifecycle.insert_pilot(doc)
+            events.record("pilot.registered", f"pilot {uuid} registered on {doc['host']} (site {doc['site'] or '-'})",
+                          pilot=uuid, site=doc["site"] or None)
+        self.registry.pilots[uuid] = self.registry._info(doc, IOLoop.current().time())
+        return doc
+
+    def settings(self) -> dict[str, Any]:
+        """Server settings a pilot follows."""
+        return {"heartbeat": self.config.heartbeat, "long_poll_max": self.config.long_poll_max,
+                "long_poll_wait": self.config.long_poll_wait, "pilot_lost_timeout": self.config.pilot_lost_timeout}
+
+    # --- contact ------------------------------------------------------------------------------
+    def touch(self, pilot: PilotInfo, set_: dict | None = None) -> dict:
+        """Record a contact (the heartbeat write); returns the pilot's kill flags."""
+        pilot.last_seen = IOLoop.current().time()
+        doc = self.collection.find_one_and_update(
+            {"_id": pilot.uuid, "state": {"$in": sorted(states.PILOT_ALIVE)}},
+            build_update({"ts_lhb": utcnow(), **(set_ or {})}), projection=KILL_FIELDS)
+        if doc is None:
+            self.registry.forget(pilot.uuid)
+            raise ApiError(409, f"pilot {pilot.uuid} is no longer alive; it must stop")
+        pilot.kill = bool(doc.get("kill_requested"))
+        pilot.kill_job = doc.get("kill_job")
+        return doc
+
+    def instructions(self, pilot: PilotInfo) -> dict[str, Any]:
+        return {"kill": pilot.kill, "kill_job": pilot.kill_job}
+
+    # --- reports ------------------------------------------------------------------------------
+    def report(self, uuid: str, body: dict) -> dict:
+        """Handle one event from pilot ``uuid``; the reply carries any kill request."""
+        pilot = self.registry.get(uuid)
+        event = body["event"]
+        if event == "stopped":
+            self._stopped(pilot, body)
+            return {"kill": False, "kill_job": None, "stopped": True}
+        pilot_usage = event == "heartbeat" and not body["job"] and body["usage"]
+        self.touch(pilot, {"usage": body["usage"]} if pilot_usage else None)
+        if event == "heartbeat" and not body["job"]:
+            return self.instructions(pilot)
+        if not body["job"]:
+            raise invalid("job", f"is required with event {event}")
+        getattr(self, "_on_" + event)(pilot, body)
+        return self.instructions(pilot)
+
+    def _own(self, pilot: PilotInfo) -> dict:
+        return {"pilot": pilot.uuid}
+
+    def _on_heartbeat(self, pilot: PilotInfo, body: dict) -> None:
+        usage = body["usage"]
+        for key, value in usage.items():
+            if not key.isidentifier() or isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise invalid(f"usage.{key}", "must be a number named by a plain identifier")
+        sample = {"t": body["ts"] or utcnow().timestamp(), **usage}
+        peak = max(usage.get("peak_rss") or 0, usage.get("rss") or 0)
+        update = build_update({f"usage.{k}": v for k, v in usage.items() if k != "peak_rss"},
+                              push={"usage_series": {"$each": [sample], "$slice": -self.config.usage_points}},
+                              max={"usage.peak_rss": peak})
+        result = self.jobs.update_one({"_id": body["job"], "pilot": pilot.uuid,
+                                       "state": {"$in": sorted(states.JOB_ACTIVE)}}, update)
+        if result.matched_count == 0:
+            doc = self.jobs.find_one({"_id": body["job"]}, {"pilot": 1})
+            if doc is not None and doc.get("pilot") == pilot.uuid:
+                pilot.kill_job = body["job"]     # ended by the server (e.g. overdue): stop the payload
+                return
+            self._not_yours(pilot, body["job"], "heartbeat")
+
+    def _on_jobstart(self, pilot: PilotInfo, body: dict) -> None:
+        self.lifecycle.move_job(body["job"], states.RUNNING, where=self._own(pilot),
+                                set_={"ts_sta": _from_epoch(body["ts"]) or utcnow(), "pid": body["pid"]})
+
+    def _end(self, pilot: PilotInfo, body: dict, target: str, error: str | None) -> None:
+        fields: dict[str, Any] = {"exit_code": body["exit_code"], "error": error}
+        for key in ("stdout_tail", "stderr_tail"):
+            if body[key] is not None:
+                fields[key] = body[key]
+        if body["usage"]:
+            fields["usage"] = body["usage"]
+        if body["started"] is not None:
+            fields["ts_sta"] = _from_epoch(body["started"])
+        sources = {states.DISPATCHED} if target == states.NONSTARTER else states.JOB_ACTIVE
+        try:
+            self.lifecycle.end_job(body["job"], target, sources=sources, where=self._own(pilot), set_=fields)
+        finally:
+            pilot.job = None
+            if pilot.kill_job == body["job"]:
+                pilot.kill_job = None
+            self.lifecycle.move_pilot(pilot.uuid, states.IDLE, set_={"job": None, "kill_job": None}, inc={"njobs": 1})
+
+    def _on_jobstop(self, pilot: PilotInfo, body: dict) -> None:
+        code = body["exit_code"]
+        if code is None:
+            raise invalid("exit_code", "is required with event jobstop")
+        target = states.end_state_for_exit(code)
+        self._end(pilot, body, target, None if code == 0 else f"exit code {code}")
+
+    def _on_timelimit(self, pilot: PilotInfo, body: dict) -> None:
+        self._end(pilot, body, states.TIMELIMIT, body["message"] or "ran past its time limit")
+
+    def _on_nonstarter(self, pilot: PilotInfo, body: dict) -> None:
+        self._end(pilot, body, states.NONSTARTER, body["message"] or "the payload could not be started")
+        events.record("job.nonstarter", f"job {body['job']} could not start on {pilot.host}: {body['message']}",
+                      job=body["job"], pilot=pilot.uuid, severity="warning")
+
+    def _on_killed(self, pilot: PilotInfo, body: dict) -> None:
+        self._end(pilot, body, states.KILLED, body["message"] or "killed on request")
+
+    def _not_yours(self, pilot: PilotInfo, job: str, what: str) -> None:
+        doc = self.jobs.find_one({"_id": job}, {"state": 1, "pilot": 1})
+        if doc is None:
+            raise not_found("job", job)
+        raise ApiError(409, f"job {job} is {doc['state']} and held by pilot {doc.get('pilot')}; "
+                            f"pilot {pilot.uuid} cannot report {what} for it")
+
+    def _stopped(self, pilot: PilotInfo, body: dict) -> None:
+        self.broker.stop_waiting(pilot.uuid)
+        for job in self.jobs.find({"pilot": pilot.uuid, "state": {"$in": sorted(states.JOB_ACTIVE)}}, {"_id": 1}):
+            try:
+                self.lifecycle.end_job(job["_id"], states.PILOT_LOST, where=self._own(pilot),
+                                       set_={"error": "its pilot stopped without reporting it"})
+            except IllegalTransition:
+                pass
+        self.lifecycle.move_pilot(pilot.uuid, states.STOPPED,
+                                  set_={"ts_stop": utcnow(), "ts_lhb": utcnow(), "job": None,
+                                        "reason": body["message"] or "stopped"})
+        self.registry.forget(pilot.uuid)
+        events.record("pilot.stopped", f"pilot {pilot.uuid} on {pilot.host} stopped: {body['message'] or 'done'}",
+                      pilot=pilot.uuid, site=pilot.site or None)
+
+    # --- job requests -------------------------------------------------------------------------
+    async def request(self, uuid: str, body: dict, on_wait=None) -> dict:
+        """Report (optional) then claim a job, waiting up to the asked-for seconds for one."""
+        pilot = self.registry.get(uuid)
+        if body.get("report") is not None:
+            report = schema.PILOT_EVENT.validate(body["report"], "report")
+            if report["event"] == "stopped":
+                raise invalid("report.event", "a pilot that stops reports it on its own, not with a request")
+            self.report(uuid, report)
+        self.touch(pilot)
+        if pilot.kill:
+            return {"job": None, **self.instructions(pilot)}
+        held = self._held_job(pilot)
+        if held is not None:
+            return {"job": held, **self.instructions(pilot)}
+        job = self.broker.claim(pilot)
+        if job is None:
+            wait = body.get("wait")
+            wait = self.config.long_poll_wait if wait is None else min(wait, self.config.long_poll_max)
+            if wait > 0:
+                future = self.broker.wait(pilot, wait)
+                if on_wait is not None:
+                    on_wait(pilot)
+                result = await future
+                pilot.last_seen = IOLoop.current().time()
+                if isinstance(result, dict) and result.get("kill"):
+                    return {"job": None, "kill": True, "kill_job": None}
+                job = result
+        if job is None:
+            return {"job": None, **self.instructions(pilot)}
+        pilot.job = job["_id"]
+        self.lifecycle.move_pilot(pilot.uuid, states.P_RUNNING, set_={"job": job["_id"], "ts_lhb": utcnow()})
+        return {"job": self._job_for_pilot(job), **self.instructions(pilot)}
+
+    def _held_job(self, pilot: PilotInfo) -> dict | None:
+        """A job dispatched to this pilot whose reply was lost: deliver it again."""
+        if not pilot.job:
+            return None
+        doc = self.jobs.find_one({"_id": pilot.job, "pilot": pilot.uuid, "state": states.DISPATCHED})
+        if doc is None:
+            return None
+        return self._job_for_pilot(doc)
+
+    @staticmethod
+    def _job_for_pilot(job: dict) -> dict:
+        return {"uuid": job["_id"], **{k: job.get(k) for k in JOB_FOR_PILOT}}
+
+    # --- kills --------------------------------------------------------------------------------
+    def kill(self, selector: dict) -> list[str]:
+        """Ask every live pilot matching all keys of ``selector`` to stop; returns their uuids."""
+        if not selector:
+            raise invalid("body", "give at least one of uuid, host, site, state")
+        query: dict[str, Any] = {("_id" if k == "uuid" else k): v for k, v in selector.items()}
+        if "state" in query and query["state"] not in states.PILOT_ALIVE:
+            return []
+        query = {"$and": [query, {"state": {"$in": sorted(states.PILOT_ALIVE)}}]}
+        uuids = [d["_id"] for d in self.collection.find(query, {"_id": 1})]
+        if uuids:
+            self.collection.update_many({"_id": {"$in": uuids}}, {"$set": {"kill_requested": True}})
+        for uuid in uuids:
+            info = self.registry.pilots.get(uuid)
+            if info is not None:
+                info.kill = True
+            self.broker.stop_waiting(uuid, {"kill": True})
+        if uuids:
+            events.record("pilot.kill", f"stop requested for {len(uuids)} pilot(s) matching {selector}",
+                          data={"selector": selector, "pilots": uuids[:100]})
+        return uuids
+
+    def kill_job(self, job: dict) -> None:
+        """Ask the pilot holding ``job`` to stop it (delivered in its next heartbeat reply)."""
+        self.collection.update_one({"_id": job["pilot"], "state": {"$in": sorted(states.PILOT_ALIVE)}},
+                                   {"$set": {"kill_job": job["_id"]}})
+        info = self.registry.pilots.get(job["pilot"])
+        if info is not None:
+            info.kill_job = job["_id"]

@@ -1,0 +1,125 @@
+"""Housekeeping on a timer: pilots that stopped heartbeating, and running jobs past their limit.
+
+Both checks read memory only (the live-pilot registry, a heap of deadlines); the database is
+touched only for what actually changes, each change a conditional write, so a pilot that another
+server heard from in the meantime is not declared lost.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import heapq
+import logging
+
+from tornado.ioloop import IOLoop
+
+from p3s import events, models, states
+from p3s.broker import Broker
+from p3s.config import Config
+from p3s.errors import ApiError
+from p3s.lifecycle import Lifecycle
+from p3s.models import utcnow
+from p3s.pilots import PilotService, Registry
+from p3s.states import IllegalTransition
+
+log = logging.getLogger("p3s.reaper")
+
+
+class Reaper:
+    """Declares silent pilots lost (their jobs ``pilot_lost``) and overdue jobs ``timelimit``."""
+
+    def __init__(self, lifecycle: Lifecycle, registry: Registry, broker: Broker, pilots: PilotService,
+                 config: Config) -> None:
+        self.lifecycle, self.registry, self.broker, self.pilots = lifecycle, registry, broker, pilots
+        self.config = config
+        self._deadlines: list[tuple[_dt.datetime, str]] = []
+        lifecycle.listeners.append(self)
+
+    def load(self) -> None:
+        self._deadlines = []
+        for doc in models.Job._get_collection().find({"state": states.RUNNING}, {"ts_sta": 1, "timelimit": 1}):
+            self._watch(doc["_id"], doc.get("ts_sta"), doc.get("timelimit"))
+
+    def _watch(self, uuid: str, started: _dt.datetime | None, timelimit: int | None) -> None:
+        started = started or utcnow()
+        deadline = started + _dt.timedelta(seconds=(timelimit or self.config.default_timelimit)
+                                           + self.config.timelimit_grace)
+        heapq.heappush(self._deadlines, (deadline, uuid))
+
+    # --- listener -----------------------------------------------------------------------------
+    def job_moved(self, before: dict, after: dict) -> None:
+        if after["state"] == states.RUNNING:
+            self._watch(after["_id"], after.get("ts_sta"), after.get("timelimit"))
+
+    def job_created(self, doc: dict) -> None:
+        pass
+
+    def job_removed(self, doc: dict) -> None:
+        pass
+
+    def pilot_moved(self, before: dict, after: dict) -> None:
+        pass
+
+    # --- checks -------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """One round of both checks (run by a PeriodicCallback)."""
+        try:
+            self.reap_pilots()
+            self.reap_overdue()
+        except Exception:
+            log.exception("reaper round failed")
+
+    def reap_pilots(self) -> list[str]:
+        now = IOLoop.current().time()
+        timeout = self.config.pilot_lost_timeout
+        silent = [p for p in self.registry.pilots.values()
+                  if now - p.last_seen > timeout and not self.broker.is_waiting(p.uuid)]
+        lost = []
+        for pilot in silent:
+            cutoff = utcnow() - _dt.timedelta(seconds=timeout)
+            try:
+                self.lifecycle.move_pilot(pilot.uuid, states.LOST, where={"ts_lhb": {"$lt": cutoff}},
+                                          set_={"ts_stop": utcnow(), "reason": f"no contact for {timeout} s"})
+            except (IllegalTransition, ApiError):
+                # Another server heard from it (or it stopped meanwhile): look again next round.
+                self.registry.forget(pilot.uuid)
+                continue
+            self.registry.forget(pilot.uuid)
+            lost.append(pilot.uuid)
+            events.record("pilot.lost", f"pilot {pilot.uuid} on {pilot.host} lost: no contact for {timeout} s",
+                          pilot=pilot.uuid, site=pilot.site or None, severity="warning")
+            for job in models.Job._get_collection().find(
+                    {"pilot": pilot.uuid, "state": {"$in": sorted(states.JOB_ACTIVE)}}, {"_id": 1}):
+                try:
+                    self.lifecycle.end_job(job["_id"], states.PILOT_LOST, where={"pilot": pilot.uuid},
+                                           set_={"error": f"pilot {pilot.uuid} on {pilot.host} was lost"})
+                except (IllegalTransition, ApiError):
+                    continue
+                events.record("job.pilot_lost", f"job {job['_id']} lost with pilot {pilot.uuid}",
+                              job=job["_id"], pilot=pilot.uuid, severity="warning")
+        return lost
+
+    def reap_overdue(self) -> list[str]:
+        now = utcnow()
+        overdue = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, uuid = heapq.heappop(self._deadlines)
+            job = models.Job._get_collection().find_one({"_id": uuid, "state": states.RUNNING},
+                                                        {"ts_sta": 1, "timelimit": 1, "pilot": 1})
+            if job is None:
+                continue
+            if job.get("ts_sta") and job["ts_sta"] + _dt.timedelta(
+                    seconds=job["timelimit"] + self.config.timelimit_grace) > now:
+                self._watch(uuid, job["ts_sta"], job["timelimit"])   # restarted with a new deadline
+                continue
+            try:
+                self.lifecycle.end_job(uuid, states.TIMELIMIT, sources={states.RUNNING},
+                                       set_={"error": f"still running {self.config.timelimit_grace} s past its "
+                                                      f"time limit of {job['timelimit']} s; ended by the server"})
+            except (IllegalTransition, ApiError):
+                continue
+            if job.get("pilot"):
+                self.pilots.kill_job({"_id": uuid, "pilot": job["pilot"]})
+            overdue.append(uuid)
+            events.record("job.timelimit", f"job {uuid} overran its time limit; its pilot is told to stop it",
+                          job=uuid, pilot=job.get("pilot"), severity="warning")
+        return overdue

@@ -1,0 +1,310 @@
+"""What the API accepts: one field table per request body, used to validate and to document.
+
+``Body.validate`` turns a decoded JSON object into clean values or raises ``ApiError(422)`` naming
+the field; ``Body.openapi`` gives the same table as an OpenAPI schema, so the document cannot drift
+from what the server checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid as _uuid
+from typing import Any, Iterable
+
+from p3s import states
+from p3s.errors import invalid
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MISSING = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One accepted field. ``kind``: str, name, int, bool, env, object, strlist, uuid, number."""
+
+    name: str
+    kind: str
+    help: str
+    required: bool = False
+    default: Any = MISSING
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    nullable: bool = False
+    aliases: tuple[str, ...] = ()
+    max_length: int = 4096
+
+    def clean(self, value: Any, where: str) -> Any:
+        if value is None:
+            if self.nullable:
+                return None
+            raise invalid(where, "must not be null")
+        kind = self.kind
+        if kind in ("int", "number"):
+            value = _number(value, where, integer=(kind == "int"))
+            if self.minimum is not None and value < self.minimum:
+                raise invalid(where, f"must be at least {self.minimum:g}, got {value}")
+            return value
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise invalid(where, f"must be true or false, got {value!r}")
+            return value
+        if kind in ("str", "name", "uuid"):
+            if not isinstance(value, str):
+                raise invalid(where, f"must be a string, got {_json_type(value)}")
+            if len(value) > self.max_length:
+                raise invalid(where, f"is longer than {self.max_length} characters")
+            if kind == "name" and not NAME_RE.match(value):
+                raise invalid(where, f"{value!r} is not a valid name (letters, digits and _.:@+- , "
+                                     "starting with a letter or digit, at most 128)")
+            if kind == "uuid":
+                try:
+                    value = str(_uuid.UUID(value))
+                except ValueError:
+                    raise invalid(where, f"{value!r} is not a UUID") from None
+            if self.choices is not None and value not in self.choices:
+                raise invalid(where, f"must be one of {', '.join(self.choices)}, got {value!r}")
+            return value
+        if kind == "env":
+            if not isinstance(value, dict):
+                raise invalid(where, f"must be an object of NAME: value, got {_json_type(value)}")
+            env = {}
+            for key, item in value.items():
+                if not ENV_NAME_RE.match(key):
+                    raise invalid(f"{where}.{key}", "is not a valid environment variable name")
+                if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                    raise invalid(f"{where}.{key}", f"must be a string or number, got {_json_type(item)}")
+                env[key] = item if isinstance(item, str) else str(item)
+            return env
+        if kind == "object":
+            if not isinstance(value, dict):
+                raise invalid(where, f"must be an object, got {_json_type(value)}")
+            return value
+        if kind == "strlist":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise invalid(where, "must be a list of strings")
+            return list(value)
+        raise AssertionError(f"unknown field kind {kind}")
+
+    def openapi(self) -> dict:
+        schema: dict[str, Any] = {
+            "int": {"type": "integer"},
+            "number": {"type": "number"},
+            "bool": {"type": "boolean"},
+            "str": {"type": "string"},
+            "name": {"type": "string", "pattern": NAME_RE.pattern},
+            "uuid": {"type": "string", "format": "uuid"},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "object": {"type": "object"},
+            "strlist": {"type": "array", "items": {"type": "string"}},
+        }[self.kind].copy()
+        schema["description"] = self.help + (f" (alias: {', '.join(self.aliases)})" if self.aliases else "")
+        if self.choices:
+            schema["enum"] = list(self.choices)
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.nullable:
+            schema["nullable"] = True
+        if self.default is not MISSING and not callable(self.default):
+            schema["default"] = self.default
+        return schema
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _number(value: Any, where: str, integer: bool) -> int | float:
+    """Numbers, and numbers written as strings (the original's job files say ``"timeout": "100"``)."""
+    if isinstance(value, bool):
+        raise invalid(where, f"must be a number, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise invalid(where, f"must be {'an integer' if integer else 'a number'}, got {value!r}") from None
+    if integer:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise invalid(where, f"must be an integer, got {value!r}")
+    elif not isinstance(value, (int, float)):
+        raise invalid(where, f"must be a number, got {_json_type(value)}")
+    return value
+
+
+class Body:
+    """A request body: its fields, and whether it is a creation (defaults, required) or a patch."""
+
+    def __init__(self, title: str, fields: Iterable[Field], patch: bool = False) -> None:
+        self.title = title
+        self.fields = {f.name: f for f in fields}
+        self.patch = patch
+        self._names = {alias: f for f in self.fields.values() for alias in (f.name, *f.aliases)}
+
+    def validate(self, body: Any, where: str = "") -> dict[str, Any]:
+        """Clean one JSON object; raises ApiError(422) naming the first bad field."""
+        prefix = f"{where}." if where else ""
+        if not isinstance(body, dict):
+            raise invalid(where or "body", f"must be a JSON object, got {_json_type(body)}")
+        clean: dict[str, Any] = {}
+        for key, value in body.items():
+            field = self._names.get(key)
+            if field is None:
+                raise invalid(prefix + key, f"unknown field (accepted: {', '.join(self.fields)})")
+            if field.name in clean:
+                raise invalid(prefix + key, f"given twice (as {field.name} and its alias)")
+            clean[field.name] = field.clean(value, prefix + key)
+        if self.patch:
+            if not clean:
+                raise invalid(where or "body", f"nothing to change (accepted: {', '.join(self.fields)})")
+            return clean
+        for field in self.fields.values():
+            if field.name in clean:
+                continue
+            if field.required:
+                raise invalid(prefix + field.name, "is required")
+            if field.default is not MISSING:
+                clean[field.name] = field.default() if callable(field.default) else field.default
+        return clean
+
+    def openapi(self) -> dict:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "title": self.title,
+            "additionalProperties": False,
+            "properties": {}
+        }
+        for field in self.fields.values():
+            schema["properties"][field.name] = field.openapi()
+            for alias in field.aliases:
+                schema["properties"][alias] = {**field.openapi(), "description": f"Alias of {field.name}."}
+        required = [f.name for f in self.fields.values() if f.required and not self.patch]
+        if required:
+            schema["required"] = required
+        if self.patch:
+            schema["minProperties"] = 1
+        return schema
+
+
+# --- jobs -------------------------------------------------------------------------------------
+_JOB_COMMON = (
+    Field("name", "str", "Human-readable name (in a workflow, the DAG vertex).", default="", max_length=256),
+    Field("priority", "int", "Higher runs first; any integer.", default=0),
+    Field("timelimit", "int", "Seconds the payload may run (default: the server's default_timelimit).",
+          minimum=1, aliases=("timeout",)),
+    Field("env", "env", "Environment variables for the payload.", default=dict),
+    Field("max_attempts", "int", "Runs allowed after unsuccessful ends (1 = no retry).", minimum=1, default=1),
+)
+JOB_CREATE = Body("JobCreate", (
+    Field("uuid", "uuid", "Client-chosen id (optional; must be new). The server makes one otherwise."),
+    Field("payload", "str", "Command line, or shell text when env P3S_EXECMODE is set.", required=True),
+    Field("jobtype", "name", "Job type: pilots may restrict to types; limits are per type.", default="default"),
+    Field("user", "str", "Submitter.", default="", max_length=128),
+    Field("params", "str", "Extra command-line arguments appended to the payload.", default=""),
+    Field("state", "str", "Initial state.", choices=(states.DEFINED, states.TEMPLATE), default=states.DEFINED),
+    Field("site", "str", "Run only on pilots of this site ('' = any).", default="", max_length=128),
+    Field("input_file", "str", "Input file path, shown in listings (default: env P3S_INPUT_FILE).", default=""),
+    *_JOB_COMMON,
+))
+JOB_PATCH = Body("JobPatch", (
+    *(dataclasses.replace(f, default=MISSING) for f in _JOB_COMMON),
+    Field("state", "str", "New state: defined (from template or an unsuccessful end: a rerun), "
+                          "template (hold a defined job) or cancelled.",
+          choices=(states.DEFINED, states.TEMPLATE, states.CANCELLED)),
+    Field("site", "str", "Run only on pilots of this site ('' = any).", max_length=128),
+), patch=True)
+
+# --- pilots -----------------------------------------------------------------------------------
+PILOT_REGISTER = Body("PilotRegister", (
+    Field("uuid", "uuid", "The pilot's own id (it names its log file with it); the server makes one otherwise."),
+    Field("host", "str", "Worker node.", required=True, max_length=256),
+    Field("site", "str", "Site the pilot belongs to.", default="", max_length=128),
+    Field("pid", "int", "Pilot process id.", nullable=True, default=None),
+    Field("extra", "str", "Free text, e.g. the batch system's job id.", default="", max_length=256),
+    Field("jobtypes", "strlist", "Run only these job types (empty = any).", default=list),
+    Field("version", "str", "Pilot software version.", default="", max_length=64),
+))
+PILOT_EVENT = Body("PilotEvent", (
+    Field("event", "str", "What happened.", required=True,
+          choices=("heartbeat", "jobstart", "jobstop", "timelimit", "nonstarter", "killed", "stopped")),
+    Field("job", "uuid", "The job the event is about.", nullable=True, default=None),
+    Field("exit_code", "int", "Payload exit code (jobstop).", nullable=True, default=None),
+    Field("pid", "int", "Payload process id (jobstart).", nullable=True, default=None),
+    Field("ts", "number", "When it happened on the pilot, seconds since the epoch.", nullable=True, default=None),
+    Field("started", "number", "When the payload started (for a job that ends before reporting jobstart).",
+          nullable=True, default=None),
+    Field("usage", "object", "Resource usage of the payload's process tree.", default=dict),
+    Field("stdout_tail", "str", "Last lines of the payload's stdout.", nullable=True, default=None, max_length=65536),
+    Field("stderr_tail", "str", "Last lines of the payload's stderr.", nullable=True, default=None, max_length=65536),
+    Field("message", "str", "Free text (e.g. why a payload could not start).", default="", max_length=4096),
+))
+PILOT_REQUEST = Body("PilotRequest", (
+    Field("wait", "number", "Seconds to wait for a job (bounded by the server's long_poll_max).",
+          minimum=0, nullable=True, default=None),
+))
+KILL_SELECTOR = Body("KillSelector", (
+    Field("uuid", "str", "A pilot's id."),
+    Field("host", "str", "All pilots on this host."),
+    Field("site", "str", "All pilots of this site."),
+    Field("state", "str", "All pilots in this state.", choices=states.PILOT_STATES),
+))
+
+# --- data -------------------------------------------------------------------------------------
+_DATA_COMMON = (
+    Field("dirpath", "str", "Directory the file is in.", default=""),
+    Field("datatype", "str", "Registered data type ('' = none).", default=""),
+    Field("state", "str", "State of the file.", choices=("defined", "template", "ready", "skipped"),
+          default="defined"),
+    Field("comment", "str", "Free text.", default=""),
+    Field("metadata", "object", "Any metadata.", default=dict),
+    Field("size", "int", "Size in bytes.", minimum=0, nullable=True, default=None),
+)
+DATA_CREATE = Body("DataCreate", (
+    Field("name", "str", "File name.", required=True, max_length=1024),
+    *_DATA_COMMON,
+))
+DATA_PATCH = Body("DataPatch", (
+    Field("name", "str", "File name.", max_length=1024),
+    *(dataclasses.replace(f, default=MISSING) for f in _DATA_COMMON),
+), patch=True)
+DATATYPE_CREATE = Body("DataTypeCreate", (
+    Field("name", "name", "Type name, e.g. TXT.", required=True),
+    Field("ext", "str", "File extension with its dot, e.g. .txt.", default=""),
+    Field("comment", "str", "Free text.", default=""),
+))
+DATATYPE_PATCH = Body("DataTypePatch", (
+    Field("ext", "str", "File extension with its dot."),
+    Field("comment", "str", "Free text."),
+), patch=True)
+
+# --- job types, sites, events -----------------------------------------------------------------
+JOBTYPE_SET = Body("JobTypeSet", (
+    Field("limit", "int", "Most jobs of this type dispatched+running at once (null = no limit; 0 = paused).",
+          minimum=0, nullable=True, default=None),
+    Field("comment", "str", "Free text.", default=""),
+))
+_SITE_FIELDS = (
+    Field("pilots", "int", "Nominal pilot population.", minimum=0, default=1),
+    Field("period", "int", "Seconds between job requests of an idle pilot.", minimum=0, default=10),
+    Field("beat", "int", "Heartbeat seconds while a job runs.", minimum=1, default=10),
+    Field("cycles", "int", "Idle requests before a pilot stops (0 = never).", minimum=0, default=3),
+    Field("lifetime", "int", "Expected pilot lifetime in seconds (alarms).", minimum=0, default=90000),
+    Field("server", "str", "Server URL the site's pilots use.", default=""),
+    Field("env", "env", "Environment exported by the site's pilots.", default=dict),
+    Field("comment", "str", "Free text.", default=""),
+)
+SITE_CREATE = Body("SiteCreate", (Field("name", "name", "Site name.", required=True), *_SITE_FIELDS))
+SITE_PATCH = Body("SitePatch", tuple(dataclasses.replace(f, default=MISSING) for f in _SITE_FIELDS), patch=True)
+EVENT_CREATE = Body("EventCreate", (
+    Field("kind", "name", "What kind of happening, e.g. note or injector.skip.", required=True),
+    Field("message", "str", "Text.", default=""),
+    Field("severity", "str", "How serious.", choices=("info", "warning", "error"), default="info"),
+    Field("job", "str", "Job concerned.", nullable=True, default=None),
+    Field("pilot", "str", "Pilot concerned.", nullable=True, default=None),
+    Field("site", "str", "Site concerned.", nullable=True, default=None),
+    Field("source", "str", "Who reports it.", default="client"),
+    Field("data", "object", "Details.", default=dict),
+))

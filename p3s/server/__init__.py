@@ -1,0 +1,1 @@
+"""The Tornado server: the API handlers and the process that runs them."""

@@ -1,0 +1,119 @@
+"""The server process: opens the database, rebuilds the in-memory state, serves the API."""
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import time
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from p3s import API_PREFIX
+from p3s.auth import Authenticator
+from p3s.broker import Broker
+from p3s.config import Config
+from p3s.jobs import JobService
+from p3s.lifecycle import Lifecycle
+from p3s.pilots import PilotService, Registry
+from p3s.reaper import Reaper
+from p3s.server.base import NotFoundHandler
+from p3s.server.handlers import url_specs
+from p3s.store import Database
+
+log = logging.getLogger("p3s.server")
+RESYNC_PERIOD = 10.0     # seconds between queue/counter re-synchronisations on a shared MongoDB
+
+
+class P3SServer:
+    """Everything one server process holds; handlers reach the services through it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db = Database(config.db, config.data_path, config.db_name)
+        self.started = time.time()
+        self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.request_seconds: collections.Counter[str] = collections.Counter()
+        self._callbacks: list[PeriodicCallback] = []
+        self.http: tornado.httpserver.HTTPServer | None = None
+        self.port: int | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the database and rebuild the in-memory state (must run on the loop's thread)."""
+        self.authenticator = Authenticator(self.config)
+        self.db.open()
+        self.lifecycle = Lifecycle()
+        self.lifecycle.counters.load()
+        self.broker = Broker(self.lifecycle, shared_db=self.db.shared)
+        self.broker.load()
+        self.registry = Registry()
+        self.registry.load()
+        self.pilot_service = PilotService(self.lifecycle, self.broker, self.registry, self.config)
+        self.jobs = JobService(self.lifecycle, self.broker, self.pilot_service, self.config)
+        self.reaper = Reaper(self.lifecycle, self.registry, self.broker, self.pilot_service, self.config)
+        self.reaper.load()
+
+    def make_app(self) -> tornado.web.Application:
+        return tornado.web.Application(
+            url_specs(self) + [(API_PREFIX + r"/.*", NotFoundHandler, {"server": self})],
+            default_handler_class=NotFoundHandler, default_handler_args={"server": self},
+            compress_response=False)
+
+    def listen(self) -> int:
+        """Start serving; returns the port (useful with port 0)."""
+        sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host, family=socket.AF_INET)
+        # Bodies are size-checked by the handlers (413 in the API's error shape), not by Tornado.
+        self.http = tornado.httpserver.HTTPServer(self.make_app(), max_body_size=1 << 30, xheaders=True,
+                                                  idle_connection_timeout=max(3600, self.config.long_poll_max * 4))
+        self.http.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
+        if self.db.embedded:
+            self._every(self.config.checkpoint_period, self.db.checkpoint)
+        if self.db.shared:
+            self._every(RESYNC_PERIOD, self.resync, jitter=0.2)
+        return self.port
+
+    def _every(self, seconds: float, callback: Any, jitter: float = 0.0) -> None:
+        if seconds > 0:
+            periodic = PeriodicCallback(callback, seconds * 1000, jitter=jitter)
+            periodic.start()
+            self._callbacks.append(periodic)
+
+    def resync(self) -> None:
+        self.lifecycle.counters.load()
+        self.broker.resync()
+
+    async def stop(self) -> None:
+        """Stop serving, release waiting pilots, flush and close the database."""
+        for periodic in self._callbacks:
+            periodic.stop()
+        if self.http is not None:
+            self.http.stop()
+        self.broker.stop_all_waiting()
+        if self.http is not None:
+            try:
+                await self.http.close_all_connections()
+            except Exception:
+                pass
+        self.db.close()
+
+    # --- figures ------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        out = self.lifecycle.counters.summary()
+        out["queue"] = {"ready": len(self.broker.queue), "waiting_pilots": self.broker.waiting,
+                        "limits": dict(self.broker.limits)}
+        out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description}
+        return out
+
+    def metrics_request(self, method: str) -> None:
+        pass
+
+    def metrics_response(self, method: str, status: int, seconds: float) -> None:
+        self.requests[(method, status)] += 1
+        self.request_seconds[method] += seconds
+

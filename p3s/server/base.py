@@ -1,0 +1,171 @@
+"""The base of every API handler: authorisation, JSON bodies with a size limit, one error shape."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from typing import Any
+
+import tornado.web
+from bson import ObjectId
+
+from p3s import auth
+from p3s.errors import ApiError, invalid
+from p3s.states import IllegalTransition
+
+log = logging.getLogger("p3s.server")
+
+# Fields too bulky for list views; the detail view has them.
+HEAVY_FIELDS = ("usage_series", "stdout_tail", "stderr_tail")
+KEYS = {"jobs": "uuid", "pilots": "uuid", "data": "uuid", "sites": "name", "jobtypes": "name",
+        "datatypes": "name", "events": "id"}
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        return value.isoformat(timespec="milliseconds") + "Z"
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def document(doc: dict, key: str = "uuid", heavy: bool = True) -> dict:
+    """A stored document as the API shows it: ``_id`` under its name, times in ISO 8601 UTC."""
+    out = {key: jsonable(doc["_id"])}
+    for field, value in doc.items():
+        if field == "_id" or (not heavy and field in HEAVY_FIELDS):
+            continue
+        out[field] = jsonable(value)
+    return out
+
+
+@tornado.web.stream_request_body
+class ApiHandler(tornado.web.RequestHandler):
+    """Parse, authorise, call one method of a service, serialise. Subclasses set ``roles``."""
+
+    roles: dict[str, frozenset[str]] = {}     # HTTP method -> roles allowed
+    doc: dict[str, dict] = {}                 # HTTP method -> OpenAPI description (see openapi.py)
+
+    def initialize(self, server: Any) -> None:
+        self.server = server
+        self.role: str | None = None
+        self.user = ""
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def prepare(self) -> None:
+        self.server.metrics_request(self.request.method)
+        limit = self.server.config.max_body_size
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > limit:
+            raise ApiError(413, f"request body of {length} bytes is over the limit of {limit} bytes")
+        allowed = self.roles.get(self.request.method)
+        if allowed is None:
+            raise ApiError(405, f"method {self.request.method} is not allowed on {self.request.path}")
+        if allowed is auth.PUBLIC:
+            return
+        who = self.server.authenticator.identify(self.request.headers.get("Authorization"))
+        if who is None:
+            self.set_header("WWW-Authenticate", 'Bearer realm="p3s"')
+            raise ApiError(401, "missing or unknown bearer token (send 'Authorization: Bearer <token>')")
+        self.role, self.user = who
+        if self.role not in allowed:
+            raise ApiError(403, f"role {self.role} may not {self.request.method} {self.request.path}")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.server.config.max_body_size:
+            self._too_large = True
+            self._chunks = []
+        else:
+            self._chunks.append(chunk)
+
+    # --- request helpers ----------------------------------------------------------------------
+    def body(self, optional: bool = False) -> Any:
+        """The request body decoded from JSON; 400 with line and column when it is malformed."""
+        if self._too_large:
+            raise ApiError(413, f"request body is over the limit of {self.server.config.max_body_size} bytes")
+        raw = b"".join(self._chunks)
+        if not raw.strip():
+            if optional:
+                return {}
+            raise ApiError(400, "the request has no body; a JSON document is expected")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, f"the body is not UTF-8 (byte {exc.start})") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ApiError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+    def object_body(self, optional: bool = False) -> dict:
+        body = self.body(optional)
+        if not isinstance(body, dict):
+            raise invalid("body", "must be a JSON object")
+        return body
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        value = self.get_query_argument(name, None)
+        return default if value is None or value == "" else value
+
+    def int_arg(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+        raw = self.arg(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise invalid(name, f"must be an integer, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise invalid(name, f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    def reply(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(payload, separators=(",", ":")))
+
+    # --- errors -------------------------------------------------------------------------------
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, IllegalTransition):
+            e = ApiError(409, str(e), "state")
+        if isinstance(e, ApiError):
+            if self._finished:
+                return
+            self.clear()
+            self.set_default_headers()
+            if e.status == 401:
+                self.set_header("WWW-Authenticate", 'Bearer realm="p3s"')
+            self.set_status(e.status)
+            self.finish(json.dumps(e.as_json()))
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        message = self._reason
+        if status_code >= 500:
+            message = "internal server error (logged on the server)"
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": {"status": status_code, "message": message, "field": None}}))
+
+    def on_finish(self) -> None:
+        self.server.metrics_response(self.request.method, self.get_status(), self.request.request_time())
+
+
+class NotFoundHandler(ApiHandler):
+    """Unknown paths under the API get the JSON error shape too."""
+
+    roles = {m: auth.PUBLIC for m in ("GET", "POST", "PUT", "PATCH", "DELETE")}
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise ApiError(404, f"no such API route: {self.request.method} {self.request.path}")

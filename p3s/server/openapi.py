@@ -1,0 +1,174 @@
+"""The OpenAPI 3 document, built from the route table, the handlers' ``doc`` and ``roles``, the
+request schemas of ``p3s.schema`` and the stored documents of ``p3s.models``."""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import mongoengine as me
+
+from p3s import API_PREFIX, __version__, auth, models, schema, states
+
+ERRORS = {400: "Malformed JSON or request", 401: "Missing or unknown token", 403: "Role not allowed",
+          404: "Not found", 409: "Conflicts with the current state", 413: "Body too large",
+          422: "Wrong, missing or unknown field"}
+
+
+def _field_schema(field: me.fields.BaseField) -> dict:
+    if isinstance(field, me.IntField):
+        out: dict[str, Any] = {"type": "integer"}
+    elif isinstance(field, me.BooleanField):
+        out = {"type": "boolean"}
+    elif isinstance(field, me.DateTimeField):
+        out = {"type": "string", "format": "date-time"}
+    elif isinstance(field, me.DictField):
+        out = {"type": "object"}
+    elif isinstance(field, me.ListField):
+        out = {"type": "array", "items": _field_schema(field.field) if field.field else {}}
+    else:
+        out = {"type": "string"}
+    if getattr(field, "null", False) or not isinstance(field, (me.ListField, me.DictField)):
+        out["nullable"] = True
+    return out
+
+
+def _model_schema(model: type[me.Document], key: str) -> dict:
+    props: dict[str, Any] = {key: {"type": "string"}}
+    for name, field in model._fields.items():
+        if name in ("id", model._meta.get("id_field")) or field.db_field == "_id":
+            continue
+        props[field.db_field] = _field_schema(field)
+    return {"type": "object", "properties": props, "required": [key]}
+
+
+def _list_of(ref: str) -> dict:
+    return {"type": "object", "required": ["total", "offset", "limit", "items"],
+            "properties": {"total": {"type": "integer"}, "offset": {"type": "integer"},
+                           "limit": {"type": "integer"}, "items": {"type": "array", "items": _ref(ref)}}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _components() -> dict:
+    strings = {"type": "array", "items": {"type": "string"}}
+    job_for_pilot = {"type": "object", "properties": {
+        "uuid": {"type": "string"}, "name": {"type": "string"}, "jobtype": {"type": "string"},
+        "payload": {"type": "string"}, "params": {"type": "string"}, "env": {"type": "object"},
+        "timelimit": {"type": "integer"}, "priority": {"type": "integer"},
+        "workflow": {"type": "string", "nullable": True}, "input_file": {"type": "string"}}}
+    instructions = {"kill": {"type": "boolean"}, "kill_job": {"type": "string", "nullable": True}}
+    counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+    return {
+        "Job": _model_schema(models.Job, "uuid"),
+        "Pilot": _model_schema(models.Pilot, "uuid"),
+        "DataFile": _model_schema(models.DataFile, "uuid"),
+        "DataType": _model_schema(models.DataType, "name"),
+        "Site": _model_schema(models.Site, "name"),
+        "Event": _model_schema(models.Event, "id"),
+        "JobType": {"type": "object", "properties": {
+            "name": {"type": "string"}, "limit": {"type": "integer", "nullable": True},
+            "comment": {"type": "string"}, "active": {"type": "integer"}, "defined": {"type": "integer"}}},
+        "Summary": {"type": "object", "properties": {
+            "jobs": counts, "jobs_total": {"type": "integer"}, "jobs_by_type": {"type": "object"},
+            "pilots": counts, "pilots_total": {"type": "integer"}, "pilots_by_site": {"type": "object"},
+            "queue": {"type": "object"}, "server": {"type": "object"}}},
+        "Status": {"type": "object", "properties": {"status": {"type": "string"}, "version": {"type": "string"},
+                                                    "database": {"type": "string"}, "auth": {"type": "boolean"}}},
+        "Deleted": {"type": "object", "properties": {"deleted": strings}},
+        "Killed": {"type": "object", "properties": {"killed": strings}},
+        "Registration": {"type": "object", "properties": {"pilot": _ref("Pilot"), "settings": {"type": "object"}}},
+        "Instructions": {"type": "object", "properties": {**instructions, "stopped": {"type": "boolean"}}},
+        "JobForPilot": job_for_pilot,
+        "JobOffer": {"type": "object", "properties": {
+            "job": {"allOf": [_ref("JobForPilot")], "nullable": True}, **instructions}},
+        "PilotRequest": {"type": "object", "additionalProperties": False, "properties": {
+            **schema.PILOT_REQUEST.openapi()["properties"],
+            "report": {"allOf": [_ref("PilotEvent")], "description": "An event to report first "
+                                                                   "(e.g. the jobstop of the last job)."}}},
+        "OpenAPI": {"type": "object"},
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["status", "message"],
+            "properties": {"status": {"type": "integer"}, "message": {"type": "string"},
+                           "field": {"type": "string", "nullable": True}}}}},
+    }
+
+
+def _body_schema(spec: Any, schemas: dict) -> dict:
+    if isinstance(spec, str):
+        return _ref(spec)
+    many = False
+    if isinstance(spec, tuple):
+        _kind, spec = spec
+        many = True
+    schemas[spec.title] = spec.openapi()
+    if many:
+        return {"oneOf": [_ref(spec.title), {"type": "array", "items": _ref(spec.title), "minItems": 1}]}
+    return _ref(spec.title)
+
+
+def _response_schema(spec: Any) -> dict:
+    if isinstance(spec, tuple):
+        kind, name = spec
+        if kind == "list":
+            return _list_of(name)
+        return {"type": "object", "properties": {"items": {"type": "array", "items": _ref(name)}}}
+    return _ref(spec)
+
+
+@functools.lru_cache(maxsize=4)
+def _build(routes: tuple) -> dict:
+    schemas = _components()
+    paths: dict[str, Any] = {}
+    for path, handler in routes:
+        item: dict[str, Any] = {}
+        params = re.findall(r"\{(\w+)\}", path)
+        if params:
+            item["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                                  for p in params]
+        for method, roles in handler.roles.items():
+            doc = handler.doc[method]
+            status = str(doc.get("status", 200))
+            op: dict[str, Any] = {
+                "summary": doc["summary"],
+                "operationId": f"{method.lower()}_{re.sub(r'[^a-z]+', '_', path.lower()).strip('_')}",
+                "tags": [path.strip("/").split("/")[0]],
+                "responses": {status: {"description": "Success", "content": {
+                    "application/json": {"schema": _response_schema(doc["response"])}}}},
+            }
+            if roles is auth.PUBLIC:
+                op["security"] = []
+            else:
+                op["description"] = f"Roles: {', '.join(sorted(roles))}."
+            for name, help_ in doc.get("query", {}).items():
+                op.setdefault("parameters", []).append(
+                    {"name": name, "in": "query", "required": False, "description": help_,
+                     "schema": {"type": "string"}})
+            if "body" in doc:
+                op["requestBody"] = {"required": doc["body"] != "PilotRequest", "content": {
+                    "application/json": {"schema": _body_schema(doc["body"], schemas)}}}
+            for code, text in ERRORS.items():
+                if code in (401, 403) and roles is auth.PUBLIC:
+                    continue
+                op["responses"][str(code)] = {"description": text, "content": {
+                    "application/json": {"schema": _ref("Error")}}}
+            item[method.lower()] = op
+        paths[API_PREFIX + path] = item
+    schemas.setdefault("PilotEvent", schema.PILOT_EVENT.openapi())
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "p3s API", "version": __version__,
+                 "description": "Jobs, pilots, data and sites of the p3s prompt-processing system. "
+                                f"Job states: {', '.join(states.JOB_STATES)}. "
+                                f"Pilot states: {', '.join(states.PILOT_STATES)}."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+    }
+
+
+def build(routes: list) -> dict:
+    """The OpenAPI document for ``routes`` (a list of (path template, handler class))."""
+    return _build(tuple(routes))

@@ -1,0 +1,150 @@
+"""Connecting to the database: the embedded store or a real MongoDB.
+
+The embedded store is litemongo: mongomock's query engine over one SQLite file per collection,
+kept in ``<data_dir>/db``. Every write is a SQLite transaction in write-ahead-log mode, so a killed
+server process loses nothing it acknowledged; the log is synced to disk every
+``checkpoint_period`` seconds, which bounds what a machine crash or power cut can lose. litemongo,
+like mongomock, is not safe across threads (its ``modify`` is find-then-update with no lock), so
+the server makes every database call on its event-loop thread, and the data directory is locked
+against a second server process.
+
+``memory:`` selects a plain in-memory mongomock database (nothing kept; for benchmarks).
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mongoengine as me
+
+from p3s import models
+
+log = logging.getLogger("p3s.store")
+
+
+class StoreError(Exception):
+    """The database could not be opened; the message says why."""
+
+
+class DataDirLock:
+    """An exclusive lock on a data directory, held for the life of the server process."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "server.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"data directory {self.path.parent} is in use by another p3s-server (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _embedded_client_class(path: Path) -> type:
+    import litemongo
+
+    class EmbeddedClient(litemongo.MongoClient):
+        """litemongo client that ignores the host mongoengine passes and opens ``path``."""
+
+        def __init__(self, host: Any = None, port: Any = None, **kwargs: Any) -> None:
+            super().__init__(str(path), **kwargs)
+
+    return EmbeddedClient
+
+
+class Database:
+    """The open database: which kind it is, and housekeeping the embedded store needs."""
+
+    def __init__(self, uri: str, data_dir: Path, db_name: str) -> None:
+        self.uri = uri
+        self.data_dir = data_dir
+        self.db_name = db_name
+        self.embedded = not uri.startswith(("mongodb://", "mongodb+srv://"))
+        self.shared = not self.embedded     # another server process may write the same database
+        self._lock: DataDirLock | None = None
+        self._client: Any = None
+
+    @property
+    def description(self) -> str:
+        if self.uri == "memory:":
+            return "in-memory mongomock (nothing kept)"
+        if self.embedded:
+            return f"embedded store in {self.data_dir / 'db'}"
+        parsed = urlparse(self.uri)
+        return f"MongoDB at {parsed.hostname}:{parsed.port or 27017}/{self.db_name}"
+
+    def open(self) -> None:
+        """Connect mongoengine's default alias and create the indexes."""
+        me.disconnect_all()
+        if self.uri == "memory:":
+            import mongomock
+
+            me.connect(db=self.db_name, host="mongodb://localhost", mongo_client_class=mongomock.MongoClient,
+                       uuidRepresentation="standard")
+        elif self.embedded:
+            if self.uri:
+                raise StoreError(f"unsupported database URI {self.uri!r}: use mongodb://… or leave it empty")
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = DataDirLock(self.data_dir)
+            self._lock.acquire()
+            me.connect(db=self.db_name, host="mongodb://localhost",
+                       mongo_client_class=_embedded_client_class(self.data_dir / "db"),
+                       uuidRepresentation="standard")
+        else:
+            parsed = urlparse(self.uri)
+            if parsed.path.strip("/"):
+                self.db_name = parsed.path.strip("/").split("?")[0]
+            me.connect(db=self.db_name, host=self.uri, uuidRepresentation="standard",
+                       serverSelectionTimeoutMS=5000, tz_aware=False)
+        self._client = me.get_connection()
+        try:
+            models.ensure_indexes()
+        except Exception as exc:  # pymongo raises ServerSelectionTimeoutError and friends
+            self.close()
+            raise StoreError(f"cannot use {self.description}: {exc}") from None
+
+    def checkpoint(self) -> None:
+        """Sync the embedded store's write-ahead logs to disk (no-op elsewhere)."""
+        store = getattr(self._client, "_store", None)
+        for database in list(getattr(store, "_databases", {}).values()):
+            for collection in list(getattr(database, "_collections", {}).values()):
+                connection = getattr(collection, "_connection", None)
+                if connection is not None:
+                    try:
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except Exception as exc:  # a checkpoint is an optimisation of durability only
+                        log.warning("checkpoint failed: %s", exc)
+
+    def drop(self) -> None:
+        """Drop the whole database (tests against a shared MongoDB)."""
+        self._client.drop_database(self.db_name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self.checkpoint()
+            me.disconnect_all()
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            self._client = None
+        if self._lock:
+            self._lock.release()
+            self._lock = None

@@ -1,0 +1,52 @@
+"""Packaging for p3s: the prompt-processing workload system.
+
+``backends/``, ``fleet/``, ``web/`` and ``conf/`` live at the top of the repository but are
+installed as ``p3s.backends``, ``p3s.fleet``, ``p3s.web`` and ``p3s.conf`` so that nothing with a
+generic name lands in site-packages.
+"""
+from setuptools import setup
+
+COMMANDS = {
+    "p3s-server": "p3s.cli.server:main",
+    "p3s-job": "p3s.cli.job:main",
+    "p3s-pilot": "p3s.cli.pilot:main",
+    "p3s-dataset": "p3s.cli.dataset:main",
+    "p3s-workflow": "p3s.cli.workflow:main",
+    "p3s-injector": "p3s.cli.injector:main",
+    "p3s-fleet": "p3s.cli.fleet:main",
+    "p3s-demo": "p3s.cli.demo:main",
+}
+
+setup(
+    name="p3s",
+    version="0.1.0",
+    description="Prompt-processing workload system: broker, pilots, workflows, fleet, monitor",
+    python_requires=">=3.11",
+    packages=["p3s", "p3s.server", "p3s.cli", "p3s.backends", "p3s.fleet", "p3s.web", "p3s.conf"],
+    package_dir={
+        "p3s": "p3s",
+        "p3s.backends": "backends",
+        "p3s.fleet": "fleet",
+        "p3s.web": "web",
+        "p3s.conf": "conf",
+    },
+    package_data={"p3s.conf": ["*.yaml", "dags/*.yaml"], "p3s.web": ["static/*", "templates/*"]},
+    install_requires=[
+        "tornado>=6.3",
+        "mongoengine>=0.27",
+        "pymongo>=4.4",
+        "mongomock>=4.1",
+        "litemongo>=0.2",
+        "networkx>=3.0",
+        "paramiko>=3.0",
+        "pyyaml>=6.0",
+        "psutil>=5.9",
+        "ClusterShell>=1.9",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "openapi-spec-validator>=0.7"],
+    },
+    entry_points={
+        "console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()],
+    },
+)
