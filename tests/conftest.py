@@ -1,0 +1,174 @@
+"""Fixtures: a real p3s server process on a free port, on the embedded store or on the MongoDB
+named by ``P3S_TEST_DB`` (e.g. ``P3S_TEST_DB=mongodb://localhost:27017``)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_DB = os.environ.get("P3S_TEST_DB", "")
+
+# Fast timings so that reaper behaviour shows within seconds.
+FAST = {"reaper_period": 1, "pilot_lost_timeout": 3, "timelimit_grace": 1, "long_poll_max": 5,
+        "long_poll_wait": 2, "heartbeat": 1, "checkpoint_period": 1}
+
+
+class Reply:
+    def __init__(self, status: int, body: Any, headers: Any) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+    @property
+    def error(self) -> dict:
+        return self.body["error"]
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.body!r})"
+
+
+class ServerProcess:
+    """A p3s-server subprocess and a tiny HTTP helper to talk to it."""
+
+    def __init__(self, tmp: Path, settings: dict[str, Any], auth: bool = True) -> None:
+        self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.data_dir = tmp / "data"
+        self.config_path = tmp / "p3s.yaml"
+        self.db = f"{TEST_DB.rstrip('/')}/p3s_test_{uuid.uuid4().hex[:12]}" if TEST_DB else ""
+        self.config_path.write_text(yaml.safe_dump({"data_dir": str(self.data_dir), "db": self.db,
+                                                    "log_level": "DEBUG", **FAST, **settings}))
+        self.auth = auth
+        self.settings = settings
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.token = ""
+        self.log_path = tmp / "server.log"
+
+    def start(self, port: int = 0) -> "ServerProcess":
+        args = [sys.executable, "-m", "p3s.cli.server", "--config", str(self.config_path), "--port", str(port)]
+        if not self.auth:
+            args.append("--no-auth")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+        self._log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, cwd=REPO)
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.wait(5)
+            raise RuntimeError(f"server did not start: {line!r}\n{self.log_path.read_text()[-3000:]}")
+        self.url = line.strip().rsplit(" ", 1)[-1]
+        configured = [t["token"] for t in self.settings.get("tokens", []) if t["role"] == "admin"]
+        if configured:
+            self.token = configured[0]
+        elif self.auth:
+            self.token = (self.data_dir / "token").read_text().strip()
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(sig)
+        code = self.proc.wait(15)
+        self.proc.stdout.close()
+        self._log.close()
+        self.proc = None
+        return code
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        port = self.port
+        self.stop(sig)
+        self.start(port)
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None,
+             raw: bytes | None = None, timeout: float = 30) -> Reply:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(self.url + "/api/v1" + path, data=data, method=method)
+        token = self.token if token is None else token
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return Reply(response.status, json.loads(response.read() or b"null"), response.headers)
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            try:
+                decoded = json.loads(payload)
+            except ValueError:
+                decoded = payload.decode(errors="replace")
+            return Reply(exc.code, decoded, exc.headers)
+
+    # shorthands used throughout the tests
+    def ok(self, method: str, path: str, body: Any = None, status: int = 200, **kw: Any) -> Any:
+        reply = self.call(method, path, body, **kw)
+        assert reply.status == status, reply
+        return reply.body
+
+    def submit(self, *jobs: dict) -> list[dict]:
+        return self.ok("POST", "/jobs", list(jobs), 201)["items"]
+
+    def register(self, **fields: Any) -> str:
+        return self.ok("POST", "/pilots", {"host": "wn01", **fields}, 201)["pilot"]["uuid"]
+
+    def claim(self, pilot: str, wait: float = 0, **body: Any) -> dict:
+        return self.ok("POST", f"/pilots/{pilot}/request", {"wait": wait, **body})
+
+    def report(self, pilot: str, event: str, **fields: Any) -> Reply:
+        return self.call("POST", f"/pilots/{pilot}/events", {"event": event, **fields})
+
+    def job(self, uuid_: str) -> dict:
+        return self.ok("GET", f"/jobs/{uuid_}")
+
+    def wait_for(self, predicate, timeout: float = 15, interval: float = 0.1) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout} s")
+            time.sleep(interval)
+
+    def drop(self) -> None:
+        if self.db:
+            import pymongo
+
+            client = pymongo.MongoClient(self.db)
+            client.drop_database(client.get_default_database().name)
+            client.close()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path):
+    """Factory: ``make_server(auth=True, **settings)`` starts a server; all are stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def factory(auth: bool = True, **settings: Any) -> ServerProcess:
+        server = ServerProcess(tmp_path / f"s{len(started)}", settings, auth)
+        started.append(server)
+        return server.start()
+
+    yield factory
+    for server in started:
+        server.stop(signal.SIGKILL)
+        server.drop()
+
+
+@pytest.fixture
+def server(make_server) -> ServerProcess:
+    return make_server()
