@@ -1,0 +1,27 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create .venv and install p3s into it first (and, as later parts need them, Debian packages).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/p3s-server
+
+test: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/broker.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
