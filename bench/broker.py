@@ -7,13 +7,21 @@ every pilot loop on ``POST /api/v1/pilots/{uuid}/request`` as fast as it can, re
 previous job's end (``jobstop``, exit 0) in the same round trip, until a claim returns no job.
 
 One JSON line per case goes to stdout; progress goes to stderr. The exit status is non-zero if a
-job was handed out more than once, a request failed, or the server's summary does not show every
-job finished afterwards.
+job was handed out more than once, a pilot had to give up (an HTTP error, or a transport error
+still failing after --retries retries), or the server's summary afterwards does not show every job
+finished (none defined or dispatched).
 
-Latency is measured per request (send -> full reply) in the client; ``p50_ms``/``p99_ms`` are over
-the requests that handed out a job, the last empty claim of each pilot is left out. Tornado's
-simple HTTP client opens a new connection per request, as a pilot without keep-alive would, so
-the figures include a TCP connect to 127.0.0.1.
+Latency is measured per claim in the client, from the first send to the reply (retries included);
+``p50_ms``/``p90_ms``/``p99_ms``/``max_ms`` are over the requests that handed out a job, the last,
+empty, claim of each pilot is left out. Tornado's simple HTTP client opens a new connection per
+request (as a pilot without keep-alive would), so the figures include a TCP connect to 127.0.0.1.
+A transport error (connection reset, timeout) is retried with the same body, as a real pilot
+would; ``retries`` counts them by phase. ``server_cpu_s``/``client_cpu_s`` are the CPU seconds of
+the server process and of this script during the claim phase: server_cpu_s close to ``seconds``
+means the (single-threaded) server was the bottleneck.
+
+With --db mongodb://host/db each case uses its own database ``p3s_bench_<pid>_<N>_<P>`` on that
+server; they are left behind (drop them by hand).
 
 Usage:  .venv/bin/python bench/broker.py [--quick] [--db mongodb://host/db] [--server PATH]
 Only the standard library and tornado are used.
@@ -33,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid as uuid_mod
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
@@ -167,28 +176,48 @@ class Server:
 
 
 class Client:
-    def __init__(self, base: str, max_clients: int, timeout: float) -> None:
-        self.base = base + "/api/v1"
-        self.timeout = timeout
-        self.http = AsyncHTTPClient(force_instance=True, max_clients=max_clients)
+    """JSON calls to the API; transport errors (reset, timeout) are retried with the same body."""
 
-    async def call(self, method: str, path: str, body=None, expect=(200,)) -> dict:
+    def __init__(self, base: str, max_clients: int, timeout: float, retries: int) -> None:
+        self.base = base + "/api/v1"
+        self.timeout, self.retries = timeout, retries
+        self.http = AsyncHTTPClient(force_instance=True, max_clients=max_clients)
+        self.transport_errors: list[tuple[str, float, str]] = []   # (phase, seconds since first send, message)
+
+    async def call(self, method: str, path: str, body=None, expect=(200,), phase: str = "") -> dict:
+        """One call; raises HTTPClientError on an unexpected status, the last error when out of retries."""
         request = HTTPRequest(self.base + path, method=method,
                               body=None if body is None else json.dumps(body),
                               headers={"Content-Type": "application/json"} if body is not None else None,
                               connect_timeout=self.timeout, request_timeout=self.timeout)
-        response = await self.http.fetch(request, raise_error=False)
-        if response.code not in expect:
-            detail = response.body.decode(errors="replace")[:300] if response.body else str(response.error)
-            raise HTTPClientError(response.code, f"{method} {path}: {detail}")
-        return json.loads(response.body) if response.body else {}
+        sent = time.perf_counter()
+        for attempt in range(self.retries + 1):
+            try:
+                # raise_error=False turns HTTP statuses into responses; tornado still raises
+                # transport errors (ConnectionResetError, timeouts, StreamClosedError).
+                response = await self.http.fetch(request, raise_error=False)
+            except Exception as exc:
+                if attempt == self.retries:
+                    raise
+                self.transport_errors.append((phase, time.perf_counter() - sent, f"{type(exc).__name__}: {exc}"))
+                await asyncio.sleep(0.05 * (attempt + 1))
+                continue
+            if response.code == 599 and attempt < self.retries:   # transport error reported as a response
+                self.transport_errors.append((phase, time.perf_counter() - sent, str(response.error)))
+                await asyncio.sleep(0.05 * (attempt + 1))
+                continue
+            if response.code not in expect:
+                detail = response.body.decode(errors="replace")[:300] if response.body else str(response.error)
+                raise HTTPClientError(response.code, f"{method} {path}: {detail}")
+            return json.loads(response.body) if response.body else {}
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.http.close()
 
 
-async def run_case(base: str, n: int, p: int, timeout: float, server_pid: int) -> dict:
-    client = Client(base, max_clients=p + 10, timeout=timeout)
+async def run_case(base: str, n: int, p: int, timeout: float, server_pid: int, retries: int) -> dict:
+    client = Client(base, max_clients=p + 10, timeout=timeout, retries=retries)
     try:
         # --- jobs -----------------------------------------------------------------------------
         t0 = time.perf_counter()
@@ -196,7 +225,7 @@ async def run_case(base: str, n: int, p: int, timeout: float, server_pid: int) -
         for start in range(0, n, CREATE_BATCH):
             batch = [{"payload": "/bin/true", "jobtype": "bench", "priority": i % 5}
                      for i in range(start, min(n, start + CREATE_BATCH))]
-            reply = await client.call("POST", "/jobs", batch, expect=(201,))
+            reply = await client.call("POST", "/jobs", batch, expect=(201,), phase="create")
             created += len(reply["items"])
         create_s = time.perf_counter() - t0
         if created != n:
@@ -204,18 +233,22 @@ async def run_case(base: str, n: int, p: int, timeout: float, server_pid: int) -
         progress(f"  created {n} jobs in {create_s:.2f} s")
 
         # --- pilots ---------------------------------------------------------------------------
+        # The pilot picks its uuid, so that a retried registration is the same pilot.
         t0 = time.perf_counter()
-        replies = await asyncio.gather(*(client.call("POST", "/pilots", {"host": "benchhost", "site": "bench"},
-                                                     expect=(201,)) for _ in range(p)))
+        replies = await asyncio.gather(*(
+            client.call("POST", "/pilots", {"uuid": str(uuid_mod.uuid4()), "host": "benchhost", "site": "bench"},
+                        expect=(201, 200), phase="register") for _ in range(p)))
         pilots = [r["pilot"]["uuid"] for r in replies]
         register_s = time.perf_counter() - t0
+        if len(set(pilots)) != p:
+            raise RuntimeError(f"registered {p} pilots, got {len(set(pilots))} distinct uuids")
         progress(f"  registered {p} pilots in {register_s:.2f} s")
 
         # --- claims ---------------------------------------------------------------------------
         claimed: list[str] = []
-        latencies: list[float] = []          # requests that handed out a job
+        latencies: list[float] = []          # requests that handed out a job (first send -> reply)
         empty_latencies: list[float] = []    # the last, empty, claim of each pilot
-        errors: list[str] = []
+        failures: list[str] = []             # pilots that gave up (their state is unknown: they stop)
         resent = 0                           # a pilot got back the job it had just reported
 
         async def pilot_loop(uuid: str) -> None:
@@ -228,9 +261,12 @@ async def run_case(base: str, n: int, p: int, timeout: float, server_pid: int) -
                     body["report"] = {"event": "jobstop", "job": previous, "exit_code": 0}
                 sent = time.perf_counter()
                 try:
-                    reply = await client.call("POST", path, body)
-                except Exception as exc:     # a failed request leaves the pilot's state unknown: stop it
-                    errors.append(f"{type(exc).__name__}: {exc}")
+                    reply = await client.call("POST", path, body,
+                                              phase="claim-first" if previous is None else "claim")
+                except Exception as exc:
+                    # An HTTP error (e.g. 409 when a retried report had been applied already) or
+                    # out of retries.
+                    failures.append(f"{type(exc).__name__}: {exc}")
                     return
                 elapsed = time.perf_counter() - sent
                 job = reply.get("job")
@@ -243,44 +279,57 @@ async def run_case(base: str, n: int, p: int, timeout: float, server_pid: int) -
                 claimed.append(job["uuid"])
                 previous = job["uuid"]
 
+        setup_errors = len(client.transport_errors)
         cpu_server0, cpu_client0 = proc_cpu_seconds(server_pid), self_cpu_seconds()
         t0 = time.perf_counter()
         await asyncio.gather(*(pilot_loop(uuid) for uuid in pilots))
         seconds = time.perf_counter() - t0
         cpu_server1, cpu_client1 = proc_cpu_seconds(server_pid), self_cpu_seconds()
 
-        summary = await client.call("GET", "/summary")
+        summary = await client.call("GET", "/summary", phase="summary")
     finally:
         client.close()
 
     latencies.sort()
     jobs = summary.get("jobs", {})
     duplicates = len(claimed) - len(set(claimed))
+    errors = client.transport_errors
+    claim_errors = errors[setup_errors:]
     result = {
         "case": "claims", "stored_jobs": n, "pilots": p,
-        "claims": len(claimed), "requests": len(latencies) + len(empty_latencies) + len(errors),
+        "claims": len(claimed), "requests": len(latencies) + len(empty_latencies) + len(failures),
         "seconds": round(seconds, 3),
         "claims_per_s": round(len(claimed) / seconds, 1) if seconds > 0 else None,
         "p50_ms": None if not latencies else round(percentile(latencies, 50) * 1000, 2),
         "p90_ms": None if not latencies else round(percentile(latencies, 90) * 1000, 2),
         "p99_ms": None if not latencies else round(percentile(latencies, 99) * 1000, 2),
         "max_ms": None if not latencies else round(latencies[-1] * 1000, 2),
-        "duplicates": duplicates, "resent": resent, "errors": len(errors),
+        "duplicates": duplicates, "resent": resent,
+        "retries": {phase: sum(1 for e in errors if e[0] == phase)
+                    for phase in ("create", "register", "claim-first", "claim", "summary")
+                    if any(e[0] == phase for e in errors)},
+        "pilots_failed": len(failures),
         "unclaimed": n - len(set(claimed)),
-        "defined_after": jobs.get("defined"), "finished_after": jobs.get("finished"),
-        "dispatched_after": jobs.get("dispatched"),
+        "defined_after": jobs.get("defined"), "dispatched_after": jobs.get("dispatched"),
+        "finished_after": jobs.get("finished"),
         "create_s": round(create_s, 3), "register_s": round(register_s, 3),
         "server_cpu_s": None if cpu_server0 is None or cpu_server1 is None else round(cpu_server1 - cpu_server0, 2),
         "client_cpu_s": round(cpu_client1 - cpu_client0, 2),
     }
+    if claim_errors:
+        waits = sorted(t for _, t, _ in claim_errors)
+        result["claim_retry_after_s"] = {"min": round(waits[0], 2), "p50": round(percentile(waits, 50), 2),
+                                         "max": round(waits[-1], 2)}
     if errors:
-        result["first_errors"] = errors[:3]
+        result["retry_causes"] = sorted({m for _, _, m in errors})[:3]
+    if failures:
+        result["failure_examples"] = failures[:3]
     return result
 
 
 def case_ok(result: dict) -> bool:
     n = result["stored_jobs"]
-    return (result["duplicates"] == 0 and result["errors"] == 0 and result["claims"] == n
+    return (result["duplicates"] == 0 and result["pilots_failed"] == 0 and result["claims"] == n
             and result["defined_after"] == 0 and result["dispatched_after"] == 0
             and result["finished_after"] == n)
 
@@ -294,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", default=str(Path(sys.executable).with_name("p3s-server")),
                         help="p3s-server executable [default: next to this Python]")
     parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, seconds [120]")
+    parser.add_argument("--retries", type=int, default=5,
+                        help="retries of a claim after a transport error (connection reset, timeout), "
+                             "with the same body as a pilot would [5]; 0: the pilot gives up at once")
     parser.add_argument("--log-level", default="WARNING", help="server log level [WARNING]")
     parser.add_argument("--keep", action="store_true", help="keep each case's temp dir (data, server log)")
     parser.add_argument("--case", action="append", metavar="N:P", help="run only this case (repeatable)")
@@ -321,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         result: dict | None = None
         try:
             base = server.start()
-            result = asyncio.run(run_case(base, n, p, args.timeout, server.proc.pid))
+            result = asyncio.run(run_case(base, n, p, args.timeout, server.proc.pid, args.retries))
         except Exception as exc:
             result = {"case": "claims", "stored_jobs": n, "pilots": p, "error": f"{type(exc).__name__}: {exc}"}
         finally:

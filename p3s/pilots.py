@@ -140,16 +140,21 @@ class PilotService:
     def _own(self, pilot: PilotInfo) -> dict:
         return {"pilot": pilot.uuid}
 
-    def _on_heartbeat(self, pilot: PilotInfo, body: dict) -> None:
-        usage = body["usage"]
+    @staticmethod
+    def _usage_fields(usage: dict) -> tuple[dict, dict]:
+        """A usage report as ``$set`` fields of the job's summary and the ``$max`` of its peak RSS."""
         for key, value in usage.items():
             if not key.isidentifier() or isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise invalid(f"usage.{key}", "must be a number named by a plain identifier")
-        sample = {"t": body["ts"] or utcnow().timestamp(), **usage}
         peak = max(usage.get("peak_rss") or 0, usage.get("rss") or 0)
-        update = build_update({f"usage.{k}": v for k, v in usage.items() if k != "peak_rss"},
-                              push={"usage_series": {"$each": [sample], "$slice": -self.config.usage_points}},
-                              max={"usage.peak_rss": peak})
+        return {f"usage.{k}": v for k, v in usage.items() if k != "peak_rss"}, {"usage.peak_rss": peak}
+
+    def _on_heartbeat(self, pilot: PilotInfo, body: dict) -> None:
+        usage = body["usage"]
+        fields, peak = self._usage_fields(usage)
+        sample = {"t": body["ts"] or utcnow().timestamp(), **usage}
+        update = build_update(fields, push={"usage_series": {"$each": [sample], "$slice": -self.config.usage_points}},
+                              max=peak)
         result = self.jobs.update_one({"_id": body["job"], "pilot": pilot.uuid,
                                        "state": {"$in": sorted(states.JOB_ACTIVE)}}, update)
         if result.matched_count == 0:
@@ -168,13 +173,14 @@ class PilotService:
         for key in ("stdout_tail", "stderr_tail"):
             if body[key] is not None:
                 fields[key] = body[key]
-        if body["usage"]:
-            fields["usage"] = body["usage"]
+        usage, peak = self._usage_fields(body["usage"])
+        fields.update(usage)
         if body["started"] is not None:
             fields["ts_sta"] = _from_epoch(body["started"])
         sources = {states.DISPATCHED} if target == states.NONSTARTER else states.JOB_ACTIVE
         try:
-            self.lifecycle.end_job(body["job"], target, sources=sources, where=self._own(pilot), set_=fields)
+            self.lifecycle.end_job(body["job"], target, sources=sources, where=self._own(pilot), set_=fields,
+                                   max_=peak)
         finally:
             pilot.job = None
             if pilot.kill_job == body["job"]:
@@ -225,17 +231,26 @@ class PilotService:
     async def request(self, uuid: str, body: dict, on_wait=None) -> dict:
         """Report (optional) then claim a job, waiting up to the asked-for seconds for one."""
         pilot = self.registry.get(uuid)
+        refused = None
         if body.get("report") is not None:
             report = schema.PILOT_EVENT.validate(body["report"], "report")
             if report["event"] == "stopped":
                 raise invalid("report.event", "a pilot that stops reports it on its own, not with a request")
-            self.report(uuid, report)
+            try:
+                self.report(uuid, report)
+            except IllegalTransition as exc:
+                refused = str(exc)       # e.g. the server ended the job already; the pilot goes on
+            except ApiError as exc:
+                if exc.status != 409 or not self.registry.pilots.get(uuid):
+                    raise
+                refused = exc.message
         self.touch(pilot)
+        extra = {"report_refused": refused} if refused else {}
         if pilot.kill:
-            return {"job": None, **self.instructions(pilot)}
+            return {"job": None, **self.instructions(pilot), **extra}
         held = self._held_job(pilot)
         if held is not None:
-            return {"job": held, **self.instructions(pilot)}
+            return {"job": held, **self.instructions(pilot), **extra}
         job = self.broker.claim(pilot)
         if job is None:
             wait = body.get("wait")
@@ -247,13 +262,13 @@ class PilotService:
                 result = await future
                 pilot.last_seen = IOLoop.current().time()
                 if isinstance(result, dict) and result.get("kill"):
-                    return {"job": None, "kill": True, "kill_job": None}
+                    return {"job": None, "kill": True, "kill_job": None, **extra}
                 job = result
         if job is None:
-            return {"job": None, **self.instructions(pilot)}
+            return {"job": None, **self.instructions(pilot), **extra}
         pilot.job = job["_id"]
         self.lifecycle.move_pilot(pilot.uuid, states.P_RUNNING, set_={"job": job["_id"], "ts_lhb": utcnow()})
-        return {"job": self._job_for_pilot(job), **self.instructions(pilot)}
+        return {"job": self._job_for_pilot(job), **self.instructions(pilot), **extra}
 
     def _held_job(self, pilot: PilotInfo) -> dict | None:
         """A job dispatched to this pilot whose reply was lost: deliver it again."""

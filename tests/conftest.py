@@ -25,6 +25,17 @@ FAST = {"reaper_period": 1, "pilot_lost_timeout": 3, "timelimit_grace": 1, "long
         "long_poll_wait": 2, "heartbeat": 1, "checkpoint_period": 1}
 
 
+def test_database_uri() -> str:
+    """A fresh database on the MongoDB of P3S_TEST_DB (kept query options), or '' for embedded."""
+    if not TEST_DB:
+        return ""
+    base, _, options = TEST_DB.partition("?")
+    scheme, _, rest = base.partition("://")
+    hosts = rest.split("/", 1)[0]
+    name = f"p3s_test_{uuid.uuid4().hex[:12]}"
+    return f"{scheme}://{hosts}/{name}" + (f"?{options}" if options else "")
+
+
 class Reply:
     def __init__(self, status: int, body: Any, headers: Any) -> None:
         self.status, self.body, self.headers = status, body, headers
@@ -40,12 +51,12 @@ class Reply:
 class ServerProcess:
     """A p3s-server subprocess and a tiny HTTP helper to talk to it."""
 
-    def __init__(self, tmp: Path, settings: dict[str, Any], auth: bool = True) -> None:
+    def __init__(self, tmp: Path, settings: dict[str, Any], auth: bool = True, db: str | None = None) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.data_dir = tmp / "data"
         self.config_path = tmp / "p3s.yaml"
-        self.db = f"{TEST_DB.rstrip('/')}/p3s_test_{uuid.uuid4().hex[:12]}" if TEST_DB else ""
+        self.db = db if db is not None else test_database_uri()
         self.config_path.write_text(yaml.safe_dump({"data_dir": str(self.data_dir), "db": self.db,
                                                     "log_level": "DEBUG", **FAST, **settings}))
         self.auth = auth
@@ -158,8 +169,8 @@ def make_server(tmp_path: Path):
     """Factory: ``make_server(auth=True, **settings)`` starts a server; all are stopped afterwards."""
     started: list[ServerProcess] = []
 
-    def factory(auth: bool = True, **settings: Any) -> ServerProcess:
-        server = ServerProcess(tmp_path / f"s{len(started)}", settings, auth)
+    def factory(auth: bool = True, db: str | None = None, **settings: Any) -> ServerProcess:
+        server = ServerProcess(tmp_path / f"s{len(started)}", settings, auth, db)
         started.append(server)
         return server.start()
 

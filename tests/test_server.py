@@ -89,3 +89,22 @@ def test_unknown_database_uri_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "p3s.cli.server", "--data-dir", str(tmp_path),
                              "--db", "postgres://x", "--port", "0"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "unsupported database URI" in result.stderr
+
+
+@pytest.mark.skipif(not TEST_DB, reason="two server processes share only a real MongoDB (set P3S_TEST_DB)")
+def test_two_servers_on_one_mongodb_never_hand_out_a_job_twice(make_server):
+    import concurrent.futures
+
+    first = make_server(auth=False)
+    second = make_server(auth=False, db=first.db)
+    first.submit(*({"payload": str(i)} for i in range(100)))
+    second.ok("GET", "/summary")
+    import time
+    time.sleep(11)                       # the second server's periodic re-sync picks the jobs up
+    servers = [first, second]
+    pilots = [(servers[i % 2], servers[i % 2].register(host=f"h{i}")) for i in range(200)]
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(lambda sp: sp[0].claim(sp[1])["job"], pilots))
+    handed = [r["uuid"] for r in results if r]
+    assert len(handed) == len(set(handed)) == 100
+    assert any(r for r, (s, _) in zip(results, pilots) if s is second)   # both servers handed jobs out

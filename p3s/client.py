@@ -1,0 +1,168 @@
+"""The HTTP client every p3s command and the pilot use. Standard library only (it runs on bare
+worker nodes): JSON in and out, a timeout on every call, retries with exponential backoff and
+jitter for connection errors and 5xx answers (never for 4xx), and one exception type carrying the
+server's message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid as _uuid
+from typing import Any, Callable, Iterable
+
+API = "/api/v1"
+DEFAULT_URL = "http://127.0.0.1:8470"
+
+
+class P3SError(Exception):
+    """A call that failed: ``status`` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+    def __str__(self) -> str:
+        where = "server unreachable" if self.status == 0 else f"HTTP {self.status}"
+        return f"{self.message} ({where})"
+
+
+def find_token(data_dir: str | None = None) -> str | None:
+    """``$P3S_TOKEN``, else the token file the server generated in its data directory."""
+    if os.environ.get("P3S_TOKEN"):
+        return os.environ["P3S_TOKEN"]
+    path = os.path.join(os.path.expanduser(data_dir or os.environ.get("P3S_DATA_DIR") or "~/.p3s"), "token")
+    try:
+        with open(path) as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+class Client:
+    """A p3s server: ``Client(url, token).call("GET", "/jobs", query={...})``."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0,
+                 retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.url = (url or os.environ.get("P3S_SERVER_URL") or DEFAULT_URL).rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+
+    # --- transport ----------------------------------------------------------------------------
+    def call(self, method: str, path: str, body: Any = None, query: dict | None = None,
+             timeout: float | None = None, retries: int | None = None) -> Any:
+        """One API call; returns the decoded JSON reply or raises P3SError."""
+        url = self.url + API + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        data = None if body is None else json.dumps(body).encode()
+        attempts = 1 + (self.retries if retries is None else retries)
+        for attempt in range(attempts):
+            try:
+                return self._once(method, url, data, timeout or self.timeout)
+            except P3SError as exc:
+                if (exc.status != 0 and exc.status < 500) or attempt == attempts - 1:
+                    raise
+                delay = min(self.max_backoff, self.backoff * 2 ** attempt)
+                self._sleep(random.uniform(delay / 2, delay))
+        raise AssertionError("unreachable")
+
+    def _once(self, method: str, url: str, data: bytes | None, timeout: float) -> Any:
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            raise self._error(exc.code, exc.read()) from None
+        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise P3SError(0, f"cannot reach {self.url}: {reason}") from None
+        return json.loads(payload) if payload else None
+
+    @staticmethod
+    def _error(status: int, payload: bytes) -> P3SError:
+        try:
+            error = json.loads(payload)["error"]
+            return P3SError(status, error.get("message") or f"HTTP {status}", error.get("field"))
+        except (ValueError, KeyError, TypeError):
+            text = payload.decode(errors="replace").strip()[:200]
+            return P3SError(status, text or f"HTTP {status}")
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def create_jobs(self, jobs: list[dict]) -> list[dict]:
+        """Submit jobs all-or-none. Each gets a uuid here, so a retried request never duplicates."""
+        jobs = [{**job, "uuid": job.get("uuid") or str(_uuid.uuid4())} for job in jobs]
+        try:
+            return self.call("POST", "/jobs", jobs)["items"]
+        except P3SError as exc:
+            # An earlier attempt went through but its reply was lost: the jobs are there.
+            if exc.status == 409 and exc.field == "uuid":
+                found = [self.call("GET", f"/jobs/{job['uuid']}") for job in jobs]
+                if all(f["payload"] == j["payload"] for f, j in zip(found, jobs)):
+                    return found
+            raise
+
+    def list(self, resource: str, **filters: Any) -> dict:
+        return self.call("GET", f"/{resource}", query=filters)
+
+    def list_all(self, resource: str, page: int = 1000, **filters: Any) -> Iterable[dict]:
+        """Every item of a listing, page by page."""
+        offset = 0
+        while True:
+            reply = self.call("GET", f"/{resource}", query={**filters, "limit": page, "offset": offset})
+            yield from reply["items"]
+            offset += len(reply["items"])
+            if not reply["items"] or offset >= reply["total"]:
+                return
+
+    def get(self, resource: str, key: str) -> dict:
+        return self.call("GET", f"/{resource}/{urllib.parse.quote(key, safe='')}")
+
+    def patch(self, resource: str, key: str, changes: dict) -> dict:
+        return self.call("PATCH", f"/{resource}/{urllib.parse.quote(key, safe='')}", changes)
+
+    def delete(self, resource: str, key: str) -> dict:
+        return self.call("DELETE", f"/{resource}/{urllib.parse.quote(key, safe='')}")
+
+    def delete_where(self, resource: str, **filters: Any) -> dict:
+        return self.call("DELETE", f"/{resource}", query=filters)
+
+    def kill_job(self, uuid: str) -> dict:
+        return self.call("POST", f"/jobs/{uuid}/kill")
+
+    def set_limit(self, jobtype: str, limit: int | None, comment: str = "") -> dict:
+        return self.call("PUT", f"/jobtypes/{urllib.parse.quote(jobtype, safe='')}", {"limit": limit, "comment": comment})
+
+    # --- pilots -------------------------------------------------------------------------------
+    def register_pilot(self, **fields: Any) -> dict:
+        return self.call("POST", "/pilots", fields)
+
+    def request_job(self, pilot: str, wait: float, report: dict | None = None) -> dict:
+        body: dict[str, Any] = {"wait": wait}
+        if report is not None:
+            body["report"] = report
+        return self.call("POST", f"/pilots/{pilot}/request", body, timeout=wait + self.timeout)
+
+    def report(self, pilot: str, event: str, **fields: Any) -> dict:
+        return self.call("POST", f"/pilots/{pilot}/events", {"event": event, **fields})
+
+    def kill_pilots(self, **selector: Any) -> list[str]:
+        return self.call("POST", "/pilots/kill", {k: v for k, v in selector.items() if v is not None})["killed"]
+
+    def summary(self) -> dict:
+        return self.call("GET", "/summary")

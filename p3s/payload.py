@@ -1,0 +1,251 @@
+"""Running one payload for the pilot: build its command and environment, start it in its own
+session with its output in log files, measure its process tree, and stop it without orphans.
+
+Standard library and psutil only: this runs on bare worker nodes.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+TAIL_LINES = 20
+TAIL_BYTES = 4096
+_PR_SET_PDEATHSIG = 1
+
+
+class NonStarter(Exception):
+    """The payload could not be started; the message says why."""
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL if the pilot dies, so even a pilot killed with -9 leaves no payload."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def command_for(job: dict, workdir: Path, force_shell: bool = False) -> tuple[list[str] | str, bool]:
+    """The command to run and whether through the shell (P3S_EXECMODE, or -x); P3S_MODE=COPY runs a
+    copy of the executable placed in the job's directory (the original's sandbox mode)."""
+    env = job.get("env") or {}
+    payload = (job.get("payload") or "").strip()
+    params = (job.get("params") or "").strip()
+    if not payload:
+        raise NonStarter("the job has an empty payload")
+    if force_shell or "P3S_EXECMODE" in env:
+        return (payload + (" " + params if params else "")), True
+    try:
+        argv = shlex.split(payload) + shlex.split(params)
+    except ValueError as exc:
+        raise NonStarter(f"cannot split the payload into arguments: {exc}") from None
+    if env.get("P3S_MODE", "").upper() == "COPY":
+        source = shutil.which(argv[0]) or argv[0]
+        target = workdir / Path(source).name
+        try:
+            shutil.copy2(source, target)
+        except OSError as exc:
+            raise NonStarter(f"cannot copy {source} into the sandbox: {exc.strerror or exc}") from None
+        argv[0] = str(target)
+    return argv, False
+
+
+class Payload:
+    """One running payload and its process tree."""
+
+    def __init__(self, job: dict, pilot_uuid: str, base_env: dict[str, str], joblogdir: Path, workroot: Path,
+                 force_shell: bool = False) -> None:
+        self.job = job
+        self.uuid = job["uuid"]
+        self.workdir = workroot / self.uuid
+        self.out_path = joblogdir / f"{self.uuid}.out"
+        self.err_path = joblogdir / f"{self.uuid}.err"
+        self.env = {**base_env, **(job.get("env") or {}), "P3S_JOB_UUID": self.uuid,
+                    "P3S_PILOT_UUID": pilot_uuid, "P3S_JOB_DIR": str(self.workdir)}
+        self.force_shell = force_shell
+        self.proc: subprocess.Popen | None = None
+        self.started_wall = 0.0
+        self.started = 0.0                 # monotonic
+        self.peak_rss = 0
+        self._last_cpu: tuple[float, float] | None = None
+        self._known: dict[int, psutil.Process] = {}
+        self.last_usage: dict[str, Any] = {}
+        self._rusage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def start(self) -> None:
+        """Start the payload; raises NonStarter with the reason (also written to the .err file)."""
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            command, shell = command_for(self.job, self.workdir, self.force_shell)
+            with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+                self.proc = subprocess.Popen(command, shell=shell, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                             cwd=self.workdir, env=self.env, start_new_session=True,
+                                             preexec_fn=_die_with_parent)
+        except NonStarter as exc:
+            self._note_nonstarter(str(exc))
+            raise
+        except (OSError, subprocess.SubprocessError) as exc:
+            reason = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+            if getattr(exc, "filename", None):
+                reason += f": {exc.filename}"
+            self._note_nonstarter(reason)
+            raise NonStarter(reason) from None
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        try:
+            self._known[self.proc.pid] = psutil.Process(self.proc.pid)
+        except psutil.Error:
+            pass
+
+    def _note_nonstarter(self, reason: str) -> None:
+        try:
+            with open(self.err_path, "a") as err:
+                err.write(f"nonstarter: {reason}\n")
+        except OSError:
+            pass
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    # --- measurement --------------------------------------------------------------------------
+    def _tree(self) -> list[psutil.Process]:
+        """The payload and all its descendants (remembered, so that daemonised ones are not lost)."""
+        root = self._known.get(self.proc.pid) if self.proc else None
+        if root is not None:
+            try:
+                for child in root.children(recursive=True):
+                    self._known.setdefault(child.pid, child)
+            except psutil.Error:
+                pass
+        alive = []
+        for pid, proc in list(self._known.items()):
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+                    continue
+            except psutil.Error:
+                pass
+            if pid != (self.proc.pid if self.proc else None):
+                self._known.pop(pid, None)
+        return alive
+
+    def usage(self) -> dict[str, Any]:
+        """CPU time and %, RSS and peak RSS, threads, I/O bytes, process count of the whole tree."""
+        cpu = rss = threads = read_bytes = write_bytes = 0
+        procs = self._tree()
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    cpu += times.user + times.system + getattr(times, "children_user", 0) + \
+                        getattr(times, "children_system", 0)
+                    rss += proc.memory_info().rss
+                    threads += proc.num_threads()
+                    try:
+                        io = proc.io_counters()
+                        read_bytes += io.read_bytes
+                        write_bytes += io.write_bytes
+                    except (psutil.AccessDenied, AttributeError):
+                        pass
+            except psutil.Error:
+                continue
+        self.peak_rss = max(self.peak_rss, rss)
+        now = time.monotonic()
+        percent = 0.0
+        if self._last_cpu is not None and now > self._last_cpu[0]:
+            percent = max(0.0, (cpu - self._last_cpu[1]) / (now - self._last_cpu[0]) * 100)
+        self._last_cpu = (now, cpu)
+        self.last_usage = {"cpu_time": round(cpu, 3), "cpu_percent": round(percent, 1), "rss": rss,
+                           "peak_rss": self.peak_rss, "threads": threads, "read_bytes": read_bytes,
+                           "write_bytes": write_bytes, "nprocs": len(procs)}
+        return self.last_usage
+
+    def final_usage(self) -> dict[str, Any]:
+        """Usage once the payload has ended: the last sample, with CPU time and peak RSS of the
+        whole reaped tree from the kernel's accounting (the pilot runs one payload at a time)."""
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = self._rusage_before
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        peak = after.ru_maxrss * 1024 if after.ru_maxrss > before.ru_maxrss else 0
+        final = {k: v for k, v in self.last_usage.items() if k in ("read_bytes", "write_bytes", "threads", "nprocs")}
+        final["cpu_time"] = round(max(cpu, self.last_usage.get("cpu_time", 0.0)), 3)
+        final["peak_rss"] = max(self.peak_rss, peak)
+        if self.started:
+            final["wall_time"] = round(time.monotonic() - self.started, 3)
+        return final
+
+    # --- stopping -----------------------------------------------------------------------------
+    def stop(self, grace: float) -> int | None:
+        """SIGTERM to the process group and every known descendant, SIGKILL after ``grace`` s."""
+        if self.proc is None:
+            return None
+        self._tree()
+        self._signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None and not self._tree():
+                break
+            time.sleep(0.05)
+        self._signal(signal.SIGKILL)
+        try:
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        for proc in self._tree():
+            try:
+                proc.wait(2)
+            except psutil.Error:
+                pass
+        return code
+
+    def _signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for proc in self._tree():
+            try:
+                proc.send_signal(signum)
+            except psutil.Error:
+                pass
+
+    def tails(self) -> dict[str, str]:
+        return {"stdout_tail": _tail(self.out_path), "stderr_tail": _tail(self.err_path)}
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - TAIL_BYTES))
+            data = handle.read()
+    except OSError:
+        return ""
+    lines = data.decode(errors="replace").splitlines()
+    return "\n".join(lines[-TAIL_LINES:])
