@@ -327,6 +327,19 @@ async def run_case(base: str, n: int, p: int, timeout: float, server_pid: int, r
     return result
 
 
+def code_version() -> str | None:
+    """The commit of the tree under test, with "+dirty" when p3s/ has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "p3s"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) or None
+
+
 def case_ok(result: dict) -> bool:
     n = result["stored_jobs"]
     return (result["duplicates"] == 0 and result["pilots_failed"] == 0 and result["claims"] == n
@@ -365,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if limit != resource.RLIM_INFINITY and limit < 2 * max_p + 64:
         progress(f"open-files limit {limit} is low for {max_p} pilots; expect connection errors")
 
+    version = code_version()
     failed = False
     for n, p in cases:
         db = case_db_uri(args.db, n, p) if args.db else None
@@ -381,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             problems = server.log_problems()
             if result is not None:
                 result["server_exit"] = code
+                result["code"] = version
                 if problems:
                     result["server_log_problems"] = len(problems)
                     progress(f"  server log: {len(problems)} problem line(s), e.g. {problems[:3]}")

@@ -40,6 +40,7 @@ class PilotInfo:
     job: str | None = None               # current job
     kill: bool = False                   # stop requested
     kill_job: str | None = None          # stop this job of the pilot's
+    ended: int = 0                       # jobs ended but not yet counted on the pilot's document
 
 
 class _Entry:

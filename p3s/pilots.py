@@ -77,6 +77,7 @@ class PilotService:
         self.lifecycle, self.broker, self.registry, self.config = lifecycle, broker, registry, config
         self.collection = models.Pilot._get_collection()
         self.jobs = models.Job._get_collection()
+        self._batching = False           # inside a request: the pilot is written once at its end
 
     # --- registration -------------------------------------------------------------------------
     def register(self, body: dict) -> dict:
@@ -128,10 +129,11 @@ class PilotService:
         if event == "stopped":
             self._stopped(pilot, body)
             return {"kill": False, "kill_job": None, "stopped": True}
-        pilot_usage = event == "heartbeat" and not body["job"] and body["usage"]
-        self.touch(pilot, {"usage": body["usage"]} if pilot_usage else None)
-        if event == "heartbeat" and not body["job"]:
-            return self.instructions(pilot)
+        if event in ("heartbeat", "jobstart"):
+            pilot_usage = event == "heartbeat" and not body["job"] and body["usage"]
+            self.touch(pilot, {"usage": body["usage"]} if pilot_usage else None)
+            if event == "heartbeat" and not body["job"]:
+                return self.instructions(pilot)
         if not body["job"]:
             raise invalid("job", f"is required with event {event}")
         getattr(self, "_on_" + event)(pilot, body)
@@ -181,11 +183,35 @@ class PilotService:
         try:
             self.lifecycle.end_job(body["job"], target, sources=sources, where=self._own(pilot), set_=fields,
                                    max_=peak)
+            pilot.ended += 1
+        except IllegalTransition as exc:
+            if not self._already_reported(pilot, body["job"], exc, target):
+                raise
         finally:
-            pilot.job = None
+            if pilot.job == body["job"]:
+                pilot.job = None
             if pilot.kill_job == body["job"]:
                 pilot.kill_job = None
-            self.lifecycle.move_pilot(pilot.uuid, states.IDLE, set_={"job": None, "kill_job": None}, inc={"njobs": 1})
+        if not self._batching:
+            self.write_pilot(pilot)
+
+    def _already_reported(self, pilot: PilotInfo, job: str, exc: IllegalTransition, target: str) -> bool:
+        """A repeated report (its first reply was lost): the job already ended as reported."""
+        if exc.current != target:
+            return False
+        doc = self.jobs.find_one({"_id": job}, {"pilot": 1})
+        return doc is not None and doc.get("pilot") == pilot.uuid
+
+    def write_pilot(self, pilot: PilotInfo) -> None:
+        """The one write of a request to the pilot's document: state, current job, jobs done,
+        last contact; it also reads back any kill request made by another server."""
+        target = states.P_RUNNING if pilot.job else states.IDLE
+        after = self.lifecycle.move_pilot(
+            pilot.uuid, target, set_={"job": pilot.job, "kill_job": pilot.kill_job, "ts_lhb": utcnow()},
+            inc={"njobs": pilot.ended} if pilot.ended else None, projection=KILL_FIELDS)
+        pilot.ended = 0
+        pilot.kill = pilot.kill or bool(after.get("kill_requested"))
+        pilot.last_seen = IOLoop.current().time()
 
     def _on_jobstop(self, pilot: PilotInfo, body: dict) -> None:
         code = body["exit_code"]
@@ -229,45 +255,53 @@ class PilotService:
 
     # --- job requests -------------------------------------------------------------------------
     async def request(self, uuid: str, body: dict, on_wait=None) -> dict:
-        """Report (optional) then claim a job, waiting up to the asked-for seconds for one."""
+        """Report (optional) then claim a job, waiting up to the asked-for seconds for one.
+
+        The pilot's document is written once per request (twice when a wait ends with a job).
+        """
         pilot = self.registry.get(uuid)
-        refused = None
+        extra = {}
         if body.get("report") is not None:
             report = schema.PILOT_EVENT.validate(body["report"], "report")
-            if report["event"] == "stopped":
-                raise invalid("report.event", "a pilot that stops reports it on its own, not with a request")
+            if report["event"] in ("stopped", "heartbeat", "jobstart"):
+                raise invalid("report.event", "only the end of a job can be reported with a request")
+            if not report["job"]:
+                raise invalid("report.job", "is required")
+            self._batching = True
             try:
-                self.report(uuid, report)
-            except IllegalTransition as exc:
-                refused = str(exc)       # e.g. the server ended the job already; the pilot goes on
-            except ApiError as exc:
-                if exc.status != 409 or not self.registry.pilots.get(uuid):
+                getattr(self, "_on_" + report["event"])(pilot, report)
+            except (IllegalTransition, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status != 409:
                     raise
-                refused = exc.message
-        self.touch(pilot)
-        extra = {"report_refused": refused} if refused else {}
+                extra["report_refused"] = str(exc)   # e.g. the server ended the job already; go on
+            finally:
+                self._batching = False
         if pilot.kill:
+            self.write_pilot(pilot)
             return {"job": None, **self.instructions(pilot), **extra}
         held = self._held_job(pilot)
         if held is not None:
+            self.write_pilot(pilot)
             return {"job": held, **self.instructions(pilot), **extra}
         job = self.broker.claim(pilot)
         if job is None:
             wait = body.get("wait")
             wait = self.config.long_poll_wait if wait is None else min(wait, self.config.long_poll_max)
-            if wait > 0:
-                future = self.broker.wait(pilot, wait)
-                if on_wait is not None:
-                    on_wait(pilot)
-                result = await future
-                pilot.last_seen = IOLoop.current().time()
-                if isinstance(result, dict) and result.get("kill"):
-                    return {"job": None, "kill": True, "kill_job": None, **extra}
-                job = result
-        if job is None:
-            return {"job": None, **self.instructions(pilot), **extra}
+            self.write_pilot(pilot)
+            if pilot.kill or wait <= 0:
+                return {"job": None, **self.instructions(pilot), **extra}
+            future = self.broker.wait(pilot, wait)
+            if on_wait is not None:
+                on_wait(pilot)
+            result = await future
+            pilot.last_seen = IOLoop.current().time()
+            if isinstance(result, dict) and result.get("kill"):
+                return {"job": None, "kill": True, "kill_job": None, **extra}
+            job = result
+            if job is None:
+                return {"job": None, **self.instructions(pilot), **extra}
         pilot.job = job["_id"]
-        self.lifecycle.move_pilot(pilot.uuid, states.P_RUNNING, set_={"job": job["_id"], "ts_lhb": utcnow()})
+        self.write_pilot(pilot)
         return {"job": self._job_for_pilot(job), **self.instructions(pilot), **extra}
 
     def _held_job(self, pilot: PilotInfo) -> dict | None:

@@ -56,6 +56,7 @@ def test_overdue_running_job_ends_as_timelimit_and_pilot_is_told(server):
     reply = server.report(pilot, "heartbeat", job=job["uuid"])
     assert reply.status == 200 and reply.body["kill_job"] == job["uuid"]
     assert "time limit" in server.job(job["uuid"])["error"]
-    # the pilot's own timelimit report comes too late; the pilot is free again afterwards
-    assert server.report(pilot, "timelimit", job=job["uuid"]).status == 409
+    # the pilot's own timelimit report agrees with the server's verdict: taken, and the pilot is free
+    assert server.report(pilot, "timelimit", job=job["uuid"]).status == 200
+    assert server.report(pilot, "jobstop", job=job["uuid"], exit_code=0).status == 409
     assert server.ok("GET", f"/pilots/{pilot}")["state"] == "idle"

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Dispatch latency and throughput with real pilot processes.
+
+1. Latency: with P idle pilots waiting (P = 1, 16, 160), define jobs one at a time and measure
+   job defined (server clock) -> payload started (pilot clock; same machine): p50, p99.
+2. Throughput: 16 pilots run N no-op jobs (/bin/true); jobs finished per second.
+
+Prints one JSON line per case. Usage: bench/dispatch.py [--quick] [--db mongodb://…]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from p3s.client import Client  # noqa: E402
+
+
+def start_server(tmp: Path, db: str) -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-m", "p3s.cli.server", "--port", "0", "--data-dir", str(tmp / "data"), "--no-auth",
+            "--log-level", "WARNING"]
+    if db:
+        args += ["--db", db]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    line = proc.stdout.readline()
+    return proc, line.strip().rsplit(" ", 1)[-1]
+
+
+def start_pilots(url: str, count: int, tmp: Path) -> list[subprocess.Popen]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    return [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", url, "-c", "0", "-p", "30", "-b", "5",
+                              "-v", "0", "-l", str(tmp / "log"), "-L", str(tmp / "jobs"), "-w", str(tmp / "work")],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.05)
+
+
+def parse(ts: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(ts.rstrip("Z"))
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def latency_case(pilots: int, jobs: int, db: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        server, url = start_server(tmp, db)
+        client = Client(url)
+        procs = start_pilots(url, pilots, tmp)
+        try:
+            wait_until(lambda: client.summary()["queue"]["waiting_pilots"] == pilots, 120)
+            uuids = []
+            for _ in range(jobs):
+                uuids.append(client.create_jobs([{"payload": "/bin/true", "jobtype": "bench"}])[0]["uuid"])
+                time.sleep(0.05)       # one at a time, each meeting waiting pilots
+            wait_until(lambda: client.summary()["jobs"]["finished"] == jobs, 120)
+            waits = []
+            for uuid in uuids:
+                job = client.get("jobs", uuid)
+                waits.append((parse(job["ts_sta"]) - parse(job["ts_def"])).total_seconds() * 1000)
+        finally:
+            stop(procs)
+            stop([server])
+    return {"case": "latency", "pilots": pilots, "jobs": jobs, "p50_ms": round(pct(waits, 0.5), 1),
+            "p99_ms": round(pct(waits, 0.99), 1), "max_ms": round(max(waits), 1),
+            "mean_ms": round(statistics.mean(waits), 1)}
+
+
+def throughput_case(pilots: int, jobs: int, db: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        server, url = start_server(tmp, db)
+        client = Client(url, timeout=120)
+        procs = start_pilots(url, pilots, tmp)
+        try:
+            wait_until(lambda: client.summary()["queue"]["waiting_pilots"] == pilots, 120)
+            started = time.monotonic()
+            for first in range(0, jobs, 5000):
+                client.create_jobs([{"payload": "/bin/true", "jobtype": "noop"}
+                                    for _ in range(min(5000, jobs - first))])
+            wait_until(lambda: client.summary()["jobs"]["finished"] == jobs, 600)
+            seconds = time.monotonic() - started
+        finally:
+            stop(procs)
+            stop([server])
+    return {"case": "throughput", "pilots": pilots, "jobs": jobs, "seconds": round(seconds, 2),
+            "jobs_per_s": round(jobs / seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer pilots and jobs")
+    parser.add_argument("--db", default="", help="MongoDB URI (default: the embedded store)")
+    args = parser.parse_args()
+    sizes = (1, 16) if args.quick else (1, 16, 160)
+    for pilots in sizes:
+        print(json.dumps(latency_case(pilots, 50 if args.quick else 200, args.db)), flush=True)
+    print(json.dumps(throughput_case(16, 1000 if args.quick else 5000, args.db)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
