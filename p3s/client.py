@@ -5,14 +5,12 @@ server's message.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
-import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid as _uuid
 from typing import Any, Callable, Iterable
 
@@ -57,19 +55,20 @@ class Client:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._sleep = sleep
+        self._conn: http.client.HTTPConnection | None = None
 
     # --- transport ----------------------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, query: dict | None = None,
              timeout: float | None = None, retries: int | None = None) -> Any:
         """One API call; returns the decoded JSON reply or raises P3SError."""
-        url = self.url + API + path
+        target = API + path
         if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+            target += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = None if body is None else json.dumps(body).encode()
         attempts = 1 + (self.retries if retries is None else retries)
         for attempt in range(attempts):
             try:
-                return self._once(method, url, data, timeout or self.timeout)
+                return self._once(method, target, data, timeout or self.timeout)
             except P3SError as exc:
                 if (exc.status != 0 and exc.status < 500) or attempt == attempts - 1:
                     raise
@@ -77,21 +76,52 @@ class Client:
                 self._sleep(random.uniform(delay / 2, delay))
         raise AssertionError("unreachable")
 
-    def _once(self, method: str, url: str, data: bytes | None, timeout: float) -> Any:
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Accept", "application/json")
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        if self._conn is None:
+            parts = urllib.parse.urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise P3SError(0, f"not an http(s) URL: {self.url!r}")
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            self._conn = kind(parts.hostname, parts.port, timeout=timeout)
+        self._conn.timeout = timeout
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        return self._conn
+
+    def close(self) -> None:
+        """Close the kept-alive connection (it reopens on the next call)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _once(self, method: str, target: str, data: bytes | None, timeout: float) -> Any:
+        headers = {"Accept": "application/json"}
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            headers["Content-Type"] = "application/json"
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            headers["Authorization"] = f"Bearer {self.token}"
+        prefix = urllib.parse.urlsplit(self.url).path.rstrip("/")
+        for fresh in (False, True):
+            reused = self._conn is not None and self._conn.sock is not None
+            try:
+                conn = self._connect(timeout)
+                conn.request(method, prefix + target, body=data, headers=headers)
+                response = conn.getresponse()
                 payload = response.read()
-        except urllib.error.HTTPError as exc:
-            raise self._error(exc.code, exc.read()) from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise P3SError(0, f"cannot reach {self.url}: {reason}") from None
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.close()
+                if reused and not fresh:
+                    continue        # the server had closed the idle kept-alive connection: reconnect once
+                raise P3SError(0, f"cannot reach {self.url}: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise P3SError(0, f"cannot reach {self.url}: {exc}") from None
+            except BaseException:
+                self.close()        # e.g. interrupted by a signal: the connection is in an unknown state
+                raise
+        if response.status >= 400:
+            raise self._error(response.status, payload)
         return json.loads(payload) if payload else None
 
     @staticmethod

@@ -46,6 +46,30 @@ def build_update(set_: dict | None = None, **operators: dict | None) -> dict:
     return update
 
 
+# Filters of the writes by id. The embedded engine plans an equality or ``$in`` through a hash
+# index by collecting every matching document before intersecting with the id: a condition like
+# state ∈ {defined} or pilot == P would cost as many documents as are defined, or as the pilot
+# ever ran. Written as ``$nin`` of the other states and as a one-value range, the conditions mean
+# the same on every engine and leave the plan to the ``_id`` index.
+def state_in(allowed: Iterable[str], universe: Iterable[str]) -> dict:
+    """A filter condition: the state is one of ``allowed`` (states are always from ``universe``)."""
+    return {"$nin": sorted(set(universe) - set(allowed))}
+
+
+def equals(value: Any) -> dict:
+    """A filter condition: the field equals ``value`` (see above for why it is a range)."""
+    return {"$gte": value, "$lte": value}
+
+
+def job_filter(uuid: str, allowed: Iterable[str], **fields: Any) -> dict:
+    """Filter for one job by id, in one of the ``allowed`` states, with the given field values."""
+    return {"_id": uuid, "state": state_in(allowed, states.JOB_STATES), **{k: equals(v) for k, v in fields.items()}}
+
+
+def pilot_filter(uuid: str, allowed: Iterable[str]) -> dict:
+    return {"_id": uuid, "state": state_in(allowed, states.PILOT_STATES)}
+
+
 class Listener(Protocol):
     def job_moved(self, before: dict, after: dict) -> None: ...
     def job_created(self, doc: dict) -> None: ...
@@ -115,7 +139,7 @@ class Lifecycle:
         allowed = states.job_sources(target)
         if sources is not None:
             allowed = allowed & frozenset(sources)
-        query = {"_id": uuid, "state": {"$in": sorted(allowed)}, **(where or {})}
+        query = {**job_filter(uuid, allowed), **(where or {})}
         changes = {"state": target, **(set_ or {})}
         update = build_update(changes, inc=inc, push=push, max=max_)
         if full and len(allowed) == 1:
@@ -143,7 +167,7 @@ class Lifecycle:
 
     def change_job(self, uuid: str, set_: dict, in_states: Iterable[str]) -> dict:
         """Change fields (not the state) of a job in one of ``in_states``; return it after."""
-        query = {"_id": uuid, "state": {"$in": sorted(in_states)}}
+        query = job_filter(uuid, in_states)
         after = self.jobs.find_one_and_update(query, build_update(set_), return_document=ReturnDocument.AFTER)
         if after is None:
             current = self.jobs.find_one({"_id": uuid}, {"state": 1})
@@ -201,7 +225,7 @@ class Lifecycle:
     def move_pilot(self, uuid: str, target: str, *, set_: dict | None = None, inc: dict | None = None,
                    where: dict | None = None, projection: dict | None = None) -> dict:
         """Move pilot ``uuid`` to ``target`` (or keep it there) in one conditional write."""
-        query = {"_id": uuid, "state": {"$in": sorted(states.pilot_sources(target))}, **(where or {})}
+        query = {**pilot_filter(uuid, states.pilot_sources(target)), **(where or {})}
         changes = {"state": target, **(set_ or {})}
         proj = {**PILOT_BRIEF, **(projection or {})}
         before = self.pilots.find_one_and_update(query, build_update(changes, inc=inc), projection=proj,

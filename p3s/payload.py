@@ -104,10 +104,6 @@ class Payload:
             raise NonStarter(reason) from None
         self.started_wall = time.time()
         self.started = time.monotonic()
-        try:
-            self._known[self.proc.pid] = psutil.Process(self.proc.pid)
-        except psutil.Error:
-            pass
 
     def _note_nonstarter(self, reason: str) -> None:
         try:
@@ -135,7 +131,14 @@ class Payload:
     # --- measurement --------------------------------------------------------------------------
     def _tree(self) -> list[psutil.Process]:
         """The payload and all its descendants (remembered, so that daemonised ones are not lost)."""
-        root = self._known.get(self.proc.pid) if self.proc else None
+        if self.proc is None:
+            return []
+        root = self._known.get(self.proc.pid)
+        if root is None and self.proc.returncode is None:
+            try:
+                root = self._known[self.proc.pid] = psutil.Process(self.proc.pid)
+            except psutil.Error:
+                root = None
         if root is not None:
             try:
                 for child in root.children(recursive=True):

@@ -16,7 +16,7 @@ from p3s import events, models, schema, states
 from p3s.broker import Broker, PilotInfo
 from p3s.config import Config
 from p3s.errors import ApiError, invalid, not_found
-from p3s.lifecycle import Lifecycle, build_update
+from p3s.lifecycle import Lifecycle, build_update, equals, job_filter, pilot_filter
 from p3s.models import utcnow
 from p3s.states import IllegalTransition
 
@@ -109,7 +109,7 @@ class PilotService:
         """Record a contact (the heartbeat write); returns the pilot's kill flags."""
         pilot.last_seen = IOLoop.current().time()
         doc = self.collection.find_one_and_update(
-            {"_id": pilot.uuid, "state": {"$in": sorted(states.PILOT_ALIVE)}},
+            pilot_filter(pilot.uuid, states.PILOT_ALIVE),
             build_update({"ts_lhb": utcnow(), **(set_ or {})}), projection=KILL_FIELDS)
         if doc is None:
             self.registry.forget(pilot.uuid)
@@ -140,7 +140,7 @@ class PilotService:
         return self.instructions(pilot)
 
     def _own(self, pilot: PilotInfo) -> dict:
-        return {"pilot": pilot.uuid}
+        return {"pilot": equals(pilot.uuid)}
 
     @staticmethod
     def _usage_fields(usage: dict) -> tuple[dict, dict]:
@@ -157,8 +157,7 @@ class PilotService:
         sample = {"t": body["ts"] or utcnow().timestamp(), **usage}
         update = build_update(fields, push={"usage_series": {"$each": [sample], "$slice": -self.config.usage_points}},
                               max=peak)
-        result = self.jobs.update_one({"_id": body["job"], "pilot": pilot.uuid,
-                                       "state": {"$in": sorted(states.JOB_ACTIVE)}}, update)
+        result = self.jobs.update_one(job_filter(body["job"], states.JOB_ACTIVE, pilot=pilot.uuid), update)
         if result.matched_count == 0:
             doc = self.jobs.find_one({"_id": body["job"]}, {"pilot": 1})
             if doc is not None and doc.get("pilot") == pilot.uuid:
@@ -308,7 +307,7 @@ class PilotService:
         """A job dispatched to this pilot whose reply was lost: deliver it again."""
         if not pilot.job:
             return None
-        doc = self.jobs.find_one({"_id": pilot.job, "pilot": pilot.uuid, "state": states.DISPATCHED})
+        doc = self.jobs.find_one(job_filter(pilot.job, {states.DISPATCHED}, pilot=pilot.uuid))
         if doc is None:
             return None
         return self._job_for_pilot(doc)
@@ -341,7 +340,7 @@ class PilotService:
 
     def kill_job(self, job: dict) -> None:
         """Ask the pilot holding ``job`` to stop it (delivered in its next heartbeat reply)."""
-        self.collection.update_one({"_id": job["pilot"], "state": {"$in": sorted(states.PILOT_ALIVE)}},
+        self.collection.update_one(pilot_filter(job["pilot"], states.PILOT_ALIVE),
                                    {"$set": {"kill_job": job["_id"]}})
         info = self.registry.pilots.get(job["pilot"])
         if info is not None:

@@ -16,7 +16,7 @@ from p3s import events, models, states
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.errors import ApiError
-from p3s.lifecycle import Lifecycle
+from p3s.lifecycle import Lifecycle, equals
 from p3s.models import utcnow
 from p3s.pilots import PilotService, Registry
 from p3s.states import IllegalTransition
@@ -90,7 +90,7 @@ class Reaper:
             for job in models.Job._get_collection().find(
                     {"pilot": pilot.uuid, "state": {"$in": sorted(states.JOB_ACTIVE)}}, {"_id": 1}):
                 try:
-                    self.lifecycle.end_job(job["_id"], states.PILOT_LOST, where={"pilot": pilot.uuid},
+                    self.lifecycle.end_job(job["_id"], states.PILOT_LOST, where={"pilot": equals(pilot.uuid)},
                                            set_={"error": f"pilot {pilot.uuid} on {pilot.host} was lost"})
                 except (IllegalTransition, ApiError):
                     continue

@@ -65,7 +65,9 @@ class P3SServer:
 
     def listen(self) -> int:
         """Start serving; returns the port (useful with port 0)."""
-        sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host, family=socket.AF_INET)
+        # A deep accept queue: a fleet of pilots (re)connecting at once must not be refused.
+        sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host, family=socket.AF_INET,
+                                               backlog=4096)
         # Bodies are size-checked by the handlers (413 in the API's error shape), not by Tornado.
         self.http = tornado.httpserver.HTTPServer(self.make_app(), max_body_size=1 << 30, xheaders=True,
                                                   idle_connection_timeout=max(3600, self.config.long_poll_max * 4))
