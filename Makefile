@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 demo: install
-	$(BIN)/p3s-server
+	$(BIN)/p3s-demo
 
 test: install
 	$(BIN)/pytest

@@ -14,6 +14,7 @@ COMMANDS = {
     "p3s-workflow": "p3s.cli.workflow:main",
     "p3s-injector": "p3s.cli.injector:main",
     "p3s-fleet": "p3s.cli.fleet:main",
+    "p3s-demo": "p3s.cli.demo:main",
 }
 
 setup(
