@@ -136,12 +136,13 @@ class Client:
     # --- jobs ---------------------------------------------------------------------------------
     def create_jobs(self, jobs: list[dict]) -> list[dict]:
         """Submit jobs all-or-none. Each gets a uuid here, so a retried request never duplicates."""
+        chosen_here = not any(job.get("uuid") for job in jobs)
         jobs = [{**job, "uuid": job.get("uuid") or str(_uuid.uuid4())} for job in jobs]
         try:
             return self.call("POST", "/jobs", jobs)["items"]
         except P3SError as exc:
-            # An earlier attempt went through but its reply was lost: the jobs are there.
-            if exc.status == 409 and exc.field == "uuid":
+            # Our uuids already exist: an earlier attempt went through but its reply was lost.
+            if chosen_here and exc.status == 409 and exc.field == "uuid":
                 found = [self.call("GET", f"/jobs/{job['uuid']}") for job in jobs]
                 if all(f["payload"] == j["payload"] for f, j in zip(found, jobs)):
                     return found

@@ -38,22 +38,10 @@ class JobService:
             raise invalid("body", "the list of jobs is empty")
         if len(items) > MAX_JOBS_PER_REQUEST:
             raise ApiError(413, f"at most {MAX_JOBS_PER_REQUEST} jobs per request, got {len(items)}")
-        now = utcnow()
         docs = []
         for i, item in enumerate(items):
             clean = schema.JOB_CREATE.validate(item, f"[{i}]" if isinstance(body, list) else "")
-            doc = {
-                "_id": clean.pop("uuid", None) or str(_uuid.uuid4()),
-                **clean,
-                "timelimit": clean.get("timelimit") or self.config.default_timelimit,
-                "user": clean["user"] or user,
-                "input_file": clean["input_file"] or clean["env"].get("P3S_INPUT_FILE", ""),
-                "seq": next_seq(), "workflow": None, "vertex": None, "attempts": 0, "pilot": None,
-                "host": None, "pilot_site": None, "pid": None, "exit_code": None, "error": None,
-                "kill_requested": False, "ts_def": now, "ts_dis": None, "ts_sta": None, "ts_sto": None,
-                "usage": {}, "usage_series": [], "stdout_tail": None, "stderr_tail": None,
-            }
-            docs.append(doc)
+            docs.append(self.new_job(clean, user))
         ids = [d["_id"] for d in docs]
         if len(set(ids)) != len(ids):
             raise invalid("uuid", "the same uuid is given to two jobs")
@@ -62,6 +50,22 @@ class JobService:
             raise ApiError(409, f"job {taken[0]} exists already", "uuid")
         self.lifecycle.insert_jobs(docs)
         return docs
+
+    def new_job(self, clean: dict, user: str, **fields: Any) -> dict:
+        """A complete job document from validated fields (JOB_CREATE) and workflow ``fields``."""
+        clean = dict(clean)
+        return {
+            "_id": clean.pop("uuid", None) or str(_uuid.uuid4()),
+            **clean,
+            "timelimit": clean.get("timelimit") or self.config.default_timelimit,
+            "user": clean.get("user") or user,
+            "input_file": clean.get("input_file") or clean["env"].get("P3S_INPUT_FILE", ""),
+            "seq": next_seq(), "workflow": None, "vertex": None, "noop": False, "children": [], "n_parents": 0,
+            "n_parents_done": 0, "attempts": 0, "pilot": None, "host": None, "pilot_site": None, "pid": None,
+            "exit_code": None, "error": None, "kill_requested": False, "ts_def": utcnow(), "ts_dis": None,
+            "ts_sta": None, "ts_sto": None, "usage": {}, "usage_series": [], "stdout_tail": None,
+            "stderr_tail": None, **fields,
+        }
 
     def get(self, uuid: str) -> dict:
         doc = self.collection.find_one({"_id": uuid})
@@ -113,9 +117,12 @@ class JobService:
         return [self.jobtype(name, stored.get(name)) for name in sorted(names)]
 
     def jobtype(self, name: str, stored: dict | None = None) -> dict:
+        """A job type's limit and counts; 404 for a type with neither settings nor jobs."""
+        counters = self.lifecycle.counters
         if stored is None:
             stored = models.JobType._get_collection().find_one({"_id": name}) or {}
-        counters = self.lifecycle.counters
+            if not stored and not any(n for (_s, t), n in counters.jobs.items() if t == name):
+                raise not_found("job type", name)
         return {"name": name, "limit": stored.get("limit"), "comment": stored.get("comment", ""),
                 "active": counters.active(name), "defined": counters.jobs[(states.DEFINED, name)]}
 

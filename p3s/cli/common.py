@@ -5,7 +5,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Iterable, NoReturn, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 from p3s.config import Config, ConfigError, load_config
 
@@ -46,7 +46,7 @@ def make_client(args: argparse.Namespace):
                              {"server_url": getattr(args, "server_url", None), "token": getattr(args, "token", None)})
     except ConfigError as exc:
         fail(str(exc))
-    return Client(config.server_url, client_token(config))
+    return Client(config.server_url, client_token(config), retries=2)
 
 
 def print_json(value: Any) -> None:
@@ -90,3 +90,103 @@ def not_yet(command: str, what: str) -> None:
     parser = argparse.ArgumentParser(prog=command, description=f"{what} (not yet available in this version).")
     parser.parse_args()
     fail(f"{command} is not yet available in this version: {what}", 3)
+
+
+def json_type(value: Any) -> str:
+    """How a decoded JSON value is called in messages: 'an object', 'a list', …"""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def load_json_list(path: str, what: str) -> list[dict]:
+    """The non-empty list of objects in JSON file ``path``; anything else exits with code 2.
+
+    Malformed JSON is reported as ``FILE:LINE:COL: message``, the way compilers do.
+    """
+    try:
+        with (sys.stdin if path == "-" else open(path, encoding="utf-8")) as handle:
+            text = handle.read()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError as exc:
+        fail(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        print(f"{path}:{exc.lineno}:{exc.colno}: {exc.msg}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if not isinstance(data, list):
+        hint = " (wrap it in [ ])" if isinstance(data, dict) else ""
+        fail(f"{path}: expected a list of {what}s (JSON objects), got {json_type(data)}{hint}")
+    if not data:
+        fail(f"{path}: the list is empty; nothing to do")
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            fail(f"{path}: item {i} is {json_type(item)}, not a {what} (a JSON object)")
+    return data
+
+
+def parse_pairs(pairs: Iterable[str] | None, option: str) -> dict[str, str]:
+    """``["K=V", …]`` as a dict; a pair without ``=`` exits with code 2."""
+    result = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"{option} expects KEY=VALUE, got {pair!r}")
+        result[key] = value
+    return result
+
+
+def split_csv(values: Iterable[str] | None) -> list[str]:
+    """Repeated and comma-separated values, flattened: ``["a,b", "c"]`` → ``["a", "b", "c"]``."""
+    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]
+
+
+def add_input_file_arguments(parser: argparse.ArgumentParser, dest: str, what: str) -> None:
+    """``-j/--json-in FILE``: the input file (``--json`` alone asks for JSON output)."""
+    parser.add_argument("-j", "--json-in", "--json_in", dest=dest, metavar="FILE",
+                        help=f"JSON file holding a list of {what}s ('-' = standard input)")
+
+
+class Failures:
+    """Per-item refusals of a command that goes on with the other items, then exits 1."""
+
+    def __init__(self, prog: str) -> None:
+        self.prog, self.count = prog, 0
+
+    def each(self, keys: Iterable[str], action: Callable[[str], Any]) -> list[Any]:
+        """``action(key)`` for every key; a refusal is reported and skipped, an unreachable server stops."""
+        from p3s.client import P3SError
+
+        results = []
+        for key in keys:
+            try:
+                results.append(action(key))
+            except P3SError as exc:
+                if exc.status == 0:
+                    raise
+                self.count += 1
+                print(f"{self.prog}: error: {key}: {exc}", file=sys.stderr)
+        return results
+
+    def exit_if_any(self) -> None:
+        if self.count:
+            raise SystemExit(1)
+
+
+def print_record(record: dict, order: Iterable[str] = ()) -> None:
+    """``key: value`` lines, ``order`` first; objects as compact JSON, multi-line text indented."""
+    keys = [k for k in order if k in record] + sorted(k for k in record if k not in order)
+    width = max(len(k) for k in keys) + 1
+    for key in keys:
+        value = record[key]
+        if isinstance(value, list) and key.endswith("_series"):
+            value = f"{len(value)} samples"
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, sort_keys=True)
+        elif isinstance(value, str) and "\n" in value:
+            value = "\n" + "\n".join("    " + line for line in value.rstrip("\n").splitlines())
+        print(f"{key + ':':{width}} {'-' if value is None else value}".rstrip())
+
+
+# --- helpers ----------------------------------------------------------------------------------
