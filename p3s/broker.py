@@ -20,7 +20,7 @@ from tornado.ioloop import IOLoop
 
 from p3s import models, states
 from p3s.errors import ApiError
-from p3s.lifecycle import Lifecycle
+from p3s.lifecycle import Lifecycle, Listener
 from p3s.models import utcnow
 from p3s.states import IllegalTransition
 
@@ -97,7 +97,7 @@ class ReadyQueue:
         return set(self._entries)
 
 
-class Broker:
+class Broker(Listener):
     """Hands ``defined`` jobs to pilots, exactly once; parks pilots that find nothing (long poll)."""
 
     def __init__(self, lifecycle: Lifecycle, shared_db: bool = False) -> None:
@@ -240,5 +240,3 @@ class Broker:
             if self.limits.get(after.get("jobtype")) is not None:
                 self.schedule_serve()
 
-    def pilot_moved(self, before: dict, after: dict) -> None:
-        pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable
 
 from pymongo import ReturnDocument
 
@@ -22,7 +22,8 @@ log = logging.getLogger("p3s.lifecycle")
 
 # Fields of a job the listeners need to know about (broker queue, limits, deadlines).
 JOB_BRIEF = {"state": 1, "jobtype": 1, "priority": 1, "seq": 1, "site": 1, "timelimit": 1,
-             "pilot": 1, "workflow": 1, "attempts": 1, "max_attempts": 1, "ts_sta": 1}
+             "pilot": 1, "workflow": 1, "attempts": 1, "max_attempts": 1, "ts_sta": 1, "noop": 1, "children": 1,
+             "vertex": 1}
 PILOT_BRIEF = {"state": 1, "site": 1, "host": 1, "job": 1}
 
 # What a retry resets, so that the job looks as it did when it was first defined.
@@ -70,11 +71,25 @@ def pilot_filter(uuid: str, allowed: Iterable[str]) -> dict:
     return {"_id": uuid, "state": state_in(allowed, states.PILOT_STATES)}
 
 
-class Listener(Protocol):
-    def job_moved(self, before: dict, after: dict) -> None: ...
-    def job_created(self, doc: dict) -> None: ...
-    def job_removed(self, doc: dict) -> None: ...
-    def pilot_moved(self, before: dict, after: dict) -> None: ...
+def will_retry(job: dict) -> bool:
+    """Whether a job that has just ended this way goes back to ``defined`` for another attempt."""
+    return job["state"] in states.JOB_RETRYABLE and (job.get("attempts") or 0) < (job.get("max_attempts") or 1)
+
+
+class Listener:
+    """Told of every change the lifecycle writes; subclasses override what they care about."""
+
+    def job_moved(self, before: dict, after: dict) -> None:
+        """A job changed state (or fields, see change_job)."""
+
+    def job_created(self, doc: dict) -> None:
+        """A job was inserted."""
+
+    def job_removed(self, doc: dict) -> None:
+        """A job was deleted."""
+
+    def pilot_moved(self, before: dict, after: dict) -> None:
+        """A pilot was registered or changed state."""
 
 
 class Counters:
@@ -184,7 +199,7 @@ class Lifecycle:
         """Move a job to an end state, then back to ``defined`` if it may be retried."""
         after = self.move_job(uuid, target, sources=sources, set_={"ts_sto": utcnow(), **(set_ or {})},
                               where=where, **more)
-        if target in states.JOB_RETRYABLE and (after.get("attempts") or 0) < (after.get("max_attempts") or 1):
+        if will_retry(after):
             try:
                 after = self.move_job(uuid, states.DEFINED, sources={target}, set_=dict(RETRY_RESET))
                 from p3s import events

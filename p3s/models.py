@@ -40,6 +40,10 @@ class Job(me.Document):
     input_file = me.StringField(default="")
     workflow = me.StringField(null=True)
     vertex = me.StringField(null=True)           # the DAG vertex this job instantiates
+    noop = me.BooleanField(default=False)        # a NOOP vertex: finishes without running
+    children = me.ListField(me.StringField())    # jobs of the vertices that depend on this one
+    n_parents = me.IntField(default=0)           # distinct parent vertices
+    n_parents_done = me.IntField(default=0)      # of which finished (advanced atomically)
     max_attempts = me.IntField(default=1)
     attempts = me.IntField(default=0)
     # filled in at dispatch and by the pilot's reports
@@ -120,6 +124,7 @@ class DataFile(me.Document):
     size = me.IntField(null=True)
     workflow = me.StringField(null=True)
     datatag = me.StringField(null=True)
+    edge = me.StringField(null=True)             # the template edge this file instantiates
     source = me.StringField(null=True)           # producing vertex / job
     target = me.StringField(null=True)
     source_job = me.StringField(null=True)
@@ -127,7 +132,8 @@ class DataFile(me.Document):
     ts_reg = me.DateTimeField()
     ts_upd = me.DateTimeField()
 
-    meta = {"collection": "data", "indexes": ["name", "workflow", "datatype", "-ts_reg"], **_NO_AUTO_INDEX}
+    meta = {"collection": "data", "indexes": ["name", "workflow", "datatype", "-ts_reg", "source_job"],
+            **_NO_AUTO_INDEX}
 
 
 class JobType(me.Document):
@@ -154,6 +160,43 @@ class Site(me.Document):
     meta = {"collection": "sites", **_NO_AUTO_INDEX}
 
 
+class DagTemplate(me.Document):
+    """A workflow template (a DAG of jobs and data edges), stored by name and version."""
+
+    key = me.StringField(primary_key=True)       # "<name>:<version>"
+    name = me.StringField(required=True)
+    version = me.IntField(required=True)
+    description = me.StringField(default="")
+    user = me.StringField(default="")
+    spec = me.DictField()                        # p3s.dag.Template.to_dict()
+    nvertices = me.IntField(default=0)
+    nedges = me.IntField(default=0)
+    workflows = me.IntField(default=0)           # instantiations so far: used templates are immutable
+    ts_def = me.DateTimeField()
+    meta = {"collection": "templates", "indexes": [("name", "-version")], **_NO_AUTO_INDEX}
+
+
+class Workflow(me.Document):
+    """An instance of a template: its jobs and data records carry its uuid."""
+
+    uuid = me.StringField(primary_key=True)
+    name = me.StringField(default="")
+    description = me.StringField(default="")
+    user = me.StringField(default="")
+    template = me.StringField(required=True)
+    template_version = me.IntField(required=True)
+    state = me.StringField(choices=states.WORKFLOW_STATES, default=states.WF_TEMPLATE)
+    njobs = me.IntField(default=0)
+    ndone = me.IntField(default=0)               # jobs finished
+    vertices = me.DictField()                    # vertex name -> job uuid
+    roots = me.ListField(me.StringField())       # jobs started first
+    error = me.StringField(null=True)            # what made it fail
+    ts_def = me.DateTimeField()
+    ts_sta = me.DateTimeField(null=True)
+    ts_sto = me.DateTimeField(null=True)
+    meta = {"collection": "workflows", "indexes": [("state", "-ts_def"), "template", "-ts_def"], **_NO_AUTO_INDEX}
+
+
 class Event(me.Document):
     """The server's log of notable happenings: lost pilots, kills, timeouts, operator notes."""
 
@@ -169,7 +212,7 @@ class Event(me.Document):
     meta = {"collection": "events", "indexes": ["-ts", ("kind", "-ts")], **_NO_AUTO_INDEX}
 
 
-ALL_MODELS = (Job, Pilot, DataType, DataFile, JobType, Site, Event)
+ALL_MODELS = (Job, Pilot, DataType, DataFile, JobType, Site, DagTemplate, Workflow, Event)
 
 
 def ensure_indexes() -> None:

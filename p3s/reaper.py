@@ -16,7 +16,7 @@ from p3s import events, models, states
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.errors import ApiError
-from p3s.lifecycle import Lifecycle, equals
+from p3s.lifecycle import Lifecycle, Listener, equals
 from p3s.models import utcnow
 from p3s.pilots import PilotService, Registry
 from p3s.states import IllegalTransition
@@ -24,7 +24,7 @@ from p3s.states import IllegalTransition
 log = logging.getLogger("p3s.reaper")
 
 
-class Reaper:
+class Reaper(Listener):
     """Declares silent pilots lost (their jobs ``pilot_lost``) and overdue jobs ``timelimit``."""
 
     def __init__(self, lifecycle: Lifecycle, registry: Registry, broker: Broker, pilots: PilotService,
@@ -50,14 +50,8 @@ class Reaper:
         if after["state"] == states.RUNNING:
             self._watch(after["_id"], after.get("ts_sta"), after.get("timelimit"))
 
-    def job_created(self, doc: dict) -> None:
-        pass
 
-    def job_removed(self, doc: dict) -> None:
-        pass
 
-    def pilot_moved(self, before: dict, after: dict) -> None:
-        pass
 
     # --- checks -------------------------------------------------------------------------------
     def tick(self) -> None:

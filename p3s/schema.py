@@ -308,3 +308,36 @@ EVENT_CREATE = Body("EventCreate", (
     Field("source", "str", "Who reports it.", default="client"),
     Field("data", "object", "Details.", default=dict),
 ))
+
+# --- workflows --------------------------------------------------------------------------------
+TEMPLATE_ADD = Body("TemplateAdd", (
+    Field("yaml", "str", "The template in p3s YAML.", nullable=True, default=None, max_length=1 << 20),
+    Field("graphml", "str", "The template in the original p3s GraphML.", nullable=True, default=None,
+          max_length=1 << 20),
+    Field("name", "name", "Name to store it under (default: the template's own).", nullable=True, default=None),
+    Field("filename", "str", "File the text came from (for error messages).", default=""),
+    Field("new_version", "bool", "Store as a new version when the name exists.", default=False),
+))
+VERTEX_OVERRIDE = Body("VertexOverride", (
+    Field("payload", "str", "Replacement payload."),
+    Field("env", "env", "Extra environment."),
+    Field("priority", "int", "Replacement priority."),
+    Field("timelimit", "int", "Replacement time limit.", minimum=1),
+    Field("jobtype", "name", "Replacement job type."),
+), patch=True)
+WORKFLOW_CREATE = Body("WorkflowCreate", (
+    Field("template", "name", "Template name.", required=True),
+    Field("version", "int", "Template version (default: the latest).", minimum=1, nullable=True, default=None),
+    Field("name", "str", "Workflow name (default: the template's).", default="", max_length=256),
+    Field("description", "str", "Free text.", default=""),
+    Field("user", "str", "Owner (default: the token's name).", default=""),
+    Field("state", "str", "defined starts it now; template creates it stopped.",
+          choices=(states.WF_DEFINED, states.WF_TEMPLATE), default=states.WF_DEFINED),
+    Field("overrides", "object", "Per-vertex changes: {vertex: {payload, env, priority, timelimit, jobtype}}.",
+          default=dict),
+    Field("inputs", "object", "Input files: {edge id or data tag: path}.", default=dict),
+    Field("filenames", "str", "File names of the other edges: generated (uuid + extension), template "
+                              "(as in the template), derived (from the first input's name).",
+          choices=("generated", "template", "derived"), default="generated"),
+    Field("dirpath", "str", "Directory for generated files (default: each edge's dirpath).", default=""),
+))

@@ -36,8 +36,9 @@ JOB_TRANSITIONS: Mapping[str, frozenset[str]] = {
     TEMPLATE: frozenset({DEFINED}),
     DISPATCHED: frozenset({DEFINED}),
     RUNNING: frozenset({DISPATCHED}),
-    # A job short enough to end before its first report goes straight from dispatched to its end.
-    FINISHED: frozenset({DISPATCHED, RUNNING}),
+    # A job short enough to end before its first report goes straight from dispatched to its end;
+    # a NOOP vertex of a workflow finishes from template without running.
+    FINISHED: frozenset({TEMPLATE, DISPATCHED, RUNNING}),
     FAILED: frozenset({DISPATCHED, RUNNING}),
     TIMELIMIT: frozenset({DISPATCHED, RUNNING}),
     PILOT_LOST: frozenset({DISPATCHED, RUNNING}),
@@ -63,6 +64,26 @@ PILOT_TRANSITIONS: Mapping[str, frozenset[str]] = {
 }
 
 
+# --- workflows --------------------------------------------------------------------------------
+WF_TEMPLATE = "template"     # instantiated, not started
+WF_DEFINED = "defined"       # started: its root jobs are defined
+WF_RUNNING = "running"       # a job of it has started
+WF_FINISHED = "finished"     # every job finished
+WF_FAILED = "failed"         # a job ended unsuccessfully; what depended on it was cancelled
+WF_CANCELLED = "cancelled"   # cancelled on request
+
+WORKFLOW_STATES = (WF_TEMPLATE, WF_DEFINED, WF_RUNNING, WF_FINISHED, WF_FAILED, WF_CANCELLED)
+WORKFLOW_ENDED = frozenset({WF_FINISHED, WF_FAILED, WF_CANCELLED})
+
+WORKFLOW_TRANSITIONS: Mapping[str, frozenset[str]] = {
+    WF_DEFINED: frozenset({WF_TEMPLATE}),
+    WF_RUNNING: frozenset({WF_DEFINED}),
+    WF_FINISHED: frozenset({WF_DEFINED, WF_RUNNING}),     # all-NOOP workflows finish without running
+    WF_FAILED: frozenset({WF_DEFINED, WF_RUNNING}),
+    WF_CANCELLED: frozenset({WF_TEMPLATE, WF_DEFINED, WF_RUNNING}),
+}
+
+
 class IllegalTransition(Exception):
     """A state change that the table does not allow; the API answers it with 409."""
 
@@ -79,6 +100,11 @@ def job_sources(target: str) -> frozenset[str]:
 def pilot_sources(target: str) -> frozenset[str]:
     """States a pilot may be in to move to ``target``."""
     return PILOT_TRANSITIONS[target]
+
+
+def workflow_sources(target: str) -> frozenset[str]:
+    """States a workflow may be in to move to ``target``."""
+    return WORKFLOW_TRANSITIONS[target]
 
 
 def job_may(current: str, target: str) -> bool:

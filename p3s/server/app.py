@@ -10,7 +10,7 @@ from typing import Any
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import PeriodicCallback
 
 from p3s import API_PREFIX
 from p3s.auth import Authenticator
@@ -23,6 +23,7 @@ from p3s.reaper import Reaper
 from p3s.server.base import NotFoundHandler
 from p3s.server.handlers import url_specs
 from p3s.store import Database
+from p3s.workflow import TemplateStore, WorkflowEngine
 
 log = logging.getLogger("p3s.server")
 RESYNC_PERIOD = 10.0     # seconds between queue/counter re-synchronisations on a shared MongoDB
@@ -56,6 +57,8 @@ class P3SServer:
         self.jobs = JobService(self.lifecycle, self.broker, self.pilot_service, self.config)
         self.reaper = Reaper(self.lifecycle, self.registry, self.broker, self.pilot_service, self.config)
         self.reaper.load()
+        self.templates = TemplateStore()
+        self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(

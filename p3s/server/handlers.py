@@ -489,6 +489,115 @@ class EventsHandler(ListMixin, ApiHandler):
         self.reply(document(doc, "id"), 201)
 
 
+# --- templates and workflows ------------------------------------------------------------------
+def _template_doc(doc: dict, fmt: str | None = None) -> dict:
+    from p3s import dag
+
+    out = document(doc, "key")
+    if fmt in ("yaml", "graphml"):
+        template = dag.Template.from_dict(doc["spec"])
+        out[fmt] = template.to_yaml() if fmt == "yaml" else template.to_graphml()
+    return out
+
+
+class TemplatesHandler(ApiHandler):
+    roles = {"GET": auth.READ, "POST": auth.SUBMIT}
+    doc = {"GET": {"summary": "List DAG templates (latest version of each)", "response": ("items", "DagTemplate")},
+           "POST": {"summary": "Add a DAG template (YAML or the original GraphML); validated, stored by name",
+                    "body": schema.TEMPLATE_ADD, "status": 201, "response": "DagTemplate"}}
+
+    def get(self) -> None:
+        self.reply({"items": [document(d, "key") for d in self.server.templates.listing()]})
+
+    def post(self) -> None:
+        body = schema.TEMPLATE_ADD.validate(self.body())
+        if (body["yaml"] is None) == (body["graphml"] is None):
+            raise invalid("yaml", "give the template as exactly one of yaml or graphml")
+        self.reply(_template_doc(self.server.templates.add(body, self.user)), 201)
+
+
+class TemplateHandler(ApiHandler):
+    roles = {"GET": auth.READ, "DELETE": auth.ADMIN}
+    doc = {"GET": {"summary": "Get a template; ?format=yaml or graphml adds its text (export)",
+                   "query": {"version": "Version (default: latest).", "format": "yaml or graphml."},
+                   "response": "DagTemplate"},
+           "DELETE": {"summary": "Delete a template no workflow uses (all its versions)", "response": "Deleted"}}
+
+    def get(self, name: str) -> None:
+        version = self.int_arg("version", 0, 0)
+        fmt = self.arg("format")
+        if fmt not in (None, "yaml", "graphml", "json"):
+            raise invalid("format", f"must be yaml, graphml or json, got {fmt!r}")
+        self.reply(_template_doc(self.server.templates.get(name, version or None), fmt))
+
+    def delete(self, name: str) -> None:
+        self.reply({"deleted": self.server.templates.delete(name)})
+
+
+WORKFLOW_FILTERS = {"state": "Comma-separated states.", "template": "Template name.", "user": "Owner.",
+                    "q": "Text in the workflow name."}
+JOB_BRIEF_FIELDS = {"vertex": 1, "state": 1, "jobtype": 1, "exit_code": 1, "pilot": 1, "host": 1, "ts_sta": 1,
+                    "ts_sto": 1, "noop": 1, "children": 1, "error": 1, "name": 1}
+
+
+class WorkflowsHandler(ListMixin, ApiHandler):
+    roles = {"GET": auth.READ, "POST": auth.SUBMIT}
+    sortable = ("ts_def", "ts_sta", "ts_sto", "state", "name", "template")
+    default_sort = "-ts_def"
+    doc = {"GET": {"summary": "List workflows", "query": {**WORKFLOW_FILTERS, **LIST_QUERY},
+                   "response": ("list", "Workflow")},
+           "POST": {"summary": "Instantiate a template: the workflow, its jobs and data, all or none",
+                    "body": schema.WORKFLOW_CREATE, "status": 201, "response": "Workflow"}}
+
+    def get(self) -> None:
+        query = _eq_filters(self, {"template": "template", "user": "user"})
+        wanted = _states_arg(self.arg("state"), states.WORKFLOW_STATES)
+        if wanted:
+            query["state"] = {"$in": wanted}
+        if self.arg("q") is not None:
+            query["name"] = {"$regex": re.escape(self.arg("q")), "$options": "i"}
+        self.page(self.server.workflows.collection, query, "uuid")
+
+    def post(self) -> None:
+        body = schema.WORKFLOW_CREATE.validate(self.body())
+        self.reply(document(self.server.workflows.instantiate(body, self.user)), 201)
+
+
+class WorkflowHandler(ApiHandler):
+    roles = {"GET": auth.READ, "DELETE": auth.ADMIN}
+    doc = {"GET": {"summary": "Get a workflow with its jobs, data files and DAG edges", "response": "WorkflowDetail"},
+           "DELETE": {"summary": "Delete a workflow with its jobs and data (none may be running)",
+                      "response": "Deleted"}}
+
+    def get(self, uuid: str) -> None:
+        workflow = self.server.workflows.get(uuid)
+        out = document(workflow)
+        out["jobs"] = [document(j) for j in self.server.jobs.collection.find({"workflow": uuid}, JOB_BRIEF_FIELDS)]
+        out["data"] = [document(d) for d in models.DataFile._get_collection().find({"workflow": uuid})]
+        self.reply(out)
+
+    def delete(self, uuid: str) -> None:
+        self.server.workflows.delete(uuid)
+        self.reply({"deleted": [uuid]})
+
+
+class WorkflowStartHandler(ApiHandler):
+    roles = {"POST": auth.SUBMIT}
+    doc = {"POST": {"summary": "Start a workflow created in state template", "response": "Workflow"}}
+
+    def post(self, uuid: str) -> None:
+        self.reply(document(self.server.workflows.start(uuid)))
+
+
+class WorkflowCancelHandler(ApiHandler):
+    roles = {"POST": auth.ADMIN}
+    doc = {"POST": {"summary": "Cancel a workflow: waiting jobs cancelled, running ones killed via their pilots",
+                    "response": "Workflow", "status": 202}}
+
+    def post(self, uuid: str) -> None:
+        self.reply(document(self.server.workflows.cancel(uuid)), 202)
+
+
 class SummaryHandler(ApiHandler):
     roles = {"GET": auth.READ}
     doc = {"GET": {"summary": "Counts of jobs and pilots by state, from counters the server keeps",
@@ -534,6 +643,12 @@ ROUTES: list[tuple[str, type[ApiHandler]]] = [
     ("/datatypes/{name}", DataTypeHandler),
     ("/sites", SitesHandler),
     ("/sites/{name}", SiteHandler),
+    ("/templates", TemplatesHandler),
+    ("/templates/{name}", TemplateHandler),
+    ("/workflows", WorkflowsHandler),
+    ("/workflows/{uuid}", WorkflowHandler),
+    ("/workflows/{uuid}/start", WorkflowStartHandler),
+    ("/workflows/{uuid}/cancel", WorkflowCancelHandler),
     ("/events", EventsHandler),
     ("/summary", SummaryHandler),
     ("/status", StatusHandler),

@@ -68,6 +68,12 @@ def _components() -> dict:
         "DataType": _model_schema(models.DataType, "name"),
         "Site": _model_schema(models.Site, "name"),
         "Event": _model_schema(models.Event, "id"),
+        "DagTemplate": {**_model_schema(models.DagTemplate, "key"), "description": "With ?format=yaml or "
+                        "graphml, the text is under that key too."},
+        "Workflow": _model_schema(models.Workflow, "uuid"),
+        "WorkflowDetail": {"allOf": [_ref("Workflow"), {"type": "object", "properties": {
+            "jobs": {"type": "array", "items": {"type": "object"}},
+            "data": {"type": "array", "items": _ref("DataFile")}}}]},
         "JobType": {"type": "object", "properties": {
             "name": {"type": "string"}, "limit": {"type": "integer", "nullable": True},
             "comment": {"type": "string"}, "active": {"type": "integer"}, "defined": {"type": "integer"}}},
@@ -83,7 +89,8 @@ def _components() -> dict:
         "Instructions": {"type": "object", "properties": {**instructions, "stopped": {"type": "boolean"}}},
         "JobForPilot": job_for_pilot,
         "JobOffer": {"type": "object", "properties": {
-            "job": {"allOf": [_ref("JobForPilot")], "nullable": True}, **instructions}},
+            "job": {"allOf": [_ref("JobForPilot")], "nullable": True}, **instructions,
+            "report_refused": {"type": "string", "description": "Why the reported event was not taken."}}},
         "PilotRequest": {"type": "object", "additionalProperties": False, "properties": {
             **schema.PILOT_REQUEST.openapi()["properties"],
             "report": {"allOf": [_ref("PilotEvent")], "description": "An event to report first "
