@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("delete", "delete a workflow and its jobs and data"), ("resume", "start a template-state workflow")):
         one = sub.add_parser(name, help=text)
         one.add_argument("uuid")
-    for command in sub.choices.values():
+    for command in {id(p): p for p in sub.choices.values()}.values():     # "instantiate" is an alias
         add_client_arguments(command)
     return parser
 
@@ -146,8 +146,7 @@ def run(args: argparse.Namespace) -> None:
             print_json(doc)
             return
         print(f"{doc['name']} version {doc['version']}: {doc['description']}")
-        print_table([{"vertex": k, **v} for k, v in doc["spec"]["vertices"].items()],
-                    ("vertex", "jobtype", "noop", "priority", "timelimit", "payload"))
+        print_table(doc["spec"]["vertices"], ("name", "jobtype", "noop", "priority", "timelimit", "payload"))
         print()
         print_table(doc["spec"]["edges"], ("id", "source", "target", "datatag", "datatype", "name", "dirpath"))
     elif command == "delete-template":
