@@ -4,9 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install system demo test bench clean
 
 install: $(VENV)/.installed
+
+system:
+	bin/install-system-packages
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +20,7 @@ $(VENV)/.installed: setup.py
 demo: install
 	$(BIN)/p3s-demo
 
-test: install
+test: install system
 	$(BIN)/pytest
 
 bench: install
