@@ -42,6 +42,7 @@ setup(
         "pyyaml>=6.0",
         "psutil>=5.9",
         "ClusterShell>=1.9",
+        "inotify_simple>=1.3",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "openapi-spec-validator>=0.7"],
