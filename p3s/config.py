@@ -52,6 +52,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("token", "", str, "Token that clients and pilots send (else the generated one in data_dir)."),
     Setting("no_auth", False, bool, "Serve without authentication (must be asked for explicitly)."),
     Setting("log_level", "INFO", str, "Logging level: DEBUG, INFO, WARNING or ERROR."),
+    Setting("job_log_dirs", ["~/.p3s", "/tmp/p3s"], list,
+            "Directories under which the monitor may show pilots' job log files (the server must see them)."),
+    Setting("alarm_backlog", 1000, int, "Alarm when more jobs than this wait defined."),
+    Setting("alarm_lost_pilots", 3, int, "Alarm when more pilots than this were lost in the last hour."),
+    Setting("alarm_failure_rate", 0.5, float,
+            "Alarm when a job type's failure rate over 10 minutes exceeds this and its 24-hour rate."),
+    Setting("alarm_failure_min", 5, int, "Unsuccessful jobs of a type in 10 minutes before its rate can alarm."),
+    Setting("alarm_pilot_shortfall", 0.1, float,
+            "Alarm when a site's live pilots fall short of its nominal count by more than this fraction."),
     Setting("log_file", "", str, "Also log to this file (empty: stderr only)."),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -76,6 +85,16 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
             number = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{problem}: expected an integer, got {value!r}") from None
+        if number < 0:
+            raise ConfigError(f"{problem}: must not be negative, got {number}")
+        return number
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{problem}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{problem}: expected a number, got {value!r}") from None
         if number < 0:
             raise ConfigError(f"{problem}: must not be negative, got {number}")
         return number

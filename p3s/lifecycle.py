@@ -22,8 +22,8 @@ log = logging.getLogger("p3s.lifecycle")
 
 # Fields of a job the listeners need to know about (broker queue, limits, deadlines).
 JOB_BRIEF = {"state": 1, "jobtype": 1, "priority": 1, "seq": 1, "site": 1, "timelimit": 1,
-             "pilot": 1, "workflow": 1, "attempts": 1, "max_attempts": 1, "ts_sta": 1, "noop": 1, "children": 1,
-             "vertex": 1}
+             "pilot": 1, "workflow": 1, "attempts": 1, "max_attempts": 1, "ts_def": 1, "ts_dis": 1, "ts_sta": 1,
+             "noop": 1, "children": 1, "vertex": 1, "name": 1}
 PILOT_BRIEF = {"state": 1, "site": 1, "host": 1, "job": 1}
 
 # What a retry resets, so that the job looks as it did when it was first defined.
@@ -90,6 +90,9 @@ class Listener:
 
     def pilot_moved(self, before: dict, after: dict) -> None:
         """A pilot was registered or changed state."""
+
+    def workflow_moved(self, after: dict) -> None:
+        """A workflow changed state or was created."""
 
 
 class Counters:

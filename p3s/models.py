@@ -60,6 +60,7 @@ class Job(me.Document):
     ts_sto = me.DateTimeField(null=True)
     usage = me.DictField()                       # summary: peak_rss, cpu_time, ...
     usage_series = me.ListField(me.DictField())  # bounded time series of heartbeats
+    log_dir = me.StringField(null=True)          # where the pilot wrote <uuid>.out/.err
     stdout_tail = me.StringField(null=True)
     stderr_tail = me.StringField(null=True)
 

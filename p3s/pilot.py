@@ -214,7 +214,8 @@ class Pilot:
             payload.start()
         except NonStarter as exc:
             log.warning("job %s could not start: %s", job["uuid"], exc)
-            return {"event": "nonstarter", "job": job["uuid"], "message": str(exc)[:4000], **payload.tails()}
+            return {"event": "nonstarter", "job": job["uuid"], "message": str(exc)[:4000],
+                    "log_dir": str(opts.joblogdir.resolve()), **payload.tails()}
         self.payload = payload
         self.jobs_run += 1
         timelimit = float(job.get("timelimit") or 0)
@@ -238,7 +239,8 @@ class Pilot:
                 if payload.elapsed() >= next_report:
                     event = "heartbeat" if started_reported else "jobstart"
                     reply = self._call(event, self.client.report, self.uuid, event, job=job["uuid"],
-                                       pid=payload.pid, ts=time.time(), usage=payload.usage())
+                                       pid=payload.pid, ts=time.time(), usage=payload.usage(),
+                                       log_dir=str(opts.joblogdir.resolve()))
                     if reply is not None:
                         started_reported = True
                         if reply.get("kill"):
@@ -258,7 +260,7 @@ class Pilot:
             usage = payload.final_usage()
             self.payload = None
         report: dict[str, Any] = {"job": job["uuid"], "exit_code": code, "started": payload.started_wall,
-                                  "usage": usage, **payload.tails()}
+                                  "usage": usage, "log_dir": str(opts.joblogdir.resolve()), **payload.tails()}
         if outcome is None:
             report["event"] = "jobstop"
             log.info("job %s ended with exit code %s after %.2f s", job["uuid"], code, payload.elapsed())

@@ -240,6 +240,8 @@ PILOT_EVENT = Body("PilotEvent", (
     Field("stdout_tail", "str", "Last lines of the payload's stdout.", nullable=True, default=None, max_length=65536),
     Field("stderr_tail", "str", "Last lines of the payload's stderr.", nullable=True, default=None, max_length=65536),
     Field("message", "str", "Free text (e.g. why a payload could not start).", default="", max_length=4096),
+    Field("log_dir", "str", "Directory of the job's .out/.err files on the pilot's host.", nullable=True,
+          default=None, max_length=4096),
 ))
 PILOT_REQUEST = Body("PilotRequest", (
     Field("wait", "number", "Seconds to wait for a job (bounded by the server's long_poll_max).",

@@ -165,6 +165,8 @@ class WorkflowEngine(Listener):
         except Exception:
             self._remove(wf_uuid)
             raise
+        for listener in self.lifecycle.listeners:
+            listener.workflow_moved(workflow)
         if body["state"] == states.WF_DEFINED:
             return self.start(wf_uuid)
         return workflow
@@ -226,6 +228,8 @@ class WorkflowEngine(Listener):
         if after is None:
             current = self.get(uuid)
             raise IllegalTransition("workflow", uuid, current["state"], target)
+        for listener in self.lifecycle.listeners:
+            listener.workflow_moved(after)
         return after
 
     def start(self, uuid: str) -> dict:

@@ -21,7 +21,12 @@ from p3s.lifecycle import Lifecycle
 from p3s.pilots import PilotService, Registry
 from p3s.reaper import Reaper
 from p3s.server.base import NotFoundHandler
-from p3s.server.handlers import url_specs
+from p3s import events
+from p3s.server.handlers import ROUTES, url_specs
+from p3s.web import api as web_api
+from p3s.web import pages
+from p3s.web.live import Broadcaster
+from p3s.web.stats import Stats
 from p3s.store import Database
 from p3s.workflow import TemplateStore, WorkflowEngine
 
@@ -59,12 +64,22 @@ class P3SServer:
         self.reaper.load()
         self.templates = TemplateStore()
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
+        self.stats = Stats()
+        self.stats.load()
+        self.live = Broadcaster(self.summary)
+        self.lifecycle.listeners += [self.stats, self.live]
+        events.subscribers.append(self.live.event_recorded)
+
+    @property
+    def api_routes(self) -> list:
+        return ROUTES + web_api.ROUTES
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(
-            url_specs(self) + [(API_PREFIX + r"/.*", NotFoundHandler, {"server": self})],
+            url_specs(self, self.api_routes) + [(API_PREFIX + r"/.*", NotFoundHandler, {"server": self})]
+            + pages.url_specs(self),
             default_handler_class=NotFoundHandler, default_handler_args={"server": self},
-            compress_response=False)
+            compress_response=False, **pages.SETTINGS)
 
     def listen(self) -> int:
         """Start serving; returns the port (useful with port 0)."""
@@ -77,6 +92,7 @@ class P3SServer:
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
+        self.live.start()
         if self.db.embedded:
             self._every(self.config.checkpoint_period, self.db.checkpoint)
         if self.db.shared:
@@ -100,6 +116,8 @@ class P3SServer:
         if self.http is not None:
             self.http.stop()
         self.broker.stop_all_waiting()
+        self.live.stop()
+        events.subscribers.remove(self.live.event_recorded)
         if self.http is not None:
             try:
                 await self.http.close_all_connections()

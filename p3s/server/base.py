@@ -15,6 +15,8 @@ from p3s.states import IllegalTransition
 
 log = logging.getLogger("p3s.server")
 
+TOKEN_COOKIE = "p3s_token"
+CSRF_HEADER = "X-P3S-Request"
 # Fields too bulky for list views; the detail view has them.
 HEAVY_FIELDS = ("usage_series", "stdout_tail", "stderr_tail")
 KEYS = {"jobs": "uuid", "pilots": "uuid", "data": "uuid", "sites": "name", "jobtypes": "name",
@@ -73,7 +75,14 @@ class ApiHandler(tornado.web.RequestHandler):
             raise ApiError(405, f"method {self.request.method} is not allowed on {self.request.path}")
         if allowed is auth.PUBLIC:
             return
-        who = self.server.authenticator.identify(self.request.headers.get("Authorization"))
+        header = self.request.headers.get("Authorization")
+        if header is None and self.get_cookie(TOKEN_COOKIE):
+            # The monitor's pages authenticate with a cookie; a changing request from a page must
+            # also carry a custom header, which another site's page cannot send (CSRF).
+            if self.request.method not in ("GET", "HEAD") and not self.request.headers.get(CSRF_HEADER):
+                raise ApiError(403, f"a request authenticated by cookie needs the {CSRF_HEADER} header")
+            header = f"Bearer {self.get_cookie(TOKEN_COOKIE)}"
+        who = self.server.authenticator.identify(header)
         if who is None:
             self.set_header("WWW-Authenticate", 'Bearer realm="p3s"')
             raise ApiError(401, "missing or unknown bearer token (send 'Authorization: Bearer <token>')")

@@ -622,7 +622,7 @@ class OpenApiHandler(ApiHandler):
 
     def get(self) -> None:
         from p3s.server.openapi import build
-        self.reply(build(ROUTES))
+        self.reply(build(self.server.api_routes))
 
 
 ROUTES: list[tuple[str, type[ApiHandler]]] = [
@@ -656,7 +656,7 @@ ROUTES: list[tuple[str, type[ApiHandler]]] = [
 ]
 
 
-def url_specs(server: Any) -> list:
-    """Tornado URL specs for ROUTES: ``{uuid}`` becomes a named group passed as ``uuid=``."""
+def url_specs(server: Any, routes: list) -> list:
+    """Tornado URL specs for ``routes``: ``{uuid}`` becomes a named group passed as ``uuid=``."""
     return [(API_PREFIX + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$", handler, {"server": server})
-            for path, handler in ROUTES]
+            for path, handler in routes]

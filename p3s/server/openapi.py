@@ -96,6 +96,16 @@ def _components() -> dict:
             "report": {"allOf": [_ref("PilotEvent")], "description": "An event to report first "
                                                                    "(e.g. the jobstop of the last job)."}}},
         "OpenAPI": {"type": "object"},
+        "Stats": {"type": "object", "properties": {
+            "windows": {"type": "object", "description": "1m, 10m, 1h, 24h: {total, by_type}: counts by event."},
+            "series": {"type": "array", "items": {"type": "object"}, "description": "Per minute: t, finished, "
+                       "started, wait_p50_ms, wait_p95_ms, latency_p50_ms, latency_p95_ms."},
+            "limits": {"type": "object"}, "summary": _ref("Summary")}},
+        "Alarms": {"type": "object", "properties": {"firing": {"type": "integer"}, "items": {"type": "array", "items": {
+            "type": "object", "properties": {"name": {"type": "string"}, "status": {"type": "string", "enum": ["ok", "alarm"]},
+                                             "value": {}, "threshold": {"type": "string"}, "message": {"type": "string"}}}}}},
+        "WhoAmI": {"type": "object", "properties": {"role": {"type": "string"}, "name": {"type": "string"},
+                                                    "auth": {"type": "boolean"}}},
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["status", "message"],
             "properties": {"status": {"type": "integer"}, "message": {"type": "string"},

@@ -1,0 +1,111 @@
+"""API routes the monitor needs besides the resources: statistics, alarms, identity, the live
+stream and job logs. Mounted under /api/v1 with the others and described in the same OpenAPI."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import tornado.iostream
+
+from p3s import auth
+from p3s.errors import ApiError, invalid, not_found
+from p3s.server.base import ApiHandler
+from p3s.web import alarms, live
+
+
+class StatsHandler(ApiHandler):
+    roles = {"GET": auth.READ}
+    doc = {"GET": {"summary": "Jobs defined/started/finished/failed/timed out/lost in the last 1 min, 10 min, "
+                              "1 h, 24 h (overall and by type), and per-minute throughput, queue wait and "
+                              "dispatch latency (p50/p95) for the last hour",
+                   "query": {"minutes": "Length of the per-minute series (1–1440, default 60)."},
+                   "response": "Stats"}}
+
+    def get(self) -> None:
+        minutes = self.int_arg("minutes", 60, 1, 1440)
+        stats = self.server.stats
+        self.reply({"windows": stats.windows(), "series": stats.series(minutes),
+                    "limits": dict(self.server.broker.limits), "summary": self.server.summary()})
+
+
+class AlarmsHandler(ApiHandler):
+    roles = {"GET": auth.READ}
+    doc = {"GET": {"summary": "Alarm checks with their values and thresholds", "response": "Alarms"}}
+
+    def get(self) -> None:
+        items = alarms.check(self.server.config, self.server.lifecycle.counters, self.server.stats)
+        self.reply({"items": items, "firing": sum(a["status"] == "alarm" for a in items)})
+
+
+class WhoAmIHandler(ApiHandler):
+    roles = {"GET": auth.READ | auth.PILOT}
+    doc = {"GET": {"summary": "The caller's role and name", "response": "WhoAmI"}}
+
+    def get(self) -> None:
+        self.reply({"role": self.role, "name": self.user, "auth": not self.server.authenticator.disabled})
+
+
+class StreamHandler(ApiHandler):
+    """Server-sent events: one ``change`` message per half second while anything changes."""
+
+    roles = {"GET": auth.READ}
+    doc = {"GET": {"summary": "Server-sent events (text/event-stream): a hello with the summary, then "
+                              "change messages {jobs, pilots, workflows, events, summary}",
+                   "response": "OpenAPI"}}
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("X-Accel-Buffering", "no")
+        queue = self._queue = self.server.live.subscribe()
+        try:
+            self.write(live.hello(self.server.summary()))
+            await self.flush()
+            while True:
+                message = await queue.get()
+                if message is None:
+                    break
+                self.write(live.stream_message(message))
+                await self.flush()
+        except tornado.iostream.StreamClosedError:
+            pass
+        finally:
+            self.server.live.unsubscribe(queue)
+
+    def on_connection_close(self) -> None:
+        queue = getattr(self, "_queue", None)
+        if queue is not None:
+            live.queue_close(queue)
+
+
+class JobLogHandler(ApiHandler):
+    roles = {"GET": auth.READ}
+    doc = {"GET": {"summary": "A job's whole stdout (out) or stderr (err) file, when the server can read "
+                              "it under one of the configured job_log_dirs",
+                   "response": "OpenAPI"}}
+
+    def get(self, uuid: str, stream: str) -> None:
+        if stream not in ("out", "err"):
+            raise invalid("stream", "must be out or err")
+        job = self.server.jobs.get(uuid)
+        if not job.get("log_dir"):
+            raise not_found("log of job", uuid)
+        path = Path(job["log_dir"]) / f"{uuid}.{stream}"
+        allowed = [Path(os.path.expanduser(d)).resolve() for d in self.server.config.job_log_dirs]
+        real = path.resolve()
+        if not any(real.is_relative_to(root) for root in allowed):
+            raise ApiError(403, f"{path} is outside the job log directories this server may read")
+        try:
+            data = real.read_bytes()[-(8 << 20):]
+        except OSError:
+            raise not_found("log file", str(path)) from None
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(data)
+
+
+ROUTES = [
+    ("/stats", StatsHandler),
+    ("/alarms", AlarmsHandler),
+    ("/whoami", WhoAmIHandler),
+    ("/stream", StreamHandler),
+    ("/jobs/{uuid}/log/{stream}", JobLogHandler),
+]

@@ -1,0 +1,572 @@
+// The p3s monitor: every page is drawn here from the JSON API (/api/v1) and kept current by the
+// server's push stream (/api/v1/stream). Text is always inserted as text, never as HTML.
+"use strict";
+
+const ROLE = document.body.dataset.role;
+const MAIN = document.getElementById("main");
+const JOB_STATES = ["template", "defined", "dispatched", "running", "finished", "failed", "timelimit",
+  "pilot_lost", "killed", "nonstarter", "cancelled"];
+const PILOT_STATES = ["idle", "running", "stopped", "lost"];
+const WORKFLOW_STATES = ["template", "defined", "running", "finished", "failed", "cancelled"];
+const COLOURS = {finished: "#2e9e4f", running: "#1c8fb8", dispatched: "#5fb7d6", defined: "#3f63c9",
+  template: "#a5adbd", failed: "#d13b3b", timelimit: "#e0732c", pilot_lost: "#9b3bd1", killed: "#b33a6a",
+  nonstarter: "#7a2e2e", cancelled: "#c9a227", idle: "#3f63c9", stopped: "#a5adbd", lost: "#9b3bd1"};
+const PER_PAGE = [25, 50, 100, 200, 400];
+const SVG = "http://www.w3.org/2000/svg";
+
+// --- DOM and API helpers ------------------------------------------------------------------------
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function s(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) if (value !== undefined && value !== null) el.setAttribute(key, value);
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+async function api(path, options = {}) {
+  const headers = {"Accept": "application/json"};
+  if (options.method && options.method !== "GET") {
+    headers["X-P3S-Request"] = "1";
+    headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch("/api/v1" + path, {credentials: "same-origin", ...options, headers});
+  const body = await response.json().catch(() => null);
+  if (response.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search); }
+  if (!response.ok) throw new Error(body && body.error ? body.error.message : response.statusText);
+  return body;
+}
+
+function when(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function duration(a, b) {
+  if (!a || !b) return "–";
+  const seconds = (new Date(b) - new Date(a)) / 1000;
+  return seconds < 120 ? `${seconds.toFixed(1)} s` : seconds < 7200 ? `${(seconds / 60).toFixed(1)} min` : `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function bytes(n) {
+  if (n === undefined || n === null) return "–";
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+const short = (uuid) => (uuid ? uuid.slice(0, 8) : "–");
+const stateBadge = (state) => h("span", {class: `state ${state}`, "data-state": state}, state);
+const link = (href, text) => h("a", {href}, text);
+const debounced = (fn, ms) => { let t = null; return () => { clearTimeout(t); t = setTimeout(fn, ms); }; };
+
+function failure(error) {
+  MAIN.replaceChildren(h("h1", {}, "Error"), h("p", {class: "error"}, error.message || String(error)));
+}
+
+function confirmAndPost(question, path, done) {
+  return h("button", {class: "danger", onclick: async () => {
+    if (!window.confirm(question)) return;
+    try { await api(path, {method: "POST"}); done(); } catch (error) { window.alert(error.message); }
+  }}, question.split(" ")[0]);
+}
+
+// --- charts -------------------------------------------------------------------------------------
+function lineChart(series, {width = 560, height = 170, unit = ""} = {}) {
+  const pad = {l: 48, r: 10, t: 10, b: 22};
+  const points = series.flatMap((line) => line.points.filter((p) => p[1] !== null && p[1] !== undefined));
+  const svg = s("svg", {class: "chart", viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img"});
+  if (!points.length) {
+    svg.append(s("text", {x: width / 2, y: height / 2, "text-anchor": "middle", fill: "#6b7386"}, "no data yet"));
+    return svg;
+  }
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y1 = Math.max(...ys, 1e-9) * 1.1;
+  const X = (x) => pad.l + (x - x0) / (x1 - x0) * (width - pad.l - pad.r);
+  const Y = (y) => height - pad.b - y / y1 * (height - pad.t - pad.b);
+  svg.append(s("line", {class: "axis", x1: pad.l, y1: Y(0), x2: width - pad.r, y2: Y(0)}),
+    s("line", {class: "axis", x1: pad.l, y1: pad.t, x2: pad.l, y2: Y(0)}),
+    s("text", {x: pad.l - 4, y: pad.t + 10, "text-anchor": "end"}, `${+y1.toPrecision(3)}${unit}`),
+    s("text", {x: pad.l - 4, y: Y(0), "text-anchor": "end"}, "0"),
+    s("text", {x: pad.l, y: height - 4}, when(new Date(x0 * 1000).toISOString()).slice(11, 16)),
+    s("text", {x: width - pad.r, y: height - 4, "text-anchor": "end"}, when(new Date(x1 * 1000).toISOString()).slice(11, 16)));
+  for (const line of series) {
+    const valid = line.points.filter((p) => p[1] !== null && p[1] !== undefined);
+    if (!valid.length) continue;
+    svg.append(s("polyline", {class: "series", stroke: line.colour, points: valid.map((p) => `${X(p[0])},${Y(p[1])}`).join(" ")}));
+  }
+  return svg;
+}
+
+function legend(series) {
+  return h("div", {class: "legend"}, series.map((line) => h("span", {}, h("i", {style: `background:${line.colour}`}), line.name)));
+}
+
+// --- DAG picture --------------------------------------------------------------------------------
+function layers(names, edges) {
+  const parents = Object.fromEntries(names.map((n) => [n, new Set()]));
+  for (const e of edges) if (parents[e.target]) parents[e.target].add(e.source);
+  const depth = {};
+  const level = (n, seen = new Set()) => {
+    if (depth[n] !== undefined) return depth[n];
+    if (seen.has(n)) return 0;
+    seen.add(n);
+    depth[n] = Math.max(-1, ...[...parents[n]].map((p) => level(p, seen))) + 1;
+    return depth[n];
+  };
+  names.forEach((n) => level(n));
+  const byLayer = [];
+  for (const n of names) (byLayer[depth[n]] = byLayer[depth[n]] || []).push(n);
+  const order = {};
+  byLayer.forEach((layer, i) => {
+    if (i > 0) {   // one barycentre sweep: children near their parents
+      const centre = (n) => { const ps = [...parents[n]]; return ps.length ? ps.reduce((a, p) => a + order[p], 0) / ps.length : 0; };
+      layer.sort((a, b) => centre(a) - centre(b));
+    }
+    layer.forEach((n, j) => { order[n] = j; });
+  });
+  return {byLayer, order, depth};
+}
+
+function dagPicture(nodes, edges, hrefOf) {
+  // nodes: [{name, state, noop}], edges: [{source, target, label}]
+  const names = nodes.map((n) => n.name);
+  const {byLayer, order, depth} = layers(names, edges);
+  const W = 150, H = 34, GX = 70, GY = 26;
+  const rows = Math.max(...byLayer.map((l) => l.length));
+  const width = byLayer.length * (W + GX) + 20, height = rows * (H + GY) + 20;
+  const pos = {};
+  for (const n of names) {
+    const layerSize = byLayer[depth[n]].length;
+    pos[n] = {x: 10 + depth[n] * (W + GX), y: 10 + (order[n] + (rows - layerSize) / 2) * (H + GY)};
+  }
+  const svg = s("svg", {class: "dag", viewBox: `0 0 ${width} ${height}`, width: Math.min(width, 1600), role: "img"},
+    s("defs", {}, s("marker", {id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse"},
+      s("path", {d: "M 0 0 L 10 5 L 0 10 z", fill: "#7d8597"}))));
+  const seen = {};
+  for (const e of edges) {
+    if (!pos[e.source] || !pos[e.target]) continue;
+    const key = e.source + "\u0000" + e.target;
+    const k = (seen[key] = (seen[key] || 0) + 1) - 1;
+    const a = pos[e.source], b = pos[e.target];
+    const x1 = a.x + W, y1 = a.y + H / 2 + (k ? (k % 2 ? 6 : -6) * Math.ceil(k / 2) : 0), x2 = b.x, y2 = b.y + H / 2;
+    const bend = (k % 2 ? 1 : -1) * 12 * Math.ceil(k / 2);
+    const path = s("path", {class: "edge", "marker-end": "url(#arrow)",
+      d: `M ${x1} ${y1} C ${x1 + GX / 2} ${y1 + bend}, ${x2 - GX / 2} ${y2 + bend}, ${x2} ${y2}`});
+    path.append(s("title", {}, e.label || ""));
+    svg.append(path);
+  }
+  for (const n of nodes) {
+    const p = pos[n.name];
+    const colour = n.state ? COLOURS[n.state] || "#a5adbd" : (n.noop ? "#a5adbd" : "#3f63c9");
+    const group = s("g", {class: "node", "data-vertex": n.name, "data-state": n.state || ""},
+      s("rect", {x: p.x, y: p.y, width: W, height: H, fill: colour}),
+      s("text", {x: p.x + W / 2, y: p.y + H / 2 + 4, "text-anchor": "middle"}, n.name.length > 20 ? n.name.slice(0, 19) + "…" : n.name),
+      s("title", {}, `${n.name}${n.state ? ": " + n.state : ""}${n.noop ? " (noop)" : ""}`));
+    const href = hrefOf && hrefOf(n);
+    svg.append(href ? s("a", {href}, group) : group);
+  }
+  return svg;
+}
+
+function paintNode(svg, vertex, state) {
+  const node = svg && svg.querySelector(`g.node[data-vertex="${CSS.escape(vertex)}"]`);
+  if (!node) return;
+  node.dataset.state = state;
+  node.querySelector("rect").setAttribute("fill", COLOURS[state] || "#a5adbd");
+  node.querySelector("title").textContent = `${vertex}: ${state}`;
+}
+
+// --- list pages ---------------------------------------------------------------------------------
+const LISTS = {
+  jobs: {title: "Jobs", states: JOB_STATES, filters: ["jobtype", "user", "site", "host", "workflow", "pilot", "q"],
+    sort: "-ts_def", columns: [
+      ["uuid", "job", (j) => link(`/jobs/${j.uuid}`, short(j.uuid))], ["name", "name", (j) => j.name, "wrap"],
+      ["state", "state", (j) => stateBadge(j.state)], ["jobtype", "type"], ["priority", "prio", null, "num"],
+      ["host", "host", (j) => j.pilot ? link(`/pilots/${j.pilot}`, j.host || short(j.pilot)) : "–"],
+      ["exit_code", "exit", null, "num"], ["workflow", "workflow", (j) => j.workflow ? link(`/workflows/${j.workflow}`, short(j.workflow)) : ""],
+      ["ts_def", "defined", (j) => when(j.ts_def)], ["ts_sta", "started", (j) => when(j.ts_sta)],
+      ["ts_sto", "stopped", (j) => when(j.ts_sto)], [null, "run time", (j) => duration(j.ts_sta, j.ts_sto), "num"]]},
+  pilots: {title: "Pilots", states: PILOT_STATES, filters: ["site", "host", "job"], sort: "-ts_reg", columns: [
+    ["uuid", "pilot", (p) => link(`/pilots/${p.uuid}`, short(p.uuid))], ["state", "state", (p) => stateBadge(p.state)],
+    ["host", "host"], ["site", "site", (p) => p.site ? link(`/sites/${p.site}`, p.site) : "–"],
+    ["job", "job", (p) => p.job ? link(`/jobs/${p.job}`, short(p.job)) : "–"], ["njobs", "jobs run", null, "num"],
+    ["ts_reg", "registered", (p) => when(p.ts_reg)], ["ts_lhb", "last contact", (p) => when(p.ts_lhb)],
+    [null, "life", (p) => duration(p.ts_reg, p.ts_lhb), "num"]]},
+  workflows: {title: "Workflows", states: WORKFLOW_STATES, filters: ["template", "user", "q"], sort: "-ts_def", columns: [
+    ["uuid", "workflow", (w) => link(`/workflows/${w.uuid}`, short(w.uuid))], ["name", "name", null, "wrap"],
+    ["state", "state", (w) => stateBadge(w.state)], ["template", "template", (w) => link(`/templates/${w.template}`, `${w.template} v${w.template_version}`)],
+    [null, "done", (w) => `${w.ndone}/${w.njobs}`, "num"], ["ts_def", "defined", (w) => when(w.ts_def)],
+    ["ts_sto", "stopped", (w) => when(w.ts_sto)]]},
+  data: {title: "Data files", states: ["defined", "template", "ready", "skipped"], filters: ["name", "datatype", "workflow", "dirpath"],
+    sort: "-ts_reg", columns: [
+      ["uuid", "file", (d) => link(`/data/${d.uuid}`, short(d.uuid))], ["name", "name", null, "wrap"], ["dirpath", "directory", null, "wrap"],
+      ["datatype", "type"], ["state", "state", (d) => stateBadge(d.state)], ["size", "size", (d) => bytes(d.size), "num"],
+      ["workflow", "workflow", (d) => d.workflow ? link(`/workflows/${d.workflow}`, short(d.workflow)) : ""],
+      ["ts_reg", "registered", (d) => when(d.ts_reg)]]},
+  events: {title: "Events", states: null, filters: ["kind", "severity", "job", "pilot", "site"], sort: "-ts", columns: [
+    ["ts", "time", (e) => when(e.ts)], ["severity", "severity", (e) => h("span", {class: e.severity === "info" ? "" : "alarm"}, e.severity)],
+    ["kind", "kind"], [null, "message", (e) => e.message, "wrap"],
+    [null, "about", (e) => [e.job && link(`/jobs/${e.job}`, "job " + short(e.job)), " ", e.pilot && link(`/pilots/${e.pilot}`, "pilot " + short(e.pilot))]]]},
+  templates: {title: "DAG templates", states: null, filters: [], plain: true, columns: [
+    ["name", "name", (t) => link(`/templates/${t.name}`, t.name)], ["version", "version", null, "num"],
+    ["nvertices", "jobs", null, "num"], ["nedges", "files", null, "num"], ["workflows", "workflows", null, "num"],
+    ["description", "description", null, "wrap"], ["ts_def", "added", (t) => when(t.ts_def)]]},
+  sites: {title: "Sites", states: null, filters: [], plain: true, columns: [
+    ["name", "site", (x) => link(`/sites/${x.name}`, x.name)], ["pilots", "nominal pilots", null, "num"],
+    [null, "live pilots", (x) => liveAt(x.name), "num"], ["period", "period", null, "num"], ["beat", "beat", null, "num"],
+    ["cycles", "cycles", null, "num"], ["comment", "comment", null, "wrap"]]},
+};
+
+let lastSummary = null;
+const liveAt = (site) => {
+  const counts = (lastSummary && lastSummary.pilots_by_site[site]) || {};
+  return (counts.idle || 0) + (counts.running || 0);
+};
+
+function listPage(resource) {
+  const spec = LISTS[resource];
+  const params = new URLSearchParams(location.search);
+  const title = h("h1", {}, spec.title);
+  const table = h("table", {"data-resource": resource});
+  const pager = h("div", {class: "pager"});
+  const filters = h("form", {class: "filters", onsubmit: (ev) => { ev.preventDefault(); apply(); }});
+  const checked = new Set((params.get("state") || "").split(",").filter(Boolean));
+  if (spec.states) {
+    filters.append(h("span", {class: "muted"}, "state:"),
+      spec.states.map((st) => h("label", {}, h("input", {type: "checkbox", name: "state", value: st, checked: checked.has(st)}), " ", st)));
+  }
+  for (const f of spec.filters) {
+    filters.append(h("label", {}, `${f === "q" ? "name contains" : f} `, h("input", {type: "text", name: f, value: params.get(f) || "", size: 12})));
+  }
+  if (!spec.plain) {
+    filters.append(h("label", {}, "per page ", h("select", {name: "limit", onchange: apply},
+      PER_PAGE.map((n) => h("option", {value: n, selected: String(n) === (params.get("limit") || "25")}, n)))));
+    filters.append(h("button", {type: "submit"}, "Apply"));
+  }
+  MAIN.replaceChildren(title, filters, h("div", {class: "card"}, table, pager));
+
+  function apply(extra = {}) {
+    const next = new URLSearchParams();
+    const states = [...filters.querySelectorAll("input[name=state]:checked")].map((i) => i.value);
+    if (states.length) next.set("state", states.join(","));
+    for (const f of spec.filters) { const v = filters.elements[f].value.trim(); if (v) next.set(f, v); }
+    if (filters.elements.limit) next.set("limit", filters.elements.limit.value);
+    if (params.get("sort")) next.set("sort", params.get("sort"));
+    for (const [k, v] of Object.entries(extra)) if (v === null) next.delete(k); else next.set(k, v);
+    history.replaceState(null, "", `${location.pathname}?${next}`);
+    params.forEach((_v, k) => params.delete(k));
+    next.forEach((v, k) => params.set(k, v));
+    load();
+  }
+
+  async function load() {
+    let reply;
+    try { reply = await api(`/${resource}?${params}`); } catch (error) { return failure(error); }
+    const items = reply.items;
+    const sort = params.get("sort") || spec.sort;
+    const head = h("tr", {}, spec.columns.map(([key, label, _f, cls]) => {
+      const sortable = key && !spec.plain;
+      const th = h("th", {class: [cls, sortable && "sortable", sortable && sort.replace("-", "") === key && (sort.startsWith("-") ? "sorted-desc" : "sorted-asc")].filter(Boolean).join(" ")}, label);
+      if (sortable) th.addEventListener("click", () => apply({sort: sort === `-${key}` ? key : `-${key}`, offset: null}));
+      return th;
+    }));
+    const rows = items.map((item) => h("tr", {"data-key": item.uuid || item.name || item.id},
+      spec.columns.map(([key, _l, fmt, cls]) => h("td", {class: cls, "data-col": key}, fmt ? fmt(item) : (item[key] ?? "–")))));
+    table.replaceChildren(h("thead", {}, head), h("tbody", {}, rows));
+    if (spec.plain) { pager.replaceChildren(h("span", {class: "muted"}, `${items.length} shown`)); return; }
+    const offset = reply.offset, limit = reply.limit;
+    pager.replaceChildren(
+      h("button", {class: "secondary", disabled: offset === 0, onclick: () => apply({offset: Math.max(0, offset - limit)})}, "‹ previous"),
+      h("span", {class: "count-label"}, reply.total ? `${offset + 1}–${offset + items.length} of ${reply.total}` : "none"),
+      h("button", {class: "secondary", disabled: offset + items.length >= reply.total, onclick: () => apply({offset: offset + limit})}, "next ›"));
+  }
+
+  const reload = debounced(load, 700);
+  load();
+  return {onChange(msg) {
+    const changed = msg[resource] || {};
+    let unseen = false;
+    for (const [key, change] of Object.entries(changed)) {
+      const row = table.querySelector(`tr[data-key="${CSS.escape(key)}"]`);
+      const cell = row && row.querySelector('td[data-col="state"]');
+      if (cell && change.state) cell.replaceChildren(stateBadge(change.state));
+      if (!row) unseen = true;
+    }
+    if ((unseen || (resource === "events" && msg.events.length) || (resource === "sites")) && !Number(params.get("offset"))) reload();
+  }};
+}
+
+// --- dashboard ----------------------------------------------------------------------------------
+function countsCard(title, counts, states, hrefOf) {
+  return h("div", {class: "card"}, h("h2", {}, title), h("div", {class: "counts"},
+    states.map((st) => h("div", {class: "count", "data-count": st}, h("a", {href: hrefOf(st)},
+      h("span", {class: "n"}, counts[st] || 0), stateBadge(st))))));
+}
+
+function dashboard() {
+  const top = h("div", {class: "grid"});
+  const windows = h("div", {class: "card"});
+  const byType = h("div", {class: "card"});
+  const charts = h("div", {class: "grid"});
+  const alarms = h("div", {class: "card"});
+  MAIN.replaceChildren(h("h1", {}, "Dashboard"), alarms, top, h("div", {class: "grid"}, windows, byType), charts);
+
+  function paintSummary(summary) {
+    lastSummary = summary;
+    top.replaceChildren(
+      countsCard(`Jobs (${summary.jobs_total})`, summary.jobs, JOB_STATES, (st) => `/jobs?state=${st}`),
+      countsCard(`Pilots (${summary.pilots_total})`, summary.pilots, PILOT_STATES, (st) => `/pilots?state=${st}`),
+      h("div", {class: "card"}, h("h2", {}, "Broker"), h("dl", {class: "fields"},
+        h("dt", {}, "ready jobs"), h("dd", {"data-count": "ready"}, summary.queue.ready),
+        h("dt", {}, "pilots waiting"), h("dd", {}, summary.queue.waiting_pilots),
+        h("dt", {}, "database"), h("dd", {}, summary.server.database))));
+  }
+
+  async function load() {
+    let stats, alarmList;
+    try { [stats, alarmList] = await Promise.all([api("/stats"), api("/alarms")]); } catch (error) { return failure(error); }
+    paintSummary(stats.summary);
+    const events = ["defined", "started", "finished", "failed", "timelimit", "pilot_lost"];
+    windows.replaceChildren(h("h2", {}, "Jobs in the last …"), h("table", {},
+      h("tr", {}, h("th", {}, ""), events.map((e) => h("th", {class: "num"}, e))),
+      Object.entries(stats.windows).map(([name, w]) => h("tr", {"data-window": name}, h("th", {}, name),
+        events.map((e) => h("td", {class: "num"}, w.total[e]))))));
+    const types = Object.keys(stats.windows["24h"].by_type);
+    byType.replaceChildren(h("h2", {}, "By job type (last hour / 24 h) and limits"), h("table", {},
+      h("tr", {}, h("th", {}, "type"), ["started", "finished", "failed"].map((e) => h("th", {class: "num"}, e)), h("th", {class: "num"}, "limit"), h("th", {class: "num"}, "active")),
+      types.map((t) => h("tr", {}, h("td", {}, link(`/jobs?jobtype=${encodeURIComponent(t)}`, t || "–")),
+        ["started", "finished", "failed"].map((e) => h("td", {class: "num"}, `${(stats.windows["1h"].by_type[t] || {})[e] || 0} / ${stats.windows["24h"].by_type[t][e]}`)),
+        h("td", {class: "num"}, stats.limits[t] ?? "–"),
+        h("td", {class: "num"}, ((stats.summary.jobs_by_type[t] || {}).dispatched || 0) + ((stats.summary.jobs_by_type[t] || {}).running || 0))))));
+    const series = stats.series;
+    const line = (key, name, colour) => ({name, colour, points: series.map((r) => [r.t, r[key]])});
+    const throughput = [line("finished", "finished / min", "#2e9e4f"), line("started", "started / min", "#1c8fb8")];
+    const latency = [line("latency_p50_ms", "defined→started p50", "#3f63c9"), line("latency_p95_ms", "p95", "#d13b3b"),
+      line("wait_p50_ms", "queue wait p50", "#5fb7d6"), line("wait_p95_ms", "queue wait p95", "#e0732c")];
+    charts.replaceChildren(
+      h("div", {class: "card"}, h("h2", {}, "Throughput (last hour)"), lineChart(throughput), legend(throughput)),
+      h("div", {class: "card"}, h("h2", {}, "Dispatch latency and queue wait, ms (last hour)"), lineChart(latency, {unit: ""}), legend(latency)));
+    alarms.replaceChildren(h("h2", {}, `Alarms: ${alarmList.firing} firing`), h("table", {},
+      h("tr", {}, ["check", "status", "value", "threshold", ""].map((x) => h("th", {}, x))),
+      alarmList.items.map((a) => h("tr", {"data-alarm": a.name}, h("td", {}, a.name),
+        h("td", {class: a.status === "alarm" ? "alarm" : "ok"}, a.status.toUpperCase()), h("td", {class: "num"}, a.value),
+        h("td", {}, a.threshold), h("td", {class: "wrap muted"}, a.message)))));
+  }
+
+  const refresh = debounced(load, 2000);
+  load();
+  return {onChange(msg) { if (msg.summary) paintSummary(msg.summary); refresh(); }};
+}
+
+// --- detail pages -------------------------------------------------------------------------------
+function fields(object, keys) {
+  return h("dl", {class: "fields"}, keys.flatMap(([key, label, fmt]) =>
+    [h("dt", {}, label || key), h("dd", {"data-field": key}, fmt ? fmt(object[key], object) : (typeof object[key] === "object" && object[key] !== null ? JSON.stringify(object[key]) : (object[key] ?? "–")))]));
+}
+
+function jobPage(uuid) {
+  async function load() {
+    let job;
+    try { job = await api(`/jobs/${uuid}`); } catch (error) { return failure(error); }
+    const active = ["dispatched", "running", "defined", "template"].includes(job.state);
+    const series = job.usage_series || [];
+    const cpu = [{name: "CPU %", colour: "#1c8fb8", points: series.map((x) => [x.t, x.cpu_percent])}];
+    const rss = [{name: "RSS (MB)", colour: "#9b3bd1", points: series.map((x) => [x.t, x.rss === undefined ? null : x.rss / 1048576])}];
+    MAIN.replaceChildren(
+      h("h1", {}, "Job ", h("span", {class: "job-name"}, job.name || short(job.uuid)), " ", stateBadge(job.state),
+        " ", ROLE === "admin" && active ? confirmAndPost(job.state === "defined" || job.state === "template" ? "Cancel this job?" : "Kill this job?", `/jobs/${uuid}/kill`, load) : ""),
+      h("div", {class: "grid"},
+        h("div", {class: "card"}, h("h2", {}, "Job"), fields(job, [["uuid"], ["name"], ["jobtype", "type"], ["user"], ["priority"],
+          ["payload", "payload"], ["params"], ["env", "env"], ["input_file", "input file"], ["site", "site wanted"],
+          ["timelimit", "time limit (s)"], ["attempts", "attempts", (v, j) => `${v} of ${j.max_attempts}`],
+          ["workflow", "workflow", (v, j) => v ? link(`/workflows/${v}`, `${short(v)} (${j.vertex})`) : "–"],
+          ["error"]])),
+        h("div", {class: "card"}, h("h2", {}, "Where and when"), fields(job, [["pilot", "pilot", (v) => v ? link(`/pilots/${v}`, v) : "–"],
+          ["host"], ["pilot_site", "site"], ["pid"], ["exit_code", "exit code"],
+          ["ts_def", "defined", when], ["ts_dis", "dispatched", when], ["ts_sta", "started", when], ["ts_sto", "stopped", when],
+          [null, "queue wait", () => duration(job.ts_def, job.ts_dis)], [null, "run time", () => duration(job.ts_sta, job.ts_sto)],
+          ["usage", "peak RSS", (u) => bytes((u || {}).peak_rss)], ["usage", "CPU time", (u) => (u && u.cpu_time !== undefined ? `${u.cpu_time} s` : "–")]]))),
+      h("div", {class: "grid"},
+        h("div", {class: "card"}, h("h2", {}, "CPU"), lineChart(cpu, {unit: "%"})),
+        h("div", {class: "card"}, h("h2", {}, "Memory"), lineChart(rss, {unit: " MB"}))),
+      h("div", {class: "grid"},
+        h("div", {class: "card"}, h("h2", {}, "stdout (last lines) ", job.log_dir ? link(`/api/v1/jobs/${uuid}/log/out`, "full log") : ""), h("pre", {class: "stdout"}, job.stdout_tail || "")),
+        h("div", {class: "card"}, h("h2", {}, "stderr (last lines) ", job.log_dir ? link(`/api/v1/jobs/${uuid}/log/err`, "full log") : ""), h("pre", {class: "stderr"}, job.stderr_tail || ""))));
+  }
+  const reload = debounced(load, 300);
+  load();
+  return {onChange(msg) { if (msg.jobs[uuid]) reload(); }};
+}
+
+function pilotPage(uuid) {
+  async function load() {
+    let pilot, jobs;
+    try { [pilot, jobs] = await Promise.all([api(`/pilots/${uuid}`), api(`/jobs?pilot=${uuid}&limit=100`)]); } catch (error) { return failure(error); }
+    const current = pilot.job ? await api(`/jobs/${pilot.job}`).catch(() => null) : null;
+    const beats = ((current && current.usage_series) || []).slice(-20).reverse();
+    MAIN.replaceChildren(
+      h("h1", {}, "Pilot ", short(uuid), " ", stateBadge(pilot.state), " ",
+        ROLE === "admin" && ["idle", "running"].includes(pilot.state) ? confirmAndPost("Stop this pilot?", `/pilots/${uuid}/kill`, load) : ""),
+      h("div", {class: "grid"},
+        h("div", {class: "card"}, fields(pilot, [["uuid"], ["host"], ["site", "site", (v) => v ? link(`/sites/${v}`, v) : "–"], ["pid"], ["extra"],
+          ["jobtypes", "job types", (v) => (v && v.length ? v.join(", ") : "any")], ["job", "current job", (v) => v ? link(`/jobs/${v}`, v) : "–"],
+          ["njobs", "jobs run"], ["ts_reg", "registered", when], ["ts_lhb", "last heartbeat", when], ["ts_stop", "stopped", when],
+          ["reason"], ["version"]])),
+        h("div", {class: "card"}, h("h2", {}, "Heartbeats of the current job"), beats.length ? h("table", {},
+          h("tr", {}, ["time", "CPU %", "RSS", "processes", "threads"].map((x) => h("th", {}, x))),
+          beats.map((b) => h("tr", {}, h("td", {}, when(new Date(b.t * 1000).toISOString())), h("td", {class: "num"}, b.cpu_percent),
+            h("td", {class: "num"}, bytes(b.rss)), h("td", {class: "num"}, b.nprocs), h("td", {class: "num"}, b.threads)))) : h("p", {class: "muted"}, "none"))),
+      h("h2", {}, `Jobs (${jobs.total})`), h("div", {class: "card"}, h("table", {},
+        h("tr", {}, ["job", "name", "state", "type", "exit", "started", "run time"].map((x) => h("th", {}, x))),
+        jobs.items.map((j) => h("tr", {"data-key": j.uuid}, h("td", {}, link(`/jobs/${j.uuid}`, short(j.uuid))), h("td", {}, j.name),
+          h("td", {"data-col": "state"}, stateBadge(j.state)), h("td", {}, j.jobtype), h("td", {class: "num"}, j.exit_code ?? "–"),
+          h("td", {}, when(j.ts_sta)), h("td", {class: "num"}, duration(j.ts_sta, j.ts_sto)))))));
+  }
+  const reload = debounced(load, 500);
+  load();
+  return {onChange(msg) { if (msg.pilots[uuid] || Object.values(msg.jobs).some((j) => j.pilot === uuid)) reload(); }};
+}
+
+function workflowPage(uuid) {
+  let picture = null;
+  async function load() {
+    let wf;
+    try { wf = await api(`/workflows/${uuid}`); } catch (error) { return failure(error); }
+    const nodes = wf.jobs.map((j) => ({name: j.vertex, state: j.state, noop: j.noop, uuid: j.uuid}));
+    const edges = wf.data.map((d) => ({source: d.source, target: d.target, label: `${d.datatag || d.edge}: ${d.dirpath ? d.dirpath + "/" : ""}${d.name} (${d.state})`}));
+    picture = dagPicture(nodes, edges, (n) => `/jobs/${n.uuid}`);
+    MAIN.replaceChildren(
+      h("h1", {}, "Workflow ", h("span", {class: "wf-name"}, wf.name), " ", h("span", {id: "wf-state"}, stateBadge(wf.state)), " ",
+        ROLE === "admin" && ["template", "defined", "running"].includes(wf.state) ? confirmAndPost("Cancel this workflow?", `/workflows/${uuid}/cancel`, load) : ""),
+      h("div", {class: "card"}, fields(wf, [["uuid"], ["template", "template", (v) => link(`/templates/${v}`, `${v} v${wf.template_version}`)],
+        ["user"], ["description"], ["ndone", "done", (v) => `${v} of ${wf.njobs} jobs`], ["error"], ["ts_def", "defined", when],
+        ["ts_sta", "started", when], ["ts_sto", "stopped", when]])),
+      h("h2", {}, "DAG"), h("div", {class: "card dag-card"}, picture, legend(Object.entries(COLOURS).filter(([k]) => JOB_STATES.includes(k)).map(([name, colour]) => ({name, colour})))),
+      h("h2", {}, "Jobs"), h("div", {class: "card"}, h("table", {},
+        h("tr", {}, ["vertex", "job", "state", "host", "exit", "started", "stopped"].map((x) => h("th", {}, x))),
+        wf.jobs.map((j) => h("tr", {"data-key": j.uuid}, h("td", {}, j.vertex), h("td", {}, link(`/jobs/${j.uuid}`, short(j.uuid))),
+          h("td", {"data-col": "state"}, stateBadge(j.state)), h("td", {}, j.host || "–"), h("td", {class: "num"}, j.exit_code ?? "–"),
+          h("td", {}, when(j.ts_sta)), h("td", {}, when(j.ts_sto)))))),
+      h("h2", {}, "Data"), h("div", {class: "card"}, h("table", {},
+        h("tr", {}, ["edge", "from", "to", "tag", "file", "state"].map((x) => h("th", {}, x))),
+        wf.data.map((d) => h("tr", {}, h("td", {}, d.edge || "–"), h("td", {}, d.source), h("td", {}, d.target), h("td", {}, d.datatag || "–"),
+          h("td", {class: "wrap"}, link(`/data/${d.uuid}`, `${d.dirpath ? d.dirpath + "/" : ""}${d.name}`)), h("td", {}, stateBadge(d.state)))))));
+    MAIN.dataset.vertices = JSON.stringify(Object.fromEntries(wf.jobs.map((j) => [j.uuid, j.vertex])));
+  }
+  const reload = debounced(load, 1500);
+  load();
+  return {onChange(msg) {
+    const vertices = JSON.parse(MAIN.dataset.vertices || "{}");
+    for (const [job, change] of Object.entries(msg.jobs)) {
+      if (!vertices[job]) continue;
+      paintNode(picture, vertices[job], change.state);
+      const cell = MAIN.querySelector(`tr[data-key="${CSS.escape(job)}"] td[data-col="state"]`);
+      if (cell) cell.replaceChildren(stateBadge(change.state));
+    }
+    if (msg.workflows[uuid]) {
+      document.getElementById("wf-state").replaceChildren(stateBadge(msg.workflows[uuid].state));
+      reload();
+    }
+  }};
+}
+
+function templatePage(name) {
+  (async () => {
+    let t;
+    try { t = await api(`/templates/${encodeURIComponent(name)}`); } catch (error) { return failure(error); }
+    const spec = t.spec;
+    MAIN.replaceChildren(h("h1", {}, "Template ", t.name, ` v${t.version}`), h("p", {}, t.description),
+      h("div", {class: "card"}, dagPicture(spec.vertices.map((v) => ({name: v.name, noop: v.noop})),
+        spec.edges.map((e) => ({source: e.source, target: e.target, label: `${e.id}: ${e.datatag || ""} ${e.name || ""}`})))),
+      h("h2", {}, "Jobs"), h("div", {class: "card"}, h("table", {},
+        h("tr", {}, ["vertex", "type", "payload", "priority", "time limit"].map((x) => h("th", {}, x))),
+        spec.vertices.map((v) => h("tr", {}, h("td", {}, v.name), h("td", {}, v.noop ? "noop" : v.jobtype), h("td", {class: "wrap"}, v.payload),
+          h("td", {class: "num"}, v.priority), h("td", {class: "num"}, v.timelimit ?? "–"))))),
+      h("h2", {}, "Data edges"), h("div", {class: "card"}, h("table", {},
+        h("tr", {}, ["id", "from", "to", "tag", "type", "file", "directory"].map((x) => h("th", {}, x))),
+        spec.edges.map((e) => h("tr", {}, [e.id, e.source, e.target, e.datatag, e.datatype, e.name, e.dirpath].map((x) => h("td", {}, x || "–")))))),
+      h("p", {}, link(`/workflows?template=${encodeURIComponent(t.name)}`, "workflows of this template"), " · ",
+        link(`/api/v1/templates/${encodeURIComponent(t.name)}?format=yaml`, "YAML")));
+  })();
+  return {onChange() {}};
+}
+
+function sitePage(name) {
+  async function load() {
+    let site, pilots;
+    try { [site, pilots] = await Promise.all([api(`/sites/${encodeURIComponent(name)}`), api(`/pilots?site=${encodeURIComponent(name)}&state=idle,running`)]); } catch (error) { return failure(error); }
+    MAIN.replaceChildren(h("h1", {}, "Site ", site.name),
+      h("div", {class: "card"}, fields(site, [["pilots", "nominal pilots"], [null, "live pilots", () => pilots.total], ["period"], ["beat"],
+        ["cycles"], ["lifetime"], ["server"], ["env"], ["comment"]])),
+      h("h2", {}, "Live pilots"), h("div", {class: "card"}, h("table", {},
+        h("tr", {}, ["pilot", "state", "host", "job", "last contact"].map((x) => h("th", {}, x))),
+        pilots.items.map((p) => h("tr", {}, h("td", {}, link(`/pilots/${p.uuid}`, short(p.uuid))), h("td", {}, stateBadge(p.state)),
+          h("td", {}, p.host), h("td", {}, p.job ? link(`/jobs/${p.job}`, short(p.job)) : "–"), h("td", {}, when(p.ts_lhb)))))));
+  }
+  const reload = debounced(load, 1000);
+  load();
+  return {onChange(msg) { if (Object.values(msg.pilots).some((p) => p.site === name)) reload(); }};
+}
+
+function dataPage(uuid) {
+  (async () => {
+    let d;
+    try { d = await api(`/data/${uuid}`); } catch (error) { return failure(error); }
+    MAIN.replaceChildren(h("h1", {}, "Data file ", d.name, " ", stateBadge(d.state)), h("div", {class: "card"}, fields(d, [["uuid"], ["name"],
+      ["dirpath", "directory"], ["datatype", "type"], ["size", "size", bytes], ["comment"], ["metadata"], ["datatag", "data tag"],
+      ["workflow", "workflow", (v) => v ? link(`/workflows/${v}`, v) : "–"], ["source_job", "made by", (v, x) => v ? link(`/jobs/${v}`, x.source) : "–"],
+      ["target_job", "read by", (v, x) => v ? link(`/jobs/${v}`, x.target) : "–"], ["ts_reg", "registered", when], ["ts_upd", "updated", when]])));
+  })();
+  return {onChange() {}};
+}
+
+// --- routing and live updates -------------------------------------------------------------------
+const ROUTES = [
+  [/^\/$/, dashboard], [/^\/jobs\/([^/]+)$/, jobPage], [/^\/pilots\/([^/]+)$/, pilotPage],
+  [/^\/workflows\/([^/]+)$/, workflowPage], [/^\/templates\/([^/]+)$/, templatePage], [/^\/sites\/([^/]+)$/, sitePage],
+  [/^\/data\/([^/]+)$/, dataPage], [/^\/(jobs|pilots|workflows|templates|data|events|sites)$/, listPage],
+];
+
+let page = null;
+function route() {
+  for (const [pattern, make] of ROUTES) {
+    const match = location.pathname.match(pattern);
+    if (match) { page = make(...match.slice(1).map(decodeURIComponent)); break; }
+  }
+  for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("current", a.getAttribute("href") === location.pathname);
+}
+
+function connect() {
+  const dot = document.getElementById("live");
+  const stream = new EventSource("/api/v1/stream");
+  stream.addEventListener("hello", (ev) => { dot.className = "live on"; lastSummary = JSON.parse(ev.data).summary; });
+  stream.addEventListener("change", (ev) => {
+    const msg = JSON.parse(ev.data);
+    lastSummary = msg.summary;
+    if (page && page.onChange) page.onChange(msg);
+  });
+  stream.onerror = () => { dot.className = "live off"; };
+}
+
+route();
+connect();

@@ -1,0 +1,165 @@
+"""Rolling statistics the monitor shows, kept in memory from the lifecycle's changes.
+
+Per minute, for the last 24 hours: how many jobs were defined, started, finished, failed, timed
+out and lost, overall and by job type, and the queue wait (defined → dispatched) and dispatch
+latency (defined → started) of the jobs that started in that minute. Nothing here queries the
+database per page view; at start the last 24 hours are counted once from the jobs' timestamps.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import time
+from typing import Any, Iterable
+
+from p3s import models, states
+from p3s.lifecycle import Listener
+
+WINDOWS = {"1m": 60, "10m": 600, "1h": 3600, "24h": 86400}
+EVENTS = ("defined", "started", "finished", "failed", "timelimit", "pilot_lost")
+MINUTES = 24 * 60
+SAMPLES_PER_MINUTE = 2000
+# Buckets of the dispatch latency histogram, in seconds (Prometheus style, +Inf added).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_END_EVENT = {states.FINISHED: "finished", states.FAILED: "failed", states.TIMELIMIT: "timelimit",
+              states.PILOT_LOST: "pilot_lost"}
+
+
+def _minute(epoch: float) -> int:
+    return int(epoch // 60)
+
+
+def _epoch(moment: _dt.datetime | None) -> float | None:
+    return None if moment is None else moment.replace(tzinfo=_dt.timezone.utc).timestamp()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Stats(Listener):
+    """Counts by minute, latency samples by minute, and a latency histogram since start."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, collections.Counter] = {}       # minute -> Counter[(event, jobtype)]
+        self.waits: dict[int, list[float]] = {}                 # minute -> queue waits (s)
+        self.latencies: dict[int, list[float]] = {}             # minute -> dispatch latencies (s)
+        self.histogram = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    # --- recording ----------------------------------------------------------------------------
+    def _count(self, event: str, jobtype: str, when: float) -> None:
+        minute = _minute(when)
+        self.counts.setdefault(minute, collections.Counter())[(event, jobtype)] += 1
+        self._trim(minute)
+
+    def _sample(self, table: dict[int, list[float]], value: float, when: float) -> None:
+        bucket = table.setdefault(_minute(when), [])
+        if len(bucket) < SAMPLES_PER_MINUTE:
+            bucket.append(value)
+
+    def _trim(self, minute: int) -> None:
+        oldest = minute - MINUTES
+        for table in (self.counts, self.waits, self.latencies):
+            for stale in [m for m in table if m <= oldest] if len(table) > MINUTES + 5 else ():
+                del table[stale]
+
+    def record_start(self, jobtype: str, defined: float | None, dispatched: float | None, started: float) -> None:
+        self._count("started", jobtype, started)
+        if defined is not None:
+            latency = max(0.0, started - defined)
+            self._sample(self.latencies, latency, started)
+            self.latency_sum += latency
+            self.latency_count += 1
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if latency <= bound:
+                    self.histogram[i] += 1
+                    break
+            else:
+                self.histogram[-1] += 1
+            if dispatched is not None:
+                self._sample(self.waits, max(0.0, dispatched - defined), started)
+
+    def load(self) -> None:
+        """Count the last 24 hours once, from the jobs' timestamps."""
+        since = _dt.datetime.utcnow() - _dt.timedelta(days=1)
+        fields = {"jobtype": 1, "state": 1, "ts_def": 1, "ts_dis": 1, "ts_sta": 1, "ts_sto": 1, "noop": 1}
+        for job in models.Job._get_collection().find({"ts_def": {"$gte": since - _dt.timedelta(days=1)}}, fields):
+            if job.get("noop"):
+                continue
+            jobtype = job.get("jobtype", "")
+            defined, started, stopped = (_epoch(job.get(k)) for k in ("ts_def", "ts_sta", "ts_sto"))
+            cutoff = since.replace(tzinfo=_dt.timezone.utc).timestamp()
+            if defined and defined >= cutoff and job.get("state") != states.TEMPLATE:
+                self._count("defined", jobtype, defined)
+            if started and started >= cutoff:
+                self.record_start(jobtype, defined, _epoch(job.get("ts_dis")), started)
+            event = _END_EVENT.get(job.get("state"))
+            if event and stopped and stopped >= cutoff:
+                self._count(event, jobtype, stopped)
+
+    # --- listener -----------------------------------------------------------------------------
+    def job_created(self, doc: dict) -> None:
+        if doc["state"] == states.DEFINED:
+            self._count("defined", doc.get("jobtype", ""), time.time())
+
+    def job_moved(self, before: dict, after: dict) -> None:
+        old, new = before.get("state"), after["state"]
+        if old == new or after.get("noop"):
+            return
+        jobtype, now = after.get("jobtype", ""), time.time()
+        if new == states.DEFINED:
+            self._count("defined", jobtype, now)
+        elif new == states.RUNNING or (new in _END_EVENT and old == states.DISPATCHED and after.get("ts_sta")):
+            started = _epoch(after.get("ts_sta")) or now
+            self.record_start(jobtype, _epoch(after.get("ts_def")), _epoch(after.get("ts_dis")), started)
+        if new in _END_EVENT:
+            self._count(_END_EVENT[new], jobtype, now)
+
+    def pilot_moved(self, before: dict, after: dict) -> None:
+        if after["state"] == states.LOST and before.get("state") != states.LOST:
+            self._count("pilot_lost", after.get("site", ""), time.time())
+
+    # --- reading ------------------------------------------------------------------------------
+    def windows(self, now: float | None = None) -> dict[str, Any]:
+        """Counts for each window: overall and by job type."""
+        current = _minute(now or time.time())
+        out: dict[str, Any] = {}
+        for name, seconds in WINDOWS.items():
+            first = current - seconds // 60 + 1
+            total: collections.Counter = collections.Counter()
+            by_type: dict[str, collections.Counter] = {}
+            for minute, counter in self.counts.items():
+                if minute >= first:
+                    for (event, jobtype), n in counter.items():
+                        total[event] += n
+                        by_type.setdefault(jobtype, collections.Counter())[event] += n
+            out[name] = {"total": {e: total[e] for e in EVENTS},
+                         "by_type": {t: {e: c[e] for e in EVENTS} for t, c in sorted(by_type.items())}}
+        return out
+
+    def series(self, minutes: int = 60, now: float | None = None) -> list[dict[str, Any]]:
+        """Per minute for the last ``minutes``: finished jobs, and wait/latency p50 and p95 (ms)."""
+        current = _minute(now or time.time())
+        rows = []
+        for minute in range(current - minutes + 1, current + 1):
+            counter = self.counts.get(minute, collections.Counter())
+            waits, latencies = self.waits.get(minute, []), self.latencies.get(minute, [])
+            row = {"t": minute * 60, "finished": sum(n for (e, _t), n in counter.items() if e == "finished"),
+                   "started": sum(n for (e, _t), n in counter.items() if e == "started")}
+            for name, values in (("wait", waits), ("latency", latencies)):
+                for q, label in ((0.5, "p50"), (0.95, "p95")):
+                    value = percentile(values, q)
+                    row[f"{name}_{label}_ms"] = None if value is None else round(value * 1000, 1)
+            rows.append(row)
+        return rows
+
+    def recent(self, events: Iterable[str], seconds: int, jobtype: str | None = None) -> int:
+        first = _minute(time.time()) - seconds // 60 + 1
+        wanted = set(events)
+        return sum(n for minute, counter in self.counts.items() if minute >= first
+                   for (event, jt), n in counter.items() if event in wanted and (jobtype is None or jt == jobtype))
