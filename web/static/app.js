@@ -100,7 +100,7 @@ function lineChart(series, {width = 560, height = 170, unit = ""} = {}) {
     return svg;
   }
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y1 = Math.max(...ys, 1e-9) * 1.1;
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y1 = (Math.max(...ys) || 1) * 1.1;
   const X = (x) => pad.l + (x - x0) / (x1 - x0) * (width - pad.l - pad.r);
   const Y = (y) => height - pad.b - y / y1 * (height - pad.t - pad.b);
   svg.append(s("line", {class: "axis", x1: pad.l, y1: Y(0), x2: width - pad.r, y2: Y(0)}),
@@ -113,12 +113,14 @@ function lineChart(series, {width = 560, height = 170, unit = ""} = {}) {
     const valid = line.points.filter((p) => p[1] !== null && p[1] !== undefined);
     if (!valid.length) continue;
     svg.append(s("polyline", {class: "series", stroke: line.colour, points: valid.map((p) => `${X(p[0])},${Y(p[1])}`).join(" ")}));
+    if (valid.length < 30) for (const p of valid) svg.append(s("circle", {cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: line.colour}));
   }
   return svg;
 }
 
 function legend(series) {
-  return h("div", {class: "legend"}, series.map((line) => h("span", {}, h("i", {style: `background:${line.colour}`}), line.name)));
+  const swatch = (colour) => { const i = h("i", {}); i.style.background = colour; return i; };
+  return h("div", {class: "legend"}, series.map((line) => h("span", {}, swatch(line.colour), line.name)));
 }
 
 // --- DAG picture --------------------------------------------------------------------------------
@@ -253,7 +255,7 @@ function listPage(resource) {
   const checked = new Set((params.get("state") || "").split(",").filter(Boolean));
   if (spec.states) {
     filters.append(h("span", {class: "muted"}, "state:"),
-      spec.states.map((st) => h("label", {}, h("input", {type: "checkbox", name: "state", value: st, checked: checked.has(st)}), " ", st)));
+      ...spec.states.map((st) => h("label", {}, h("input", {type: "checkbox", name: "state", value: st, checked: checked.has(st)}), " ", st)));
   }
   for (const f of spec.filters) {
     filters.append(h("label", {}, `${f === "q" ? "name contains" : f} `, h("input", {type: "text", name: f, value: params.get(f) || "", size: 12})));
