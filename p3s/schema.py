@@ -328,6 +328,8 @@ VERTEX_OVERRIDE = Body("VertexOverride", (
     Field("jobtype", "name", "Replacement job type."),
 ), patch=True)
 WORKFLOW_CREATE = Body("WorkflowCreate", (
+    Field("uuid", "uuid", "Client-chosen id (optional; must be new): makes a retried request safe.",
+          nullable=True, default=None),
     Field("template", "name", "Template name.", required=True),
     Field("version", "int", "Template version (default: the latest).", minimum=1, nullable=True, default=None),
     Field("name", "str", "Workflow name (default: the template's).", default="", max_length=256),

@@ -117,7 +117,9 @@ class WorkflowEngine(Listener):
         template = dag.Template.from_dict(tdoc["spec"])
         overrides = self._overrides(template, body["overrides"])
         inputs = self._inputs(template, body["inputs"])
-        wf_uuid = str(_uuid.uuid4())
+        wf_uuid = body.get("uuid") or str(_uuid.uuid4())
+        if body.get("uuid") and self.collection.find_one({"_id": wf_uuid}, {"_id": 1}):
+            raise ApiError(409, f"workflow {wf_uuid} exists already", "uuid")
         job_ids = {name: str(_uuid.uuid4()) for name in template.vertices}
         exts = {d["_id"]: d.get("ext", "") for d in models.DataType._get_collection().find({}, {"ext": 1})}
         now = utcnow()

@@ -18,12 +18,19 @@ def test_demo_runs_sample_jobs_and_stops_cleanly(tmp_path):
         assert line, f"demo ended early: {lines}"
         lines.append(line)
     url = next(line.split()[1] for line in lines if line.strip().startswith("API"))[: -len("/api/v1")]
+    assert any(line.strip().startswith("monitor") and url in line for line in lines)
     client = Client(url, (tmp_path / "token").read_text().strip())
     deadline = time.monotonic() + 30
     while client.summary()["jobs"]["finished"] < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
     states = {j["name"]: j["state"] for j in client.list("jobs")["items"]}
     assert states["hello"] == "finished" and states["fails"] == "failed"
+    deadline = time.monotonic() + 30
+    while client.list("workflows")["items"][0]["state"] != "finished" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.list("workflows")["items"][0]["state"] == "finished"
+    counts = sorted((tmp_path / "demo" / "out").glob("run0001.filter*.txt"))
+    assert [c.read_text().strip() for c in counts] == ["2", "1", "1"]
     demo.send_signal(signal.SIGINT)
     assert demo.wait(30) == 0
     assert "stopping" in demo.stdout.read()

@@ -222,3 +222,12 @@ def test_workflow_runs_for_real_with_pilots(wf_server, tmp_path):
     assert (out / "run9.count.COUNTS.txt").read_text().strip() == "3"
     assert (out / "run9.report.REPORT.txt").read_text().strip() == "result=6"
     assert s.job(wf["vertices"]["report"])["stdout_tail"] == "result=6"
+
+
+def test_a_retried_instantiation_with_its_own_uuid_is_refused_not_duplicated(wf_server):
+    s = wf_server
+    chosen = "5b0d7a52-6a8e-4a8c-9f44-0c2a7f1f0d11"
+    assert s.ok("POST", "/workflows", {"template": "diamond", "uuid": chosen}, 201)["uuid"] == chosen
+    again = s.call("POST", "/workflows", {"template": "diamond", "uuid": chosen})
+    assert again.status == 409 and again.error["field"] == "uuid"
+    assert s.ok("GET", "/workflows")["total"] == 1 and s.ok("GET", "/jobs")["total"] == 4

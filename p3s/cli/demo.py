@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import p3s.conf
 from p3s.cli.common import fail
 from p3s.client import Client, P3SError
 
@@ -24,6 +25,20 @@ SAMPLE_JOBS = [
     {"name": "fails", "jobtype": "demo", "payload": "sh -c 'echo failing on purpose >&2; exit 2'"},
     {"name": "too-slow", "jobtype": "demo", "payload": "sleep 30", "timelimit": 2},
 ]
+
+
+def start_sample_workflow(client: Client, logs: Path) -> dict:
+    """The original's 3filters fan-out/fan-in over a small generated input file."""
+    if not client.list("datatypes")["items"]:
+        client.call("POST", "/datatypes", {"name": "TXT", "ext": ".txt"})
+    if not any(t["name"] == "3filters" for t in client.call("GET", "/templates")["items"]):
+        text = (Path(p3s.conf.__file__).parent / "dags" / "3filters.yaml").read_text()
+        client.call("POST", "/templates", {"yaml": text, "filename": "3filters.yaml"})
+    (logs / "out").mkdir(parents=True, exist_ok=True)
+    source = logs / "run0001.txt"
+    source.write_text("TEST1 a\nTEST2 b\nTEST1 c\nTEST3 d\nnothing\n")
+    return client.call("POST", "/workflows", {"template": "3filters", "inputs": {"INPTXT": str(source)},
+                                              "dirpath": str(logs / "out"), "filenames": "derived"})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,14 +71,17 @@ def main(argv: list[str] | None = None) -> None:
               for i in range(args.pilots)]
     try:
         jobs = client.create_jobs(SAMPLE_JOBS)
+        workflow = start_sample_workflow(client, logs)
     except P3SError as exc:
-        fail(f"could not submit the sample jobs: {exc}", 1)
+        fail(f"could not submit the sample work: {exc}", 1)
     print(f"""
 p3s is running.
+  monitor    {url}/   (log in with the token in {token_file})
+  workflow   {url}/workflows/{workflow['uuid']}   (3filters, outputs in {logs / 'out'})
   API        {url}/api/v1   (description: {url}/api/v1/openapi.json)
-  token      {token_file}   (export P3S_TOKEN=$(cat {token_file}) P3S_SERVER_URL={url})
+  token      export P3S_TOKEN=$(cat {token_file}) P3S_SERVER_URL={url}
   pilots     {args.pilots} local pilots; job logs in {logs / 'jobs'}
-  sample     {len(jobs)} jobs submitted; watch them with:  p3s-job list -S {url}
+  sample     {len(jobs)} jobs and 1 workflow submitted; also:  p3s-job list, p3s-workflow show {workflow['uuid']}
 Press Ctrl-C to stop.""", flush=True)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))

@@ -344,7 +344,7 @@ class DataListHandler(ListMixin, ApiHandler):
 
 
 class DataHandler(ApiHandler):
-    roles = {"GET": auth.READ, "PATCH": auth.ADMIN, "DELETE": auth.ADMIN}
+    roles = {"GET": auth.READ, "PATCH": auth.SUBMIT, "DELETE": auth.ADMIN}
     doc = {"GET": {"summary": "Get one data file", "response": "DataFile"},
            "PATCH": {"summary": "Adjust a data file", "body": schema.DATA_PATCH, "response": "DataFile"},
            "DELETE": {"summary": "Delete a data file record", "response": "Deleted"}}
@@ -471,14 +471,15 @@ class EventsHandler(ListMixin, ApiHandler):
     default_sort = "-ts"
     doc = {"GET": {"summary": "List events (newest first)",
                    "query": {"kind": "Kind, e.g. pilot.lost.", "severity": "info, warning or error.",
-                             "job": "Job uuid.", "pilot": "Pilot uuid.", "site": "Site.", **LIST_QUERY},
+                             "job": "Job uuid.", "pilot": "Pilot uuid.", "site": "Site.",
+                             "source": "Who reported it (server, injector, client…).", **LIST_QUERY},
                    "response": ("list", "Event")},
            "POST": {"summary": "Record an event (operators, injector, cron jobs)", "body": schema.EVENT_CREATE,
                     "status": 201, "response": "Event"}}
 
     def get(self) -> None:
         query = _eq_filters(self, {"kind": "kind", "severity": "severity", "job": "job", "pilot": "pilot",
-                                   "site": "site"})
+                                   "site": "site", "source": "source"})
         self.page(models.Event._get_collection(), query, "id")
 
     def post(self) -> None:
