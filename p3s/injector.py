@@ -859,8 +859,7 @@ class Injector:
             try:
                 self._call("PATCH", f"/data/{work.data['uuid']}", {"metadata": meta})
             except Fatal as exc:
-                log.warning("cannot record workflows in data records (%s): needs an admin token; "
-                            "not trying again", exc)
+                log.warning("cannot record workflows in data records (%s); not trying again", exc)
                 self.link = False
             except P3SError as exc:
                 log.warning("cannot record workflow %s in data record %s: %s", work.workflow, work.data["uuid"], exc)

@@ -58,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     work.add_argument("--hold", action="store_true",
                       help="create workflows in state template (start them later) instead of defined")
     work.add_argument("--no-link", action="store_true",
-                      help="do not record the workflow uuid in the data record's metadata (that needs an "
-                           "admin token)")
+                      help="do not record the workflow uuid in the data record's metadata")
 
     sampling = parser.add_argument_group("sampling and dropping")
     sampling.add_argument("--every", type=int, metavar="N", help="process every Nth file (the 1st, N+1th, ...)")
