@@ -78,23 +78,14 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(f"{problem}: expected true or false, got {value!r}")
-    if kind is int:
+    if kind in (int, float):
+        expected = "an integer" if kind is int else "a number"
         if isinstance(value, bool):
-            raise ConfigError(f"{problem}: expected an integer, got {value!r}")
+            raise ConfigError(f"{problem}: expected {expected}, got {value!r}")
         try:
-            number = int(value)
+            number = kind(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{problem}: expected an integer, got {value!r}") from None
-        if number < 0:
-            raise ConfigError(f"{problem}: must not be negative, got {number}")
-        return number
-    if kind is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{problem}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{problem}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{problem}: expected {expected}, got {value!r}") from None
         if number < 0:
             raise ConfigError(f"{problem}: must not be negative, got {number}")
         return number

@@ -20,6 +20,20 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 TEST_DB = os.environ.get("P3S_TEST_DB", "")
 
+# The original system's job file example (its numbers are strings), verbatim.
+SEED_EXAMPLE = """[
+    {
+        "name":         "p3s_job",
+        "timeout":      "100",
+        "jobtype":      "type1",
+        "payload":      "/home/p3s/my_executable.py",
+        "env":          {"P3S":"TRUE","MYVAR":"FALSE"},
+        "priority":     "1",
+        "state":        "defined"
+    }
+]
+"""
+
 # Fast timings so that reaper behaviour shows within seconds.
 FAST = {"reaper_period": 1, "pilot_lost_timeout": 3, "timelimit_grace": 1, "long_poll_max": 5,
         "long_poll_wait": 2, "heartbeat": 1, "checkpoint_period": 1}

@@ -3,18 +3,7 @@ from __future__ import annotations
 
 import json
 
-# The original system's job file example (its numbers are strings), verbatim.
-SEED_EXAMPLE = """[
-    {
-        "name":         "p3s_job",
-        "timeout":      "100",
-        "jobtype":      "type1",
-        "payload":      "/home/p3s/my_executable.py",
-        "env":          {"P3S":"TRUE","MYVAR":"FALSE"},
-        "priority":     "1",
-        "state":        "defined"
-    }
-]"""
+from conftest import SEED_EXAMPLE
 
 
 def test_seed_example_is_accepted(server):

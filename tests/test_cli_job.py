@@ -10,19 +10,7 @@ from pathlib import Path
 
 import pytest
 
-# The original system's job file example (its numbers are strings), verbatim.
-SEED_EXAMPLE = """[
-    {
-        "name":         "p3s_job",
-        "timeout":      "100",
-        "jobtype":      "type1",
-        "payload":      "/home/p3s/my_executable.py",
-        "env":          {"P3S":"TRUE","MYVAR":"FALSE"},
-        "priority":     "1",
-        "state":        "defined"
-    }
-]
-"""
+from conftest import SEED_EXAMPLE
 
 
 @pytest.fixture
