@@ -49,5 +49,6 @@ setup(
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()],
+        "p3s.backends": ["local = p3s.backends.local:LocalBackend", "ssh = p3s.backends.ssh:SSHBackend"],
     },
 )

@@ -1,6 +1,5 @@
-"""`p3s-fleet`: Start, count and stop pilots on many nodes."""
-from p3s.cli.common import not_yet
+"""`p3s-fleet`: start, count and stop pilots on many nodes (the implementation is ``p3s.fleet``)."""
+from p3s.fleet.cli import main
 
-
-def main() -> None:
-    not_yet("p3s-fleet", "Start, count and stop pilots on many nodes")
+if __name__ == "__main__":
+    main()

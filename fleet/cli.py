@@ -1,0 +1,343 @@
+"""`p3s-fleet`: start, count and stop pilots on many hosts (replaces pgen.sh, preport.sh, pkill.sh
+and the cron-driven pilot top-up).
+
+    p3s-fleet up -w 'wn[01-20]' -n 8 [-b ssh|local] [-S URL] [--site S] [-- PILOT OPTIONS]
+    p3s-fleet report [-w NODES] [--site S] [--pilots] [--json]
+    p3s-fleet kill (-w NODES | --site S | --all) [--wait S] [--grace S]
+    p3s-fleet top-up --site S [-w NODES] [--every SECONDS] [--max-per-node N] [-- PILOT OPTIONS]
+
+Results go to stdout, progress and errors to stderr; the exit status is 1 when any host failed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Callable
+
+from p3s.backends import BackendNotFound, available, load
+from p3s.backends.base import Backend, Settings
+from p3s.cli.common import add_client_arguments, fail, make_client, print_json, print_table
+from p3s.client import P3SError
+from p3s.fleet import kill as kill_mod
+from p3s.fleet import report as report_mod
+from p3s.fleet import topup as topup_mod
+from p3s.fleet.fanout import DEFAULT_FANOUT, Progress
+from p3s.fleet.nodes import NodesError, check_name, expand, fold
+from p3s.fleet.server import ServerView
+from p3s.fleet.up import NodeOutcome, PilotOptionsError, PilotPlan, check_pilot_options, up
+
+PROG = "p3s-fleet"
+DEFAULT_BACKEND = "ssh"
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+        return value
+    return convert
+
+
+def _backend_classes() -> dict[str, type[Backend]]:
+    classes = {}
+    for name in available():
+        try:
+            classes[name] = load(name)
+        except BackendNotFound:
+            continue
+    return classes
+
+
+def _common_parser(backends: dict[str, type[Backend]]) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    hosts = common.add_argument_group("hosts")
+    hosts.add_argument("-w", "--nodes", metavar="NODES", help="host list, e.g. 'wn[01-20]', 'wn[01-05,08],gpu[1-2]', "
+                                                              "'wn[01-20]!wn07' (ClusterShell syntax)")
+    hosts.add_argument("-x", "--exclude", metavar="NODES", help="hosts to leave out (same syntax)")
+    hosts.add_argument("-b", "--backend", default=DEFAULT_BACKEND, metavar="NAME",
+                       help=f"how pilots are started and found: {', '.join(backends) or 'none installed'} "
+                            f"[default {DEFAULT_BACKEND}]")
+    hosts.add_argument("--fleet", default="default", metavar="NAME",
+                       help="fleet name: the fleet's pilots carry it, other fleets' pilots are left alone "
+                            "[default: default]")
+    hosts.add_argument("-f", "--fanout", type=_positive(int), default=DEFAULT_FANOUT, metavar="N",
+                       help=f"hosts worked on at once [default {DEFAULT_FANOUT}]")
+    hosts.add_argument("--python", metavar="PATH",
+                       help="Python on the hosts, with p3s installed [default: python3 over ssh, this Python locally]")
+    hosts.add_argument("--command-timeout", type=_positive(float), default=60.0, metavar="S",
+                       help="seconds one operation on one host may take [default 60]")
+    for name, cls in backends.items():
+        group = common.add_argument_group(f"{name} backend")
+        for option in cls.options:
+            flag = "--" + option.name.replace("_", "-")
+            group.add_argument(flag, dest=f"{name}__{option.name}", type=option.type, choices=option.choices,
+                               metavar=None if option.choices else option.metavar or option.name.upper(),
+                               action="append" if option.multiple else "store", help=option.help)
+    add_client_arguments(common)
+    return common
+
+
+def _launch_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pilots (more pilot options after --, e.g. -- -c 0 -p 30)")
+    group.add_argument("--pilot-server", metavar="URL", help="server URL the pilots use [default: --server]")
+    group.add_argument("--pilot-token", metavar="TOKEN", help="token the pilots use [default: --token's]")
+    group.add_argument("--logdir", default="/tmp/p3s/pilots", metavar="DIR",
+                       help="pilot logs; {node} is replaced by the host's name [default /tmp/p3s/pilots]")
+    group.add_argument("--joblogdir", default="/tmp/p3s/jobs", metavar="DIR",
+                       help="job stdout/stderr ({node} too) [default /tmp/p3s/jobs]")
+    group.add_argument("--workdir", default="/tmp/p3s/work", metavar="DIR",
+                       help="job work directories ({node} too) [default /tmp/p3s/work]")
+    group.add_argument("--register-timeout", type=_positive(float), default=30.0, metavar="S",
+                       help="seconds to wait for the new pilots to register; 0 = don't wait [default 30]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    backends = _backend_classes()
+    common = _common_parser(backends)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Start, count and stop p3s pilots on many hosts.",
+        epilog="Backends: " + "; ".join(f"{n}: {c.description}" for n, c in backends.items()))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{up,report,kill,top-up}")
+    start = sub.add_parser("up", parents=[common], help="start pilots on hosts",
+                           description="Start N pilots on each host, then wait for them to register.")
+    start.add_argument("-n", "--per-node", type=_positive(int), default=1, metavar="N",
+                       help="pilots per host [default 1]")
+    start.add_argument("-s", "--site", default="", metavar="SITE", help="site the pilots serve")
+    _launch_arguments(start)
+    rep = sub.add_parser("report", parents=[common], help="pilots per host, against the server's view",
+                         description="One row per host: fleet pilots running there, what the server counts, "
+                                     "current jobs, CPU and memory, and the mismatches.")
+    rep.add_argument("-s", "--site", help="only this site's pilots")
+    rep.add_argument("--pilots", action="store_true", help="one row per pilot instead")
+    stop = sub.add_parser("kill", parents=[common], help="stop pilots (through the server, then by signal)",
+                          description="Ask the server to stop every pilot it knows on the hosts (of --site, if "
+                                      "given): each stops its payload, reports the job killed and exits. Then "
+                                      "SIGTERM, and SIGKILL after --grace, the fleet's pilot processes still "
+                                      "running; signals never reach any other process.")
+    stop.add_argument("-s", "--site", help="only this site's pilots")
+    stop.add_argument("--all", action="store_true", help="every pilot of the fleet (hosts: -w, else the "
+                                                         "server's and the backend's)")
+    stop.add_argument("--wait", type=_positive(float), default=30.0, metavar="S",
+                      help="seconds to let pilots stop on the server's request [default 30]")
+    stop.add_argument("--grace", type=_positive(float), default=15.0, metavar="S",
+                      help="seconds between SIGTERM and SIGKILL [default 15]")
+    top = sub.add_parser("top-up", parents=[common], help="keep a site at its nominal pilot count",
+                         description="Start the pilots a site is short of (its record's 'pilots') on the "
+                                     "least loaded hosts (-w, else those the site's pilots run on); once, or "
+                                     "every N seconds.")
+    top.add_argument("-s", "--site", required=True, help="the site")
+    top.add_argument("--every", type=_positive(float), metavar="SECONDS", help="repeat every SECONDS until Ctrl-C")
+    top.add_argument("--max-per-node", type=_positive(int), metavar="N",
+                     help="at most this many of the site's pilots per host")
+    _launch_arguments(top)
+    return parser
+
+
+def _backend(args: argparse.Namespace) -> Backend:
+    try:
+        check_name(args.fleet, "fleet name")
+        cls = load(args.backend)
+        prefix = f"{args.backend}__"
+        options = {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)}
+        return cls(Settings(args.fleet, args.python, args.command_timeout), options)
+    except (BackendNotFound, NodesError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _nodes(args: argparse.Namespace, required: bool) -> list[str] | None:
+    if not args.nodes:
+        if required:
+            fail(f"{args.command} needs the hosts: -w/--nodes 'wn[01-20]'")
+        return None
+    try:
+        return expand(args.nodes, args.exclude)
+    except NodesError as exc:
+        fail(str(exc))
+
+
+def _known_nodes(args: argparse.Namespace, backend: Backend, view: ServerView) -> list[str]:
+    """Hosts to work on when none are named: the server's (alive pilots) and the backend's own."""
+    nodes = set(backend.discover())
+    try:
+        nodes |= view.hosts(args.site)
+    except P3SError as exc:
+        print(f"{PROG}: warning: cannot ask the server for its hosts: {exc}", file=sys.stderr)
+    if args.exclude:
+        try:
+            nodes -= set(expand(args.exclude))
+        except NodesError as exc:
+            fail(str(exc))
+    return sorted(nodes)
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _grouped(rows: list[tuple[str, dict]]) -> list[dict]:
+    """Rows of identical results merged, their hosts folded (``wn[01-18]``), like dshbak -c."""
+    groups: dict[tuple, tuple[dict, list[str]]] = {}
+    for node, row in rows:
+        groups.setdefault(tuple(sorted(row.items())), (row, []))[1].append(node)
+    return [{"hosts": fold(nodes), **row} for row, nodes in groups.values()]
+
+
+# --- commands ---------------------------------------------------------------------------------
+def _plan(args: argparse.Namespace, view: ServerView, pilot_args: list[str]) -> PilotPlan:
+    """What to start, after checking the pilot options and that the server answers (and has the
+    site): better no pilot at all than pilots that cannot register."""
+    try:
+        check_pilot_options(pilot_args)
+    except PilotOptionsError as exc:
+        fail(str(exc))
+    if args.register_timeout > 0 or args.site:
+        try:
+            view.check(args.site)
+        except P3SError as exc:
+            fail(f"{exc}; nothing started", 1)
+    return PilotPlan(args.pilot_server or view.url, args.pilot_token or view.token, args.site or "",
+                     args.logdir, args.joblogdir, args.workdir, pilot_args)
+
+
+def _print_up(outcomes: dict[str, NodeOutcome], server_error: str | None, timeout: float, as_json: bool) -> int:
+    started = sum(len(o.started) for o in outcomes.values())
+    registered = sum(len(o.registered) for o in outcomes.values())
+    failed = [n for n, o in outcomes.items() if not o.ok]
+    if as_json:
+        print_json({"hosts": [o.as_json(timeout) for o in outcomes.values()], "started": started,
+                    "registered": registered, "ok": len(outcomes) - len(failed), "failed": len(failed),
+                    "server_error": server_error})
+    else:
+        rows = [(n, {"result": "ok" if o.ok else "failed", "started": len(o.started),
+                     "registered": len(o.registered) if timeout else None, "detail": o.detail(timeout)})
+                for n, o in outcomes.items()]
+        print_table(_grouped(rows), ("hosts", "result", "started", "registered", "detail"),
+                    ("HOSTS", "RESULT", "STARTED", "REGISTERED", "DETAIL"))
+        within = f", {registered} registered within {timeout:g} s" if timeout and not server_error else ""
+        print(f"{_n(len(outcomes), 'host')}: {len(outcomes) - len(failed)} ok, {len(failed)} failed; "
+              f"{_n(started, 'pilot')} started{within}")
+    if server_error:
+        print(f"{PROG}: error: {server_error}", file=sys.stderr)
+    if failed:
+        print(f"{PROG}: {_n(len(failed), 'host')} failed: {fold(failed)}", file=sys.stderr)
+    return 1 if failed or server_error else 0
+
+
+def cmd_up(args: argparse.Namespace, backend: Backend, view: ServerView, pilot_args: list[str]) -> int:
+    nodes = _nodes(args, required=True)
+    plan = _plan(args, view, pilot_args)
+    outcomes, server_error = up(backend, view, plan, {n: args.per_node for n in nodes}, args.fanout,
+                                args.register_timeout, Progress())
+    return _print_up(outcomes, server_error, args.register_timeout, args.json)
+
+
+def cmd_report(args: argparse.Namespace, backend: Backend, view: ServerView, _: list[str]) -> int:
+    nodes = _nodes(args, required=False) or _known_nodes(args, backend, view)
+    reports = report_mod.report(backend, view, nodes, args.site, args.fanout, Progress())
+    if args.json:
+        print_json({"hosts": [r.as_json() for r in reports.values()]})
+    elif args.pilots:
+        print_table(report_mod.pilot_rows(reports), report_mod.PILOT_COLUMNS, report_mod.PILOT_HEADERS)
+    else:
+        print_table(report_mod.rows(reports), report_mod.COLUMNS, report_mod.HEADERS)
+    if not nodes:
+        print(f"{PROG}: no hosts: the server knows no live pilots and none were named (-w)", file=sys.stderr)
+    failed = [n for n, r in reports.items() if not r.ok]
+    if failed:
+        print(f"{PROG}: {_n(len(failed), 'host')} failed: {fold(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_kill(args: argparse.Namespace, backend: Backend, view: ServerView, _: list[str]) -> int:
+    if not (args.nodes or args.site or args.all):
+        fail("kill needs -w/--nodes, --site or --all")
+    nodes = _nodes(args, required=False) or _known_nodes(args, backend, view)
+    if not nodes:
+        print(f"{PROG}: no hosts: the server knows no live pilots there and none were named (-w)", file=sys.stderr)
+    outcomes = kill_mod.kill(backend, view, nodes, args.site, args.wait, args.grace, args.fanout, Progress())
+    if args.json:
+        print_json({"hosts": [o.as_json() for o in outcomes.values()]})
+    else:
+        print_table(_grouped([(n, kill_mod.row(o)) for n, o in outcomes.items()]), kill_mod.COLUMNS, kill_mod.HEADERS)
+        found = sum(len(o.found) for o in outcomes.values())
+        counts = [sum(len(o.on_request) for o in outcomes.values())] + [
+            sum(len(o.stopped.get(key, [])) for o in outcomes.values()) for key in ("term", "kill", "survived")]
+        asked = sum(len(o.requested) for o in outcomes.values())
+        print(f"{_n(found, 'pilot')} on {_n(len(nodes), 'host')}: {counts[0]} stopped on request, "
+              f"{counts[1]} by SIGTERM, {counts[2]} by SIGKILL, {counts[3]} survived; "
+              f"the server was asked to stop {asked}")
+    failed = [n for n, o in outcomes.items() if not o.ok]
+    if failed:
+        print(f"{PROG}: {_n(len(failed), 'host')} failed: {fold(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_top_up(args: argparse.Namespace, backend: Backend, view: ServerView, pilot_args: list[str]) -> int:
+    named = _nodes(args, required=False)
+    plan = _plan(args, view, pilot_args)
+    seen: set[str] = set()
+    while True:
+        nodes = named or sorted(seen.union(_known_nodes(args, backend, view)))
+        seen.update(nodes)
+        if not nodes:
+            fail(f"top-up needs the hosts: -w/--nodes 'wn[01-20]' (no pilot of site {args.site} runs anywhere "
+                 f"to take them from)")
+        try:
+            result = topup_mod.top_up(backend, view, plan, nodes, args.max_per_node, args.fanout,
+                                      args.register_timeout, Progress())
+        except P3SError as exc:
+            if args.every is None:
+                raise
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+        else:
+            if args.json:
+                print_json(result.as_json(args.register_timeout))
+            else:
+                print(time.strftime("%H:%M:%S ") + topup_mod.summary(result), flush=True)
+            for node in result.failed:
+                error = result.listed[node].error if node in result.listed and result.listed[node].error \
+                    else result.outcomes[node].detail(args.register_timeout)
+                print(f"{PROG}: {node}: {error}", file=sys.stderr)
+            if args.every is None:
+                return 1 if result.failed or result.server_error else 0
+        sys.stdout.flush()
+        time.sleep(args.every)
+
+
+COMMANDS = {"up": cmd_up, "report": cmd_report, "kill": cmd_kill, "top-up": cmd_top_up}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pilot_args: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, pilot_args = argv[:at], argv[at + 1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if pilot_args and args.command not in ("up", "top-up"):
+        parser.error(f"pilot options (after --) are for up and top-up, not {args.command}")
+    client = make_client(args)
+    view = ServerView(client.url, client.token)
+    backend = _backend(args)
+    try:
+        code = COMMANDS[args.command](args, backend, view, pilot_args)
+    except P3SError as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    finally:
+        backend.close()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
