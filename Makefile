@@ -25,6 +25,8 @@ test: install system
 
 bench: install
 	$(BIN)/python bench/broker.py
+	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/fleet.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

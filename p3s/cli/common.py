@@ -85,13 +85,6 @@ def run_command(func, args: argparse.Namespace) -> None:
         pass
 
 
-def not_yet(command: str, what: str) -> None:
-    """Entry point of a command whose issue has not landed yet: ``--help`` says so."""
-    parser = argparse.ArgumentParser(prog=command, description=f"{what} (not yet available in this version).")
-    parser.parse_args()
-    fail(f"{command} is not yet available in this version: {what}", 3)
-
-
 def json_type(value: Any) -> str:
     """How a decoded JSON value is called in messages: 'an object', 'a list', …"""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",

@@ -28,7 +28,7 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", default=None, help="bearer token [default: $P3S_TOKEN or the server's token file]")
     parser.add_argument("-s", "--site", default=env("P3S_SITE", ""),
                         help="site: period, beat, cycles and env are bootstrapped from its record [$P3S_SITE]")
-    parser.add_argument("-H", "--host", default=socket.getfqdn(), help="host name to report [default: this host]")
+    parser.add_argument("-H", "--host", default=None, help="host name to report [default: this host's name]")
     parser.add_argument("-l", "--logdir", type=Path, default=Path(env("P3S_PILOTLOG", "/tmp/p3s/pilots")),
                         help="pilot log directory [$P3S_PILOTLOG or /tmp/p3s/pilots]")
     parser.add_argument("-L", "--joblogdir", type=Path, default=Path(env("P3S_JOBLOG", "/tmp/p3s/jobs")),
@@ -63,7 +63,7 @@ def run_pilot(argv: list[str]) -> int:
         explicit.add("server")
     options = PilotOptions(
         server=args.server or os.environ.get("P3S_SERVER_URL") or "http://127.0.0.1:8470",
-        token=args.token or find_token(), site=args.site, host=args.host, logdir=args.logdir,
+        token=args.token or find_token(), site=args.site, host=args.host or socket.getfqdn(), logdir=args.logdir,
         joblogdir=args.joblogdir, workdir=args.workdir, extra=args.extra,
         jobtypes=[t for t in args.jobtypes.split(",") if t], register_deadline=args.register_deadline,
         outage=args.outage, grace=args.grace, shell=args.shell)
