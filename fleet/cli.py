@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, Callable
 
 from p3s.backends import BackendNotFound, available, load
 from p3s.backends.base import Backend, Settings
-from p3s.cli.common import add_client_arguments, fail, make_client, print_json, print_table
+from p3s.cli.common import add_client_arguments, fail, make_client, number_type, print_json, print_table
 from p3s.client import P3SError
 from p3s.fleet import kill as kill_mod
 from p3s.fleet import report as report_mod
@@ -29,18 +28,6 @@ from p3s.fleet.up import NodeOutcome, PilotOptionsError, PilotPlan, check_pilot_
 
 PROG = "p3s-fleet"
 DEFAULT_BACKEND = "ssh"
-
-
-def _positive(kind: type) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-        return value
-    return convert
 
 
 def _backend_classes() -> dict[str, type[Backend]]:
@@ -65,11 +52,11 @@ def _common_parser(backends: dict[str, type[Backend]]) -> argparse.ArgumentParse
     hosts.add_argument("--fleet", default="default", metavar="NAME",
                        help="fleet name: the fleet's pilots carry it, other fleets' pilots are left alone "
                             "[default: default]")
-    hosts.add_argument("-f", "--fanout", type=_positive(int), default=DEFAULT_FANOUT, metavar="N",
+    hosts.add_argument("-f", "--fanout", type=number_type(int, 1), default=DEFAULT_FANOUT, metavar="N",
                        help=f"hosts worked on at once [default {DEFAULT_FANOUT}]")
     hosts.add_argument("--python", metavar="PATH",
                        help="Python on the hosts, with p3s installed [default: python3 over ssh, this Python locally]")
-    hosts.add_argument("--command-timeout", type=_positive(float), default=60.0, metavar="S",
+    hosts.add_argument("--command-timeout", type=number_type(float, 0), default=60.0, metavar="S",
                        help="seconds one operation on one host may take [default 60]")
     for name, cls in backends.items():
         group = common.add_argument_group(f"{name} backend")
@@ -92,7 +79,7 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
                        help="job stdout/stderr ({node} too) [default /tmp/p3s/jobs]")
     group.add_argument("--workdir", default="/tmp/p3s/work", metavar="DIR",
                        help="job work directories ({node} too) [default /tmp/p3s/work]")
-    group.add_argument("--register-timeout", type=_positive(float), default=30.0, metavar="S",
+    group.add_argument("--register-timeout", type=number_type(float, 0), default=30.0, metavar="S",
                        help="seconds to wait for the new pilots to register; 0 = don't wait [default 30]")
 
 
@@ -105,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{up,report,kill,top-up}")
     start = sub.add_parser("up", parents=[common], help="start pilots on hosts",
                            description="Start N pilots on each host, then wait for them to register.")
-    start.add_argument("-n", "--per-node", type=_positive(int), default=1, metavar="N",
+    start.add_argument("-n", "--per-node", type=number_type(int, 1), default=1, metavar="N",
                        help="pilots per host [default 1]")
     start.add_argument("-s", "--site", default="", metavar="SITE", help="site the pilots serve")
     _launch_arguments(start)
@@ -122,17 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("-s", "--site", help="only this site's pilots")
     stop.add_argument("--all", action="store_true", help="every pilot of the fleet (hosts: -w, else the "
                                                          "server's and the backend's)")
-    stop.add_argument("--wait", type=_positive(float), default=30.0, metavar="S",
+    stop.add_argument("--wait", type=number_type(float, 0), default=30.0, metavar="S",
                       help="seconds to let pilots stop on the server's request [default 30]")
-    stop.add_argument("--grace", type=_positive(float), default=15.0, metavar="S",
+    stop.add_argument("--grace", type=number_type(float, 0), default=15.0, metavar="S",
                       help="seconds between SIGTERM and SIGKILL [default 15]")
     top = sub.add_parser("top-up", parents=[common], help="keep a site at its nominal pilot count",
                          description="Start the pilots a site is short of (its record's 'pilots') on the "
                                      "least loaded hosts (-w, else those the site's pilots run on); once, or "
                                      "every N seconds.")
     top.add_argument("-s", "--site", required=True, help="the site")
-    top.add_argument("--every", type=_positive(float), metavar="SECONDS", help="repeat every SECONDS until Ctrl-C")
-    top.add_argument("--max-per-node", type=_positive(int), metavar="N",
+    top.add_argument("--every", type=number_type(float, 0), metavar="SECONDS", help="repeat every SECONDS until Ctrl-C")
+    top.add_argument("--max-per-node", type=number_type(int, 1), metavar="N",
                      help="at most this many of the site's pilots per host")
     _launch_arguments(top)
     return parser

@@ -49,6 +49,21 @@ def make_client(args: argparse.Namespace):
     return Client(config.server_url, client_token(config), retries=2)
 
 
+def number_type(kind: type, minimum: float = 0) -> Callable[[str], Any]:
+    """An argparse ``type``: a number of ``kind`` (int or float) of at least ``minimum``."""
+    what = "an integer" if kind is int else "a number"
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+        return value
+    return convert
+
+
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")

@@ -19,8 +19,8 @@ import sys
 from typing import Any, Iterable
 
 from p3s.cli.common import (Failures, add_client_arguments, add_input_file_arguments, fail, json_type,
-                            load_json_list, make_client, parse_pairs, print_json, print_record, print_table,
-                            run_command, split_csv)
+                            load_json_list, make_client, number_type, parse_pairs, print_json, print_record,
+                            print_table, run_command, split_csv)
 from p3s.states import JOB_ACTIVE, JOB_STATES
 
 PROG = "p3s-job"
@@ -39,14 +39,7 @@ _UNSET = object()
 
 
 # --- shared by p3s-job and p3s-dataset --------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+_positive_int = number_type(int, 1)
 
 
 def _limit_value(text: str) -> int | None:
