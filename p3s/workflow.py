@@ -142,6 +142,8 @@ class WorkflowEngine(Listener):
         job_docs = []
         for name, vertex in template.vertices.items():
             wiring = {e.datatag: paths[e.id] for e in template.edges if e.datatag and name in (e.source, e.target)}
+            if inputs:     # the original's convention: every job of the workflow knows its input file
+                wiring.setdefault("P3S_INPUT_FILE", next(iter(inputs.values())))
             extra = overrides.get(name, {})
             clean = schema.JOB_CREATE.validate({
                 "uuid": job_ids[name], "name": name, "payload": extra.get("payload", vertex.payload) or "",
