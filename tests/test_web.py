@@ -92,7 +92,7 @@ def test_data_behind_every_page_and_filter(server):
         "/jobs?host=wn07": 1, f"/jobs?pilot={pilot}": 1, f"/jobs?workflow={wf['uuid']}": 3, "/jobs?site=cern": 1,
         "/pilots?state=running&site=cern&host=wn07&sort=-ts_lhb": 1, "/pilots?state=lost": 0,
         "/workflows?state=defined&template=1filter&q=1fil": 1, "/workflows?user=nobody": 0,
-        "/data?name=raw1.root&datatype=TXT": 1, f"/data?workflow={wf['uuid']}": 2,
+        "/data?name=raw1.root&datatype=TXT": 1, "/data?q=RAW1": 1, f"/data?workflow={wf['uuid']}": 2,
         "/events?kind=pilot.registered&site=cern": 1, "/events?severity=error": 0,
     }
     for query, expected in queries.items():
@@ -218,5 +218,24 @@ def test_monitor_in_a_real_browser(server, tmp_path):
         assert browser.eval(node.format("first")) == "finished"
         browser.screenshot(ARTEFACTS / "workflow.png")
         assert browser.dialogs == [] and browser.console == []
+    finally:
+        browser.close()
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="chromium is installed by bin/install-system-packages")
+def test_client_role_sees_no_kill_or_cancel_buttons(make_server, tmp_path):
+    tokens = [{"token": "admin-token-0123456789", "role": "admin", "name": "boss"},
+              {"token": "client-token-0123456789", "role": "client", "name": "shifter"}]
+    server = make_server(tokens=tokens)
+    job = server.submit({"payload": "x", "name": "waiting"})[0]
+    browser = Browser(tmp_path / "profile")
+    try:
+        for token, buttons in (("client-token-0123456789", 0), ("admin-token-0123456789", 1)):
+            browser.open(server.url + "/logout")
+            browser.open(server.url + f"/jobs/{job['uuid']}")
+            browser.eval(f"document.querySelector('input[name=token]').value = {json.dumps(token)};"
+                         "document.querySelector('form').submit()")
+            browser.wait_for("document.querySelector('.job-name') !== null")
+            assert browser.eval("document.querySelectorAll('main button.danger').length") == buttons
     finally:
         browser.close()

@@ -288,11 +288,16 @@ class PilotsKillHandler(ApiHandler):
 
 # --- data -------------------------------------------------------------------------------------
 def data_query(handler: ApiHandler) -> dict:
-    return _eq_filters(handler, {"name": "name", "dirpath": "dirpath", "datatype": "datatype", "state": "state",
-                                 "workflow": "workflow"})
+    query = _eq_filters(handler, {"name": "name", "dirpath": "dirpath", "datatype": "datatype", "state": "state",
+                                  "workflow": "workflow"})
+    text = handler.arg("q")
+    if text is not None:
+        query.setdefault("name", {"$regex": re.escape(text), "$options": "i"})
+    return query
 
 
-DATA_FILTERS = {"name": "File name (exact: the de-duplication look-up).", "dirpath": "Directory.",
+DATA_FILTERS = {"name": "File name (exact: the de-duplication look-up).", "q": "Text in the file name.",
+                "dirpath": "Directory.",
                 "datatype": "Data type.", "state": "State.", "workflow": "Workflow uuid."}
 
 

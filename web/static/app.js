@@ -219,7 +219,7 @@ const LISTS = {
     ["state", "state", (w) => stateBadge(w.state)], ["template", "template", (w) => link(`/templates/${w.template}`, `${w.template} v${w.template_version}`)],
     [null, "done", (w) => `${w.ndone}/${w.njobs}`, "num"], ["ts_def", "defined", (w) => when(w.ts_def)],
     ["ts_sto", "stopped", (w) => when(w.ts_sto)]]},
-  data: {title: "Data files", states: ["defined", "template", "ready", "skipped"], filters: ["name", "datatype", "workflow", "dirpath"],
+  data: {title: "Data files", states: ["defined", "template", "ready", "skipped"], filters: ["q", "datatype", "workflow", "dirpath"],
     sort: "-ts_reg", columns: [
       ["uuid", "file", (d) => link(`/data/${d.uuid}`, short(d.uuid))], ["name", "name", null, "wrap"], ["dirpath", "directory", null, "wrap"],
       ["datatype", "type"], ["state", "state", (d) => stateBadge(d.state)], ["size", "size", (d) => bytes(d.size), "num"],
