@@ -68,6 +68,7 @@ class Pilot:
         self.pending_report: dict | None = None
         self.jobs_run = 0
         self._unreachable_since: float | None = None
+        self.max_retry_delay = 30.0        # lowered at registration: the server must hear from us in time
 
     # --- signals ------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -103,7 +104,7 @@ class Pilot:
                 if self.payload is not None and self.payload.poll() is None:
                     return None        # a payload is running: don't block it, try at the next beat
                 time.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, 30)
+                delay = min(delay * 2, self.max_retry_delay)
 
     def register(self) -> None:
         deadline = time.monotonic() + self.options.register_deadline
@@ -122,6 +123,8 @@ class Pilot:
                 delay = min(delay * 2, 30)
         settings = reply.get("settings", {})
         self.long_poll_max = float(settings.get("long_poll_max", self.options.period))
+        # After an outage the server gives live pilots pilot_lost_timeout seconds to call again.
+        self.max_retry_delay = max(0.5, min(30.0, float(settings.get("pilot_lost_timeout", 90)) / 3))
         log.info("registered as %s on %s (site %s)", self.uuid, self.options.host, self.options.site or "-")
 
     # --- main loop ----------------------------------------------------------------------------
