@@ -236,7 +236,3 @@ def config_from_args(args, names: tuple[str, ...]) -> Config:
     """Load the Config using the flags an argparse namespace carries for ``names``."""
     return load_config(getattr(args, "config", None), {n: getattr(args, n, None) for n in names})
 
-
-def documented_defaults(path: Path) -> dict[str, Any]:
-    """The defaults written in a documented config file such as ``conf/p3s.yaml``."""
-    return read_config_file(path)

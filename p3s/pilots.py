@@ -77,7 +77,6 @@ class PilotService:
         self.lifecycle, self.broker, self.registry, self.config = lifecycle, broker, registry, config
         self.collection = models.Pilot._get_collection()
         self.jobs = models.Job._get_collection()
-        self._batching = False           # inside a request: the pilot is written once at its end
 
     # --- registration -------------------------------------------------------------------------
     def register(self, body: dict) -> dict:
@@ -136,7 +135,14 @@ class PilotService:
                 return self.instructions(pilot)
         if not body["job"]:
             raise invalid("job", f"is required with event {event}")
-        getattr(self, "_on_" + event)(pilot, body)
+        handle = getattr(self, "_on_" + event)
+        if event in ("heartbeat", "jobstart"):
+            handle(pilot, body)
+        else:
+            try:
+                handle(pilot, body)
+            finally:
+                self.write_pilot(pilot)      # the job's end frees the pilot, even when it was refused
         return self.instructions(pilot)
 
     def _own(self, pilot: PilotInfo) -> dict:
@@ -194,8 +200,6 @@ class PilotService:
                 pilot.job = None
             if pilot.kill_job == body["job"]:
                 pilot.kill_job = None
-        if not self._batching:
-            self.write_pilot(pilot)
 
     def _already_reported(self, pilot: PilotInfo, job: str, exc: IllegalTransition, target: str) -> bool:
         """A repeated report (its first reply was lost): the job already ended as reported."""
@@ -269,15 +273,12 @@ class PilotService:
                 raise invalid("report.event", "only the end of a job can be reported with a request")
             if not report["job"]:
                 raise invalid("report.job", "is required")
-            self._batching = True
             try:
                 getattr(self, "_on_" + report["event"])(pilot, report)
             except (IllegalTransition, ApiError) as exc:
                 if isinstance(exc, ApiError) and exc.status != 409:
                     raise
                 extra["report_refused"] = str(exc)   # e.g. the server ended the job already; go on
-            finally:
-                self._batching = False
         if pilot.kill:
             self.write_pilot(pilot)
             return {"job": None, **self.instructions(pilot), **extra}

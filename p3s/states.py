@@ -107,10 +107,6 @@ def workflow_sources(target: str) -> frozenset[str]:
     return WORKFLOW_TRANSITIONS[target]
 
 
-def job_may(current: str, target: str) -> bool:
-    return current in JOB_TRANSITIONS.get(target, ())
-
-
 def end_state_for_exit(exit_code: int) -> str:
     """The end state of a payload that ran to completion with ``exit_code``."""
     return FINISHED if exit_code == 0 else FAILED

@@ -133,9 +133,6 @@ class P3SServer:
         out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description}
         return out
 
-    def metrics_request(self, method: str) -> None:
-        pass
-
     def metrics_response(self, method: str, status: int, seconds: float) -> None:
         self.requests[(method, status)] += 1
         self.request_seconds[method] += seconds

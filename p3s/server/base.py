@@ -65,7 +65,6 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
     def prepare(self) -> None:
-        self.server.metrics_request(self.request.method)
         limit = self.server.config.max_body_size
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > limit:
