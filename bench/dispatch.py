@@ -121,11 +121,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer pilots and jobs")
     parser.add_argument("--db", default="", help="MongoDB URI (default: the embedded store)")
+    parser.add_argument("--case", choices=("all", "latency", "throughput"), default="all")
     args = parser.parse_args()
-    sizes = (1, 16) if args.quick else (1, 16, 160)
-    for pilots in sizes:
-        print(json.dumps(latency_case(pilots, 50 if args.quick else 200, args.db)), flush=True)
-    print(json.dumps(throughput_case(16, 1000 if args.quick else 5000, args.db)), flush=True)
+    if args.case in ("all", "latency"):
+        for pilots in (1, 16) if args.quick else (1, 16, 160):
+            print(json.dumps(latency_case(pilots, 50 if args.quick else 200, args.db)), flush=True)
+    if args.case in ("all", "throughput"):
+        print(json.dumps(throughput_case(16, 1000 if args.quick else 5000, args.db)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Running one payload for the pilot: build its command and environment, start it in its own
-session with its output in log files, measure its process tree, and stop it without orphans.
+session with its output in log files, measure its process tree, and stop it without orphans
+(should the pilot die instead, its orphan guard kills the payload: ``p3s.guard``).
 
 Standard library and psutil only: this runs on bare worker nodes.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import shlex
@@ -20,20 +20,10 @@ import psutil
 
 TAIL_LINES = 20
 TAIL_BYTES = 4096
-_PR_SET_PDEATHSIG = 1
 
 
 class NonStarter(Exception):
     """The payload could not be started; the message says why."""
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL if the pilot dies, so even a pilot killed with -9 leaves no payload."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def command_for(job: dict, workdir: Path, force_shell: bool = False) -> tuple[list[str] | str, bool]:
@@ -91,8 +81,7 @@ class Payload:
             command, shell = command_for(self.job, self.workdir, self.force_shell)
             with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
                 self.proc = subprocess.Popen(command, shell=shell, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                             cwd=self.workdir, env=self.env, start_new_session=True,
-                                             preexec_fn=_die_with_parent)
+                                             cwd=self.workdir, env=self.env, start_new_session=True)
         except NonStarter as exc:
             self._note_nonstarter(str(exc))
             raise

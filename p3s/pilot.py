@@ -20,6 +20,7 @@ from typing import Any
 
 from p3s import __version__
 from p3s.client import Client, P3SError
+from p3s.guard import OrphanGuard
 from p3s.payload import NonStarter, Payload
 
 log = logging.getLogger("p3s.pilot")
@@ -67,6 +68,7 @@ class Pilot:
         self.stop_reason = ""
         self.pending_report: dict | None = None
         self.jobs_run = 0
+        self.guard = OrphanGuard(self.uuid)
         self._unreachable_since: float | None = None
         self.max_retry_delay = 30.0        # lowered at registration: the server must hear from us in time
 
@@ -137,6 +139,13 @@ class Pilot:
         except P3SError as exc:
             log.error("cannot register with %s: %s", self.options.server, exc)
             return EXIT_REGISTRATION
+        try:
+            return self._run_registered()
+        finally:
+            self.guard.close()
+
+    def _run_registered(self) -> int:
+        self.guard.start()
         code = EXIT_OK
         try:
             code = self._work()
@@ -152,6 +161,7 @@ class Pilot:
         finally:
             if self.payload is not None:          # never leave a payload behind
                 self.payload.stop(self.options.grace)
+                self.guard.unwatch(self.payload.pid)
                 self.payload = None
         if code != EXIT_REFUSED:
             self._say_stopped()
@@ -220,6 +230,7 @@ class Pilot:
             return {"event": "nonstarter", "job": job["uuid"], "message": str(exc)[:4000],
                     "log_dir": str(opts.joblogdir.resolve()), **payload.tails()}
         self.payload = payload
+        self.guard.watch(payload.pid)
         self.jobs_run += 1
         timelimit = float(job.get("timelimit") or 0)
         next_report = min(opts.first_report, opts.beat)
@@ -261,6 +272,7 @@ class Pilot:
             else:
                 code = payload.poll()
             usage = payload.final_usage()
+            self.guard.unwatch(payload.pid)
             self.payload = None
         report: dict[str, Any] = {"job": job["uuid"], "exit_code": code, "started": payload.started_wall,
                                   "usage": usage, "log_dir": str(opts.joblogdir.resolve()), **payload.tails()}

@@ -104,17 +104,25 @@ def test_two_pilots_run_every_kind_of_outcome(server, start_pilot):
 
 
 def test_pilot_killed_with_sigkill_loses_its_job_and_its_payload(server, start_pilot):
-    job = server.submit({"payload": "sleep 60", "timelimit": 100})[0]
+    # A child in the payload's group, one in a session of its own, and the payload itself with its
+    # environment emptied: the orphan guard must find all three.
+    job = server.submit({"payload": "setsid sleep 63 & sleep 61 & exec env -i sleep 62", "timelimit": 100,
+                         "env": SHELL})[0]
     pilot = start_pilot(server, "-c", "1", "-p", "1", "-b", "1")
     server.wait_for(lambda: server.job(job["uuid"])["state"] == "running", timeout=20)
     payload_pid = server.job(job["uuid"])["pid"]
-    assert _pid_alive(payload_pid)
+    server.wait_for(lambda: {p.cmdline()[-1] for p in psutil.Process(payload_pid).children()} == {"61", "63"},
+                    timeout=10)
+    tree = [payload_pid, *(p.pid for p in psutil.Process(payload_pid).children())]
+    guards = [p for p in psutil.Process(pilot.proc.pid).children() if p.name() == "p3s-guard"]
+    assert len(guards) == 1 and all(_pid_alive(pid) for pid in tree)
     pilot.proc.kill()
     pilot.wait()
     started = time.monotonic()
     server.wait_for(lambda: server.job(job["uuid"])["state"] == "pilot_lost", timeout=15)
     assert time.monotonic() - started < 3 + 2 + 2                     # lost timeout + reaper period + slack
-    server.wait_for(lambda: not _pid_alive(payload_pid), timeout=5)  # the payload died with its pilot
+    server.wait_for(lambda: not any(_pid_alive(pid) for pid in tree), timeout=5)   # they died with their pilot
+    server.wait_for(lambda: not _pid_alive(guards[0].pid), timeout=5)             # and the guard has gone
 
 
 def test_result_arrives_across_a_server_restart(server, start_pilot):
