@@ -9,6 +9,7 @@ from p3s import events, models, schema, states
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.errors import ApiError, invalid, not_found
+from p3s.fastpath import ByIdCollection
 from p3s.lifecycle import RETRY_RESET, Lifecycle
 from p3s.models import utcnow
 from p3s.pilots import PilotService
@@ -29,7 +30,7 @@ def next_seq() -> int:
 class JobService:
     def __init__(self, lifecycle: Lifecycle, broker: Broker, pilots: PilotService, config: Config) -> None:
         self.lifecycle, self.broker, self.pilots, self.config = lifecycle, broker, pilots, config
-        self.collection = models.Job._get_collection()
+        self.collection = ByIdCollection(models.Job._get_collection())
 
     def create(self, body: Any, user: str) -> list[dict]:
         """Create one job (an object) or several (a list): all of them, or none."""

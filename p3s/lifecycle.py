@@ -15,6 +15,7 @@ from pymongo import ReturnDocument
 
 from p3s import models, states
 from p3s.errors import not_found
+from p3s.fastpath import ByIdCollection
 from p3s.models import utcnow
 from p3s.states import IllegalTransition
 
@@ -141,8 +142,8 @@ class Lifecycle:
     def __init__(self) -> None:
         self.counters = Counters()
         self.listeners: list[Listener] = []
-        self.jobs = models.Job._get_collection()
-        self.pilots = models.Pilot._get_collection()
+        self.jobs = ByIdCollection(models.Job._get_collection())
+        self.pilots = ByIdCollection(models.Pilot._get_collection())
 
     # --- jobs ---------------------------------------------------------------------------------
     def move_job(self, uuid: str, target: str, *, sources: Iterable[str] | None = None,

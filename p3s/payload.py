@@ -65,6 +65,7 @@ class Payload:
                     "P3S_PILOT_UUID": pilot_uuid, "P3S_JOB_DIR": str(self.workdir)}
         self.force_shell = force_shell
         self.proc: subprocess.Popen | None = None
+        self._logs: tuple[Any, Any] | None = None
         self.started_wall = 0.0
         self.started = 0.0                 # monotonic
         self.peak_rss = 0
@@ -79,9 +80,11 @@ class Payload:
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
             command, shell = command_for(self.job, self.workdir, self.force_shell)
-            with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-                self.proc = subprocess.Popen(command, shell=shell, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                             cwd=self.workdir, env=self.env, start_new_session=True)
+            # Kept open (read back for the tails): two file opens fewer per job.
+            self._logs = (open(self.out_path, "w+b"), open(self.err_path, "w+b"))
+            self.proc = subprocess.Popen(command, shell=shell, stdout=self._logs[0], stderr=self._logs[1],
+                                         stdin=subprocess.DEVNULL, cwd=self.workdir, env=self.env,
+                                         start_new_session=True)
         except NonStarter as exc:
             self._note_nonstarter(str(exc))
             raise
@@ -227,16 +230,31 @@ class Payload:
                 pass
 
     def tails(self) -> dict[str, str]:
-        return {"stdout_tail": _tail(self.out_path), "stderr_tail": _tail(self.err_path)}
+        """The last lines of stdout and stderr; closes the pilot's handles of the log files."""
+        if self._logs is None:
+            return {"stdout_tail": _tail_of_path(self.out_path), "stderr_tail": _tail_of_path(self.err_path)}
+        tails = {"stdout_tail": _tail(self._logs[0]), "stderr_tail": _tail(self._logs[1])}
+        for handle in self._logs:
+            handle.close()
+        self._logs = None
+        return tails
 
 
-def _tail(path: Path) -> str:
+def _tail_of_path(path: Path) -> str:
     try:
         with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - TAIL_BYTES))
-            data = handle.read()
+            return _tail(handle)
+    except OSError:
+        return ""
+
+
+def _tail(handle: Any) -> str:
+    try:
+        size = handle.seek(0, os.SEEK_END)
+        if not size:
+            return ""
+        handle.seek(max(0, size - TAIL_BYTES))
+        data = handle.read()
     except OSError:
         return ""
     lines = data.decode(errors="replace").splitlines()

@@ -69,6 +69,7 @@ class Pilot:
         self.pending_report: dict | None = None
         self.jobs_run = 0
         self.guard = OrphanGuard(self.uuid)
+        self.log_dir = str(options.joblogdir.resolve())     # reported with every job
         self._unreachable_since: float | None = None
         self.max_retry_delay = 30.0        # lowered at registration: the server must hear from us in time
 
@@ -161,7 +162,7 @@ class Pilot:
         finally:
             if self.payload is not None:          # never leave a payload behind
                 self.payload.stop(self.options.grace)
-                self.guard.unwatch(self.payload.pid)
+                self.guard.unwatch()
                 self.payload = None
         if code != EXIT_REFUSED:
             self._say_stopped()
@@ -228,7 +229,7 @@ class Pilot:
         except NonStarter as exc:
             log.warning("job %s could not start: %s", job["uuid"], exc)
             return {"event": "nonstarter", "job": job["uuid"], "message": str(exc)[:4000],
-                    "log_dir": str(opts.joblogdir.resolve()), **payload.tails()}
+                    "log_dir": self.log_dir, **payload.tails()}
         self.payload = payload
         self.guard.watch(payload.pid)
         self.jobs_run += 1
@@ -254,7 +255,7 @@ class Pilot:
                     event = "heartbeat" if started_reported else "jobstart"
                     reply = self._call(event, self.client.report, self.uuid, event, job=job["uuid"],
                                        pid=payload.pid, ts=time.time(), usage=payload.usage(),
-                                       log_dir=str(opts.joblogdir.resolve()))
+                                       log_dir=self.log_dir)
                     if reply is not None:
                         started_reported = True
                         if reply.get("kill"):
@@ -272,10 +273,10 @@ class Pilot:
             else:
                 code = payload.poll()
             usage = payload.final_usage()
-            self.guard.unwatch(payload.pid)
+            self.guard.unwatch()
             self.payload = None
         report: dict[str, Any] = {"job": job["uuid"], "exit_code": code, "started": payload.started_wall,
-                                  "usage": usage, "log_dir": str(opts.joblogdir.resolve()), **payload.tails()}
+                                  "usage": usage, "log_dir": self.log_dir, **payload.tails()}
         if outcome is None:
             report["event"] = "jobstop"
             log.info("job %s ended with exit code %s after %.2f s", job["uuid"], code, payload.elapsed())

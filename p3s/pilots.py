@@ -16,6 +16,7 @@ from p3s import events, models, schema, states
 from p3s.broker import Broker, PilotInfo
 from p3s.config import Config
 from p3s.errors import ApiError, invalid, not_found
+from p3s.fastpath import ByIdCollection
 from p3s.lifecycle import Lifecycle, build_update, equals, job_filter, pilot_filter
 from p3s.models import utcnow
 from p3s.states import IllegalTransition
@@ -75,8 +76,8 @@ class PilotService:
 
     def __init__(self, lifecycle: Lifecycle, broker: Broker, registry: Registry, config: Config) -> None:
         self.lifecycle, self.broker, self.registry, self.config = lifecycle, broker, registry, config
-        self.collection = models.Pilot._get_collection()
-        self.jobs = models.Job._get_collection()
+        self.collection = ByIdCollection(models.Pilot._get_collection())
+        self.jobs = ByIdCollection(models.Job._get_collection())
 
     # --- registration -------------------------------------------------------------------------
     def register(self, body: dict) -> dict:

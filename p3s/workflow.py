@@ -21,6 +21,7 @@ from pymongo import ReturnDocument
 
 from p3s import dag, events, models, schema, states
 from p3s.errors import ApiError, invalid, not_found
+from p3s.fastpath import ByIdCollection
 from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle, Listener, build_update, job_filter, will_retry
 from p3s.models import utcnow
@@ -104,7 +105,7 @@ class WorkflowEngine(Listener):
 
     def __init__(self, lifecycle: Lifecycle, jobs: JobService, templates: TemplateStore) -> None:
         self.lifecycle, self.jobs, self.templates = lifecycle, jobs, templates
-        self.collection = models.Workflow._get_collection()
+        self.collection = ByIdCollection(models.Workflow._get_collection())
         self.data = models.DataFile._get_collection()
         self._pending: collections.deque = collections.deque()
         self._draining = False
