@@ -17,6 +17,14 @@ import pytest
 from sshd import SSHDUnavailable, SSHServer, SilentHost, free_port, ssh_config  # noqa: F401  (re-exported)
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
 def processes_with(key: str, value: str) -> list[int]:
     """Pids of the live processes whose environment has ``key=value``."""
     wanted = f"{key}={value}".encode()
@@ -75,7 +83,11 @@ class Fleet:
         return json.loads(done.stdout)
 
     def pids(self) -> list[int]:
+        """Every process of this fleet: pilots, their orphan guards, payloads."""
         return processes_with("P3S_FLEET", self.name)
+
+    def pilot_pids(self) -> list[int]:
+        return [pid for pid in self.pids() if _comm(pid) == "p3s-pilot"]
 
     def cleanup(self) -> None:
         kill_all(self.pids())

@@ -37,6 +37,14 @@ CASES = [
     ({"_id": "j2"}, {"$unset": {"env": ""}, "$set": {"pilot": "p9"}}, {"env": 1, "pilot": 1}, ReturnDocument.AFTER),
     ({"_id": "nope"}, {"$set": {"state": "x"}}, None, ReturnDocument.AFTER),           # no such document
     ({"_id": "j3", "pilot": equals(None)}, {"$set": {"pilot": "p3"}}, {"_id": 1}, ReturnDocument.BEFORE),
+    ({"_id": "j3"}, {"$inc": {"fresh": 2, "usage.rss": 1.5}, "$max": {"usage.rss_peak": 3, "attempts": -1},
+                     "$push": {"new_list": {"$each": [1, 2, 3], "$slice": 2}, "usage_series": {"t": 9}}},
+     None, ReturnDocument.AFTER),
+    ({"_id": "j3"}, {"$set": {"deep.er.path": [1, {"a": NOW}], "env.B": None}, "$unset": {"missing.x": ""}},
+     {"deep": 1, "env": 1}, ReturnDocument.AFTER),
+    ({"_id": "j3"}, {"$push": {"usage_series": {"$each": [{"t": 5}], "$slice": 0}}}, None, ReturnDocument.AFTER),
+    ({"_id": "j3"}, {"$set": {"usage_series.0": "x"}}, None, ReturnDocument.AFTER),       # through a list: engine
+    ({"_id": "j3"}, {"$min": {"attempts": -5}, "$addToSet": {"tags": "a"}}, None, ReturnDocument.AFTER),
 ]
 
 
@@ -84,3 +92,13 @@ def test_a_replacement_is_refused_as_by_pymongo(collections):
     slow, fast = collections
     with pytest.raises(ValueError):
         fast.find_one_and_update({"_id": "j1"}, {"state": "bare replacement"})
+
+
+def test_the_hot_path_operators_are_applied_without_the_engine():
+    from p3s.fastpath import _apply_simple_update
+    doc = _doc("j9")
+    assert _apply_simple_update(doc, CASES[0][1]) and _apply_simple_update(doc, CASES[3][1])
+    assert _apply_simple_update(doc, CASES[4][1]) and doc["usage_series"] == [{"t": 2}, {"t": 3}, {"t": 4}]
+    untouched = _doc("j9")
+    assert not _apply_simple_update(untouched, {"$set": {"a": 1}, "$addToSet": {"tags": "x"}})
+    assert untouched == _doc("j9")                  # refused before any change

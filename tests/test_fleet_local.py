@@ -31,7 +31,7 @@ def test_up_report_kill_with_running_payloads(server, fleet: Fleet):
     assert done.returncode == 0, done
     assert "wn[01-03]  ok      2        2" in done.stdout
     assert "3 hosts: 3 ok, 0 failed; 6 pilots started, 6 registered within 30 s" in done.stdout
-    assert len(fleet.pids()) == 6
+    assert len(fleet.pilot_pids()) == 6 and len(fleet.pids()) == 12      # each pilot with its orphan guard
 
     jobs = server.submit({"payload": "sleep 60", "name": "a", "timelimit": 100},
                          {"payload": "sleep 60", "name": "b", "timelimit": 100})
