@@ -26,6 +26,7 @@ test: install system
 bench: install
 	$(BIN)/python bench/broker.py
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/fleet.py
 
 clean:

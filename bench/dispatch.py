@@ -3,7 +3,9 @@
 
 1. Latency: with P idle pilots waiting (P = 1, 16, 160), define jobs one at a time and measure
    job defined (server clock) -> payload started (pilot clock; same machine): p50, p99.
-2. Throughput: 16 pilots run N no-op jobs (/bin/true); jobs finished per second.
+2. Throughput: 16 pilots run N no-op jobs (/bin/true); jobs finished per second, and the CPU
+   milliseconds per job of the server and of the pilots (with their payloads). bench/floor.py
+   prints what this machine could reach with no p3s work at all.
 
 Prints one JSON line per case. Usage: bench/dispatch.py [--quick] [--db mongodb://…]
 """
@@ -23,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402
 
 from p3s.client import Client  # noqa: E402
 
@@ -104,17 +108,29 @@ def throughput_case(pilots: int, jobs: int, db: str) -> dict:
         procs = start_pilots(url, pilots, tmp)
         try:
             wait_until(lambda: client.summary()["queue"]["waiting_pilots"] == pilots, 120)
+            server_cpu, pilots_cpu = _cpu([server]), _cpu(procs)
             started = time.monotonic()
             for first in range(0, jobs, 5000):
                 client.create_jobs([{"payload": "/bin/true", "jobtype": "noop"}
                                     for _ in range(min(5000, jobs - first))])
             wait_until(lambda: client.summary()["jobs"]["finished"] == jobs, 600)
             seconds = time.monotonic() - started
+            server_cpu, pilots_cpu = _cpu([server]) - server_cpu, _cpu(procs) - pilots_cpu
         finally:
             stop(procs)
             stop([server])
     return {"case": "throughput", "pilots": pilots, "jobs": jobs, "seconds": round(seconds, 2),
-            "jobs_per_s": round(jobs / seconds, 1)}
+            "jobs_per_s": round(jobs / seconds, 1), "server_cpu_ms_per_job": round(server_cpu * 1000 / jobs, 2),
+            "pilots_cpu_ms_per_job": round(pilots_cpu * 1000 / jobs, 2)}
+
+
+def _cpu(procs: list[subprocess.Popen]) -> float:
+    """CPU seconds used so far by these processes and their reaped children (payloads)."""
+    total = 0.0
+    for proc in procs:
+        times = psutil.Process(proc.pid).cpu_times()
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def main() -> None:

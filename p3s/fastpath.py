@@ -106,19 +106,17 @@ def _project(doc: dict, projection: dict) -> dict:
     return projected
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _needs_datetime_patch(value: Any) -> bool:
     """Whether a value holds a datetime MongoDB would store differently (aware, or below a ms)."""
-    kind = type(value)
-    if kind is str or kind is int or kind is float or value is None or kind is bool:
-        return False
-    if kind is dict:
-        return any(_needs_datetime_patch(v) for v in value.values())
-    if kind is list or kind is tuple:
-        return any(_needs_datetime_patch(v) for v in value)
+    if isinstance(value, dict):
+        return any(not isinstance(v, _PLAIN) and _needs_datetime_patch(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(not isinstance(v, _PLAIN) and _needs_datetime_patch(v) for v in value)
     if isinstance(value, _dt.datetime):
         return value.tzinfo is not None or value.microsecond % 1000 != 0
-    if isinstance(value, dict):
-        return any(_needs_datetime_patch(v) for v in value.values())
     return False
 
 
