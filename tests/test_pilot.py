@@ -125,6 +125,26 @@ def test_pilot_killed_with_sigkill_loses_its_job_and_its_payload(server, start_p
     server.wait_for(lambda: not _pid_alive(guards[0].pid), timeout=5)             # and the guard has gone
 
 
+def test_a_killed_orphan_guard_is_replaced(server, start_pilot):
+    pilot = start_pilot(server, "-c", "0", "-p", "1", "-b", "1")
+    server.wait_for(lambda: len(server.ok("GET", "/pilots")["items"]) == 1, timeout=20)
+
+    def guards() -> list[psutil.Process]:
+        return [p for p in psutil.Process(pilot.proc.pid).children() if p.name() == "p3s-guard"]
+
+    server.wait_for(lambda: len(guards()) == 1, timeout=10)
+    first = guards()[0]
+    first.kill()
+    job = server.submit({"payload": "sleep 60", "timelimit": 100})[0]
+    server.wait_for(lambda: server.job(job["uuid"])["state"] == "running", timeout=20)
+    server.wait_for(lambda: [g.pid for g in guards()] not in ([], [first.pid]), timeout=10)
+    assert "orphan guard" in pilot.log() and "starting a new one" in pilot.log()
+    payload_pid = server.job(job["uuid"])["pid"]
+    pilot.proc.kill()
+    pilot.wait()
+    server.wait_for(lambda: not _pid_alive(payload_pid), timeout=5)     # the new guard did its work
+
+
 def test_result_arrives_across_a_server_restart(server, start_pilot):
     job = server.submit({"payload": "sleep 4", "timelimit": 60})[0]
     pilot = start_pilot(server, "-c", "1", "-p", "1", "-b", "1", "--outage", "60")
