@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import shlex
 import shutil
 import signal
@@ -66,6 +67,7 @@ class Payload:
         self.force_shell = force_shell
         self.proc: subprocess.Popen | None = None
         self._logs: tuple[Any, Any] | None = None
+        self._pidfd: int | None = None
         self.started_wall = 0.0
         self.started = 0.0                 # monotonic
         self.peak_rss = 0
@@ -112,10 +114,32 @@ class Payload:
         return self.proc.poll() if self.proc else None
 
     def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if the payload still runs after ``timeout`` seconds."""
+        if self._pidfd is None and self.proc.returncode is None and hasattr(os, "pidfd_open"):
+            try:
+                self._pidfd = os.pidfd_open(self.proc.pid)
+            except OSError:                 # before Linux 5.3: Popen's polling wait below
+                self._pidfd = -1
+        if self._pidfd is not None and self._pidfd >= 0:
+            # Readable once the process has exited: one wake-up, where Popen.wait(timeout) polls.
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            if not poller.poll(max(0, int(timeout * 1000))):
+                return None
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def close(self) -> None:
+        """Release what the pilot holds for this payload (its log files and process handle)."""
+        if self._logs is not None:
+            for handle in self._logs:
+                handle.close()
+            self._logs = None
+        if self._pidfd is not None and self._pidfd >= 0:
+            os.close(self._pidfd)
+        self._pidfd = None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -230,13 +254,11 @@ class Payload:
                 pass
 
     def tails(self) -> dict[str, str]:
-        """The last lines of stdout and stderr; closes the pilot's handles of the log files."""
+        """The last lines of stdout and stderr; then releases the payload (``close``)."""
         if self._logs is None:
             return {"stdout_tail": _tail_of_path(self.out_path), "stderr_tail": _tail_of_path(self.err_path)}
         tails = {"stdout_tail": _tail(self._logs[0]), "stderr_tail": _tail(self._logs[1])}
-        for handle in self._logs:
-            handle.close()
-        self._logs = None
+        self.close()
         return tails
 
 

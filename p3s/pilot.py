@@ -163,6 +163,7 @@ class Pilot:
             if self.payload is not None:          # never leave a payload behind
                 self.payload.stop(self.options.grace)
                 self.guard.unwatch()
+                self.payload.close()
                 self.payload = None
         if code != EXIT_REFUSED:
             self._say_stopped()
