@@ -33,7 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
+from p3s.guard import marked_processes  # noqa: E402
 from sshd import SSHDUnavailable, SSHServer, ssh_config  # noqa: E402
 
 MAX_LISTEN = 16            # sshd listens on at most 16 sockets; nodes share the addresses beyond that
@@ -70,17 +72,7 @@ def fleet(args: list[str]) -> tuple[float, dict, subprocess.CompletedProcess]:
 
 
 def leftovers(name: str) -> list[int]:
-    wanted = f"P3S_FLEET={name}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as handle:
-                    if wanted in handle.read().split(b"\0"):
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
+    return marked_processes(f"P3S_FLEET={name}".encode())
 
 
 def run_backend(backend: str, url: str, tmp: Path, nodes: int, per_node: int) -> list[dict]:

@@ -113,14 +113,14 @@ def _guard(read_fd: int, slot: mmap.mmap, marker: bytes) -> None:
             os.killpg(pgid, signal.SIGKILL)
         except OSError:
             pass
-    for pid in _marked_processes(marker):
+    for pid in marked_processes(marker):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
 
 
-def _marked_processes(marker: bytes) -> list[int]:
+def marked_processes(marker: bytes) -> list[int]:
     """Processes whose environment holds ``marker`` (``NAME=value``)."""
     found = []
     me = os.getpid()
