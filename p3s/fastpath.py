@@ -51,7 +51,7 @@ class ByIdCollection:
         before, doc = found
         if not after:
             return before
-        return doc if projection is None else self.collection._copy_only_fields(doc, dict(projection), dict)
+        return doc if projection is None else _project(self.collection, doc, projection)
 
     def update_one(self, filter: dict, update: dict, **options: Any) -> UpdateResult:
         """As pymongo's (``matched_count`` and ``modified_count`` are set)."""
@@ -84,7 +84,7 @@ class ByIdCollection:
             return None
         before = None
         if keep_before is not None:
-            before = _project(doc, keep_before) if keep_before else copy.deepcopy(doc)
+            before = _project(self.collection, doc, keep_before) if keep_before else copy.deepcopy(doc)
         if _needs_datetime_patch(update):
             update = helpers.patch_datetime_awareness_in_document(update)
         if not _apply_simple_update(doc, update):
@@ -93,11 +93,10 @@ class ByIdCollection:
         return before, doc
 
 
-def _project(doc: dict, projection: dict) -> dict:
-    """An inclusion projection of top-level fields (else the engine's own projection)."""
+def _project(collection: Any, doc: dict, projection: dict) -> dict:
+    """A copy of ``doc`` projected: here for top-level fields included, else by the engine."""
     if any(value not in (1, True) or "." in key or key.startswith("$") for key, value in projection.items()):
-        from litemongo._vendor.mongomock.collection import Collection
-        return Collection._copy_only_fields(None, doc, dict(projection), dict)
+        return collection._copy_only_fields(doc, dict(projection), dict)
     projected = {"_id": doc["_id"]}
     for key in projection:
         if key in doc:

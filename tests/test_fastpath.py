@@ -45,6 +45,8 @@ CASES = [
     ({"_id": "j3"}, {"$push": {"usage_series": {"$each": [{"t": 5}], "$slice": 0}}}, None, ReturnDocument.AFTER),
     ({"_id": "j3"}, {"$set": {"usage_series.0": "x"}}, None, ReturnDocument.AFTER),       # through a list: engine
     ({"_id": "j3"}, {"$min": {"attempts": -5}, "$addToSet": {"tags": "a"}}, None, ReturnDocument.AFTER),
+    ({"_id": "j2"}, {"$set": {"state": "running"}}, {"env": 0, "usage_series": 0}, ReturnDocument.BEFORE),
+    ({"_id": "j2"}, {"$set": {"state": "finished"}}, {"usage.rss": 1, "state": 1}, ReturnDocument.AFTER),
 ]
 
 
