@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from p3s.guard import MARKER_VARIABLE
+
 TAIL_LINES = 20
 TAIL_BYTES = 4096
 
@@ -63,7 +65,7 @@ class Payload:
         self.out_path = joblogdir / f"{self.uuid}.out"
         self.err_path = joblogdir / f"{self.uuid}.err"
         self.env = {**base_env, **(job.get("env") or {}), "P3S_JOB_UUID": self.uuid,
-                    "P3S_PILOT_UUID": pilot_uuid, "P3S_JOB_DIR": str(self.workdir)}
+                    MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir)}   # P3S_PILOT_UUID
         self.force_shell = force_shell
         self.proc: subprocess.Popen | None = None
         self._logs: tuple[Any, Any] | None = None
