@@ -22,7 +22,7 @@ setup(
     version="0.1.0",
     description="Prompt-processing workload system: broker, pilots, workflows, fleet, monitor",
     python_requires=">=3.11",
-    packages=["p3s", "p3s.server", "p3s.cli", "p3s.backends", "p3s.fleet", "p3s.web", "p3s.conf"],
+    packages=["p3s", "p3s.pilot", "p3s.server", "p3s.cli", "p3s.backends", "p3s.fleet", "p3s.web", "p3s.conf"],
     package_dir={
         "p3s": "p3s",
         "p3s.backends": "backends",

@@ -278,7 +278,7 @@ def start_pilots(request: dict) -> dict:
         return {"error": f"cannot create {stderr_dir}: {exc.strerror}"}
     try:
         from p3s.cli.pilot import run_pilot
-        import p3s.client, p3s.payload, p3s.pilot  # noqa: F401  (loaded once, shared by every fork)
+        import p3s.pilot.client, p3s.pilot.payload, p3s.pilot.agent  # noqa: F401  (loaded once, shared by every fork)
     except Exception as exc:
         return {"error": f"cannot load the p3s pilot with {sys.executable}: {exc}"}
     boot = _boot_time()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from p3s.client import Client  # noqa: E402
+from p3s.pilot.client import Client  # noqa: E402
 
 
 def start_server(tmp: Path, db: str) -> tuple[subprocess.Popen, str]:

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from p3s.guard import marked_processes  # noqa: E402
+from p3s.pilot.guard import marked_processes  # noqa: E402
 from sshd import SSHDUnavailable, SSHServer, ssh_config  # noqa: E402
 
 MAX_LISTEN = 16            # sshd listens on at most 16 sockets; nodes share the addresses beyond that

@@ -17,7 +17,7 @@ import time
 from p3s.backends import BackendNotFound, available, load
 from p3s.backends.base import Backend, Settings
 from p3s.cli.common import add_client_arguments, fail, make_client, number_type, print_json, print_table
-from p3s.client import P3SError
+from p3s.pilot.client import P3SError
 from p3s.fleet import kill as kill_mod
 from p3s.fleet import report as report_mod
 from p3s.fleet import topup as topup_mod

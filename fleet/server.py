@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable
 
-from p3s.client import Client
+from p3s.pilot.client import Client
 
 ALIVE = "idle,running"
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from p3s.backends.base import Backend, HostResult, Launch, PilotProcess
-from p3s.client import P3SError
+from p3s.pilot.client import P3SError
 from p3s.fleet.fanout import Progress, run_on
 from p3s.fleet.server import ServerView
 

@@ -45,7 +45,7 @@ import time
 import uuid as _uuid
 from typing import Any, Callable, Iterable
 
-from p3s.client import P3SError
+from p3s.pilot.client import P3SError
 
 log = logging.getLogger("p3s.injector")
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from p3s.client import Client
+from p3s.pilot.client import Client
 
 
 def test_demo_runs_sample_jobs_and_stops_cleanly(tmp_path):

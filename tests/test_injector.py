@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from p3s import injector as inj
-from p3s.client import Client, P3SError
+from p3s.pilot.client import Client, P3SError
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = (REPO / "conf" / "dags" / "1filter.yaml").read_text()

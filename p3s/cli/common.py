@@ -39,7 +39,7 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 def make_client(args: argparse.Namespace):
     """A Client from flags, environment and config file; config errors exit with code 2."""
     from p3s.auth import client_token
-    from p3s.client import Client
+    from p3s.pilot.client import Client
 
     try:
         config = load_config(getattr(args, "config", None),
@@ -90,7 +90,7 @@ def print_table(rows: Iterable[dict], columns: Sequence[str], headers: Sequence[
 
 def run_command(func, args: argparse.Namespace) -> None:
     """Run a client command; a refused or failed call exits 1 with the server's message."""
-    from p3s.client import P3SError
+    from p3s.pilot.client import P3SError
 
     try:
         func(args)
@@ -164,7 +164,7 @@ class Failures:
 
     def each(self, keys: Iterable[str], action: Callable[[str], Any]) -> list[Any]:
         """``action(key)`` for every key; a refusal is reported and skipped, an unreachable server stops."""
-        from p3s.client import P3SError
+        from p3s.pilot.client import P3SError
 
         results = []
         for key in keys:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import p3s.conf
 from p3s.cli.common import fail
-from p3s.client import Client, P3SError
+from p3s.pilot.client import Client, P3SError
 
 SAMPLE_JOBS = [
     {"name": "hello", "jobtype": "demo", "payload": "echo hello from $P3S_JOB_UUID", "env": {"P3S_EXECMODE": "1"}},

@@ -54,8 +54,8 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def run_pilot(argv: list[str]) -> int:
-    from p3s.client import Client, P3SError, find_token
-    from p3s.pilot import Pilot, PilotOptions, PilotStop, bootstrap_site
+    from p3s.pilot.client import Client, P3SError, find_token
+    from p3s.pilot.agent import Pilot, PilotOptions, PilotStop, bootstrap_site
 
     args = _run_parser().parse_args(argv)
     explicit = {name for name in ("cycles", "period", "beat") if getattr(args, name) is not None}

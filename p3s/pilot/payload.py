@@ -1,6 +1,6 @@
 """Running one payload for the pilot: build its command and environment, start it in its own
 session with its output in log files, measure its process tree, and stop it without orphans
-(should the pilot die instead, its orphan guard kills the payload: ``p3s.guard``).
+(should the pilot die instead, its orphan guard kills the payload: ``p3s.pilot.guard``).
 
 Standard library and psutil only: this runs on bare worker nodes.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from p3s.guard import MARKER_VARIABLE
+from p3s.pilot.guard import MARKER_VARIABLE
 
 TAIL_LINES = 20
 TAIL_BYTES = 4096

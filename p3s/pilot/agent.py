@@ -1,6 +1,6 @@
 """The pilot: registers, asks for work (long poll), runs payloads, heartbeats, reports, stops.
 
-Standard library, psutil and ``p3s.client`` only: it runs on bare worker nodes. A finished job
+Standard library, psutil and ``p3s.pilot.client`` only: it runs on bare worker nodes. A finished job
 is reported in the same request that asks for the next one, so a busy pilot costs one request
 per job; a payload that runs longer than ``first_report`` seconds is reported started, then
 heartbeats every ``beat`` seconds with the resource usage of its process tree.
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from p3s import __version__
-from p3s.client import Client, P3SError
-from p3s.guard import OrphanGuard
-from p3s.payload import NonStarter, Payload
+from p3s.pilot.client import Client, P3SError
+from p3s.pilot.guard import OrphanGuard
+from p3s.pilot.payload import NonStarter, Payload
 
 log = logging.getLogger("p3s.pilot")
 
