@@ -20,8 +20,11 @@ $(VENV)/.installed: setup.py
 demo: install
 	$(BIN)/p3s-demo
 
+# The suite twice: on the embedded store, then over pymongo against the MongoDB wire-protocol
+# server that tests/conftest.py starts (tests/wire_server.py).
 test: install system
 	$(BIN)/pytest
+	P3S_TEST_DB=wire $(BIN)/pytest
 
 bench: install
 	$(BIN)/python bench/broker.py
