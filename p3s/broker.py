@@ -105,6 +105,7 @@ class Broker(Listener):
         self.queue = ReadyQueue()
         self.limits: dict[str, int | None] = {}
         self.shared_db = shared_db
+        self.gate: Any = None                # p3s.limits.SlotGate on a shared database
         self._waiters: collections.OrderedDict[str, tuple[PilotInfo, asyncio.Future]] = collections.OrderedDict()
         self._serve_scheduled = False
         self.dispatch_latencies: collections.deque[float] = collections.deque(maxlen=10000)
@@ -140,16 +141,21 @@ class Broker(Listener):
     # --- claims -------------------------------------------------------------------------------
     def blocked_types(self) -> list[str]:
         """Job types at their limit of dispatched+running jobs."""
+        if self.gate is not None:
+            return []                        # the database's slot counters decide (p3s.limits)
         counters = self.lifecycle.counters
         return [t for t, limit in self.limits.items() if limit is not None and counters.active(t) >= limit]
 
     def claim(self, pilot: PilotInfo) -> dict | None:
         """Give ``pilot`` the best job it may take now, or None. One conditional write per job taken."""
-        blocked = self.blocked_types()
+        blocked = set(self.blocked_types())
         while True:
             entry = self.queue.best(pilot.jobtypes, pilot.site, blocked)
             if entry is None:
                 return None
+            if self.gate is not None and not self.gate.acquire(entry.jobtype, entry.uuid):
+                blocked.add(entry.jobtype)   # at its limit across all servers
+                continue
             self.queue.discard(entry.uuid)
             now = utcnow()
             try:
@@ -159,6 +165,8 @@ class Broker(Listener):
                     inc={"attempts": 1})
             except (IllegalTransition, ApiError):
                 log.debug("job %s was no longer defined; skipped", entry.uuid)
+                if self.gate is not None:
+                    self.gate.release(entry.jobtype, entry.uuid)
                 continue
             if job.get("ts_def"):
                 self.dispatch_latencies.append((now - job["ts_def"]).total_seconds())
@@ -179,6 +187,10 @@ class Broker(Listener):
     def waiting(self) -> int:
         """How many pilots are parked waiting for work."""
         return len(self._waiters)
+
+    def waiting_pilots(self) -> list[str]:
+        """The uuids of the pilots parked here."""
+        return list(self._waiters)
 
     def is_waiting(self, pilot_uuid: str) -> bool:
         return pilot_uuid in self._waiters

@@ -5,6 +5,8 @@ import time
 import uuid as _uuid
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from p3s import events, models, schema, states
 from p3s.broker import Broker
 from p3s.config import Config
@@ -49,7 +51,10 @@ class JobService:
         taken = [d["_id"] for d in self.collection.find({"_id": {"$in": ids}}, {"_id": 1})]
         if taken:
             raise ApiError(409, f"job {taken[0]} exists already", "uuid")
-        self.lifecycle.insert_jobs(docs)
+        try:
+            self.lifecycle.insert_jobs(docs)
+        except DuplicateKeyError:      # taken by another server since the check above
+            raise ApiError(409, "a job with one of these uuids exists already", "uuid") from None
         return docs
 
     def new_job(self, clean: dict, user: str, **fields: Any) -> dict:
@@ -131,6 +136,8 @@ class JobService:
         models.JobType._get_collection().update_one(
             {"_id": name}, {"$set": {"limit": body["limit"], "comment": body["comment"]}}, upsert=True)
         self.broker.limits[name] = body["limit"]
+        if self.broker.gate is not None and body["limit"] is not None:
+            self.broker.gate.seed(name)
         self.broker.schedule_serve()
         events.record("jobtype.limit", f"limit of job type {name} set to {body['limit']}")
         return self.jobtype(name)

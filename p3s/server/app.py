@@ -18,6 +18,8 @@ from p3s.broker import Broker
 from p3s.config import Config
 from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle
+from p3s.limits import SlotGate
+from p3s import models
 from p3s.pilots import PilotService, Registry
 from p3s.reaper import Reaper
 from p3s.server.base import NotFoundHandler
@@ -31,7 +33,7 @@ from p3s.store import Database
 from p3s.workflow import TemplateStore, WorkflowEngine
 
 log = logging.getLogger("p3s.server")
-RESYNC_PERIOD = 10.0     # seconds between queue/counter re-synchronisations on a shared MongoDB
+COUNTS_PERIOD = 10.0     # seconds between recounts of the state counters on a shared MongoDB
 
 
 class P3SServer:
@@ -56,6 +58,9 @@ class P3SServer:
         self.lifecycle.counters.load()
         self.broker = Broker(self.lifecycle, shared_db=self.db.shared)
         self.broker.load()
+        if self.db.shared:
+            self.broker.gate = SlotGate(models.Job._get_db(), self.broker)
+            self.lifecycle.listeners.append(self.broker.gate)
         self.registry = Registry()
         self.registry.load()
         self.pilot_service = PilotService(self.lifecycle, self.broker, self.registry, self.config)
@@ -96,7 +101,8 @@ class P3SServer:
         if self.db.embedded:
             self._every(self.config.checkpoint_period, self.db.checkpoint)
         if self.db.shared:
-            self._every(RESYNC_PERIOD, self.resync, jitter=0.2)
+            self._every(self.config.sync_period, self.resync, jitter=0.2)
+            self._every(COUNTS_PERIOD, self.lifecycle.counters.load, jitter=0.2)
         return self.port
 
     def _every(self, seconds: float, callback: Any, jitter: float = 0.0) -> None:
@@ -106,8 +112,13 @@ class P3SServer:
             self._callbacks.append(periodic)
 
     def resync(self) -> None:
-        self.lifecycle.counters.load()
-        self.broker.resync()
+        """Learn what the other servers on the shared database did: new jobs, limits, job starts."""
+        try:
+            self.broker.resync()
+            self.reaper.sync()
+            self.broker.gate.repair()
+        except Exception:
+            log.exception("re-synchronisation with the database failed")
 
     async def stop(self) -> None:
         """Stop serving, release waiting pilots, flush and close the database."""
