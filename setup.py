@@ -43,6 +43,7 @@ setup(
         "psutil>=5.9",
         "ClusterShell>=1.9",
         "inotify_simple>=1.3",
+        "greenlet>=3.0",          # database calls off the event loop on MongoDB (p3s/dbcalls.py)
     ],
     extras_require={
         # nx-27017 over neosqlite: the MongoDB wire-protocol server of the suite's second pass

@@ -108,6 +108,8 @@ class Broker(Listener):
         self.gate: Any = None                # p3s.limits.SlotGate on a shared database
         self._waiters: collections.OrderedDict[str, tuple[PilotInfo, asyncio.Future]] = collections.OrderedDict()
         self._serve_scheduled = False
+        self._serving = self._serve_again = False
+        self.call_soon = lambda fn: IOLoop.current().add_callback(fn)   # p3s.dbcalls on MongoDB
         self.dispatch_latencies: collections.deque[float] = collections.deque(maxlen=10000)
         lifecycle.listeners.append(self)
 
@@ -216,21 +218,38 @@ class Broker(Listener):
         """Serve waiting pilots on the next loop iteration (coalesced)."""
         if not self._serve_scheduled and self._waiters:
             self._serve_scheduled = True
-            IOLoop.current().add_callback(self._serve)
+            self.call_soon(self._serve)
 
     def _serve(self) -> None:
         self._serve_scheduled = False
-        for uuid in list(self._waiters):
-            if not len(self.queue):
-                return
-            pilot, future = self._waiters[uuid]
-            if future.done():
-                self._waiters.pop(uuid, None)
-                continue
-            job = self.claim(pilot)
-            if job is not None:
-                self._waiters.pop(uuid, None)
-                future.set_result(job)
+        if self._serving:          # a round is waiting on the database (MongoDB): it goes again after
+            self._serve_again = True
+            return
+        self._serving = True
+        try:
+            for uuid in list(self._waiters):
+                if not len(self.queue):
+                    return
+                waiter = self._waiters.get(uuid)
+                if waiter is None:
+                    continue
+                pilot, future = waiter
+                if future.done():
+                    self._waiters.pop(uuid, None)
+                    continue
+                job = self.claim(pilot)
+                if job is not None:
+                    if self._waiters.get(uuid) is waiter:
+                        self._waiters.pop(uuid, None)
+                    if future.done():
+                        pilot.job = job["_id"]      # its wait ended meanwhile: the next request gets it
+                    else:
+                        future.set_result(job)
+        finally:
+            self._serving = False
+            if self._serve_again:
+                self._serve_again = False
+                self.schedule_serve()
 
     # --- listener -----------------------------------------------------------------------------
     def job_created(self, doc: dict) -> None:

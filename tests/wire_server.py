@@ -104,6 +104,10 @@ class AdaptedHandler(NeoSQLiteHandler):
         body = next((doc for kind, doc in msg["sections"] if kind == "body"), None) or {}
         payload = [doc for kind, doc in msg["sections"] if kind == "payload" and isinstance(doc, dict)]
         request_id = msg["request_id"]
+        if "buildinfo" in body and "buildInfo" not in body:
+            # MongoDB's command names are case-insensitive; pymongo's server_info() sends
+            # "buildinfo", which nx-27017 answers without the version.
+            body["buildInfo"] = body.pop("buildinfo")
         if "findAndModify" in body:
             problem = conflicts(body.get("update") or {})
             if problem:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import socket
 import time
@@ -17,6 +18,7 @@ from p3s.auth import Authenticator
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.jobs import JobService
+from p3s.dbcalls import OffLoop
 from p3s.lifecycle import Lifecycle
 from p3s.limits import SlotGate
 from p3s import models
@@ -41,6 +43,7 @@ class P3SServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.offloop: OffLoop | None = None
         self.db = Database(config.db, config.data_path, config.db_name)
         self.started = time.time()
         self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -71,6 +74,12 @@ class P3SServer:
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
         self.stats = Stats()
         self.stats.load()
+        if self.db.shared:
+            # From here on, database calls made while serving wait off the event loop.
+            self.offloop = OffLoop()
+            self.offloop.install()
+            self.broker.call_soon = self.offloop.call_soon
+            self.reaper.health = self.offloop.health
         self.live = Broadcaster(self.summary)
         self.lifecycle.listeners += [self.stats, self.live]
         events.subscribers.append(self.live.event_recorded)
@@ -107,6 +116,8 @@ class P3SServer:
 
     def _every(self, seconds: float, callback: Any, jitter: float = 0.0) -> None:
         if seconds > 0:
+            if self.offloop is not None:
+                callback = functools.partial(self.offloop.spawn, callback)
             periodic = PeriodicCallback(callback, seconds * 1000, jitter=jitter)
             periodic.start()
             self._callbacks.append(periodic)
@@ -135,6 +146,8 @@ class P3SServer:
             except Exception:
                 pass
         self.db.close()
+        if self.offloop is not None:
+            self.offloop.close()
 
     # --- figures ------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -143,6 +156,12 @@ class P3SServer:
                         "limits": dict(self.broker.limits)}
         out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description}
         return out
+
+    def database_status(self) -> dict[str, Any]:
+        """Whether the database answers, from the calls the server makes (no call of its own)."""
+        if self.offloop is None:
+            return {"state": "ok", "waiting_calls": 0, "longest_wait": 0.0, "error": None}
+        return self.offloop.health.status()
 
     def metrics_response(self, method: str, status: int, seconds: float) -> None:
         self.requests[(method, status)] += 1

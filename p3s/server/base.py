@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 from typing import Any
@@ -45,12 +46,34 @@ def document(doc: dict, key: str = "uuid", heavy: bool = True) -> dict:
     return out
 
 
+# The handler methods that may reach the database.
+_DATABASE_METHODS = ("prepare", "get", "post", "put", "patch", "delete", "head")
+
+
+def _off_the_loop(method: Any) -> Any:
+    """On MongoDB, run the handler method in a greenlet whose database calls wait off the event
+    loop (p3s.dbcalls); elsewhere, as it is."""
+    @functools.wraps(method)
+    def run(self: "ApiHandler", *args: Any, **kwargs: Any) -> Any:
+        runner = getattr(self.server, "offloop", None)
+        if runner is None or runner.in_task():
+            return method(self, *args, **kwargs)
+        return runner.spawn(method, self, *args, **kwargs)
+    return run
+
+
 @tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
     """Parse, authorise, call one method of a service, serialise. Subclasses set ``roles``."""
 
     roles: dict[str, frozenset[str]] = {}     # HTTP method -> roles allowed
     doc: dict[str, dict] = {}                 # HTTP method -> OpenAPI description (see openapi.py)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _DATABASE_METHODS:
+            if name in cls.__dict__:
+                setattr(cls, name, _off_the_loop(cls.__dict__[name]))
 
     def initialize(self, server: Any) -> None:
         self.server = server
@@ -177,3 +200,6 @@ class NotFoundHandler(ApiHandler):
     def prepare(self) -> None:
         super().prepare()
         raise ApiError(404, f"no such API route: {self.request.method} {self.request.path}")
+
+
+ApiHandler.prepare = _off_the_loop(ApiHandler.prepare)    # the token check may read the database
