@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import mongoengine as me
 
-from p3s import models
+from p3s import indexes, models
 
 log = logging.getLogger("p3s.store")
 MIN_MONGODB = (5, 0)     # the oldest MongoDB p3s supports (see check_version)
@@ -122,6 +122,8 @@ class Database:
             if not self.embedded:
                 self.check_version()
             models.ensure_indexes()
+            if not self.embedded:
+                indexes.ensure(self._client[self.db_name])
         except StoreError:
             self.close()
             raise

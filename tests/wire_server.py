@@ -108,6 +108,14 @@ class AdaptedHandler(NeoSQLiteHandler):
             # MongoDB's command names are case-insensitive; pymongo's server_info() sends
             # "buildinfo", which nx-27017 answers without the version.
             body["buildInfo"] = body.pop("buildinfo")
+        if "createIndexes" in body:
+            for index in body.get("indexes") or []:
+                key = index.get("key") or {}
+                if "_id" in key and len(key) > 1:
+                    # MongoDB indexes _id like any field; neosqlite keeps _id outside the JSON it
+                    # indexes, and an index naming it breaks every later insert ("JSON path error
+                    # near '_id'"). The index without _id orders the same rows (the ties aside).
+                    index["key"] = {k: v for k, v in key.items() if k != "_id"}
         if "findAndModify" in body:
             problem = conflicts(body.get("update") or {})
             if problem:

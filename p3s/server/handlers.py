@@ -43,7 +43,9 @@ class ListMixin:
         if field not in self.sortable and field != "_id":
             raise invalid("sort", f"cannot sort by {field!r} (sortable: {', '.join(self.sortable)})")
         cursor = collection.find(query, {"usage_series": 0} if not heavy else None)
-        cursor = cursor.sort([(field, -1 if sort.startswith("-") else 1), ("_id", 1)]).skip(offset).limit(limit)
+        direction = -1 if sort.startswith("-") else 1
+        # _id breaks ties in the same direction, so that the index {field: 1, _id: 1} serves it (p3s.indexes)
+        cursor = cursor.sort([(field, direction), ("_id", direction)]).skip(offset).limit(limit)
         items = [document(d, key, heavy) for d in cursor]
         self.reply({"total": collection.count_documents(query), "offset": offset, "limit": limit, "items": items})
 
