@@ -46,6 +46,12 @@ def document(doc: dict, key: str = "uuid", heavy: bool = True) -> dict:
     return out
 
 
+def _database_unreachable(error: BaseException) -> bool:
+    from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+
+    return isinstance(error, (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError))
+
+
 # The handler methods that may reach the database.
 _DATABASE_METHODS = ("prepare", "get", "post", "put", "patch", "delete", "head")
 
@@ -169,6 +175,9 @@ class ApiHandler(tornado.web.RequestHandler):
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, IllegalTransition):
             e = ApiError(409, str(e), "state")
+        if _database_unreachable(e):
+            log.warning("%s %s: the database did not answer: %s", self.request.method, self.request.path, e)
+            e = ApiError(503, "the database is not answering (fail-over?); retry in a few seconds")
         if isinstance(e, ApiError):
             if self._finished:
                 return
