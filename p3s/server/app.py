@@ -20,6 +20,7 @@ from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle
 from p3s.pilots import PilotService, Registry
 from p3s.reaper import Reaper
+from p3s.reconcile import reconcile
 from p3s.server.base import NotFoundHandler
 from p3s import events
 from p3s.server.handlers import ROUTES, url_specs
@@ -69,6 +70,7 @@ class P3SServer:
         self.live = Broadcaster(self.summary)
         self.lifecycle.listeners += [self.stats, self.live]
         events.subscribers.append(self.live.event_recorded)
+        reconcile(self.lifecycle)
 
     @property
     def api_routes(self) -> list:
