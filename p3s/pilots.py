@@ -255,16 +255,20 @@ class PilotService:
         if body["started"] is not None:
             fields["ts_sta"] = _from_epoch(body["started"])
         sources = {states.DISPATCHED} if target == states.NONSTARTER else states.JOB_ACTIVE
+        repeated = False
         try:
             self.lifecycle.end_job(body["job"], target, sources=sources, where=self._own(pilot, body), set_=fields,
                                    max_=peak)
             pilot.ended += 1
             faults.crash_point("end")
-        except IllegalTransition as exc:
-            if not self._already_reported(pilot, body, target):
+        except IllegalTransition:
+            repeated = self._already_reported(pilot, body, target)
+            if not repeated:
                 raise
         finally:
-            if pilot.job == body["job"]:
+            # A repeated report leaves the pilot's job alone: the same job, retried, may have been
+            # offered to it again in the reply that was lost (checked when the pilot asks for work).
+            if pilot.job == body["job"] and not repeated:
                 pilot.job = None
             if pilot.kill_job == body["job"]:
                 pilot.kill_job = None
