@@ -57,10 +57,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("alarm_backlog", 1000, int, "Alarm when more jobs than this wait defined."),
     Setting("alarm_lost_pilots", 3, int, "Alarm when more pilots than this were lost in the last hour."),
     Setting("alarm_failure_rate", 0.5, float,
-            "Alarm when a job type's failure rate over 10 minutes exceeds this and its 24-hour rate."),
+            "Alarm when the share of a job type's jobs ending unsuccessfully in 10 minutes exceeds this."),
     Setting("alarm_failure_min", 5, int, "Unsuccessful jobs of a type in 10 minutes before its rate can alarm."),
     Setting("alarm_pilot_shortfall", 0.1, float,
             "Alarm when a site's live pilots fall short of its nominal count by more than this fraction."),
+    Setting("blackhole_jobs", 5, int,
+            "A host whose last this many jobs were all unsuccessful is flagged a black hole (0: never)."),
+    Setting("blackhole_drain", True, bool, "Give a flagged black-hole host's pilots no new work until it is cleared."),
     Setting("log_file", "", str, "Also log to this file (empty: stderr only)."),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -23,7 +23,10 @@ from p3s.reaper import Reaper
 from p3s.server.base import NotFoundHandler
 from p3s import events
 from p3s.server.handlers import ROUTES, url_specs
+from p3s.hosts import HostWatch
 from p3s.web import api as web_api
+from p3s.web import control as web_control
+from p3s.web.alarms import AlarmBoard
 from p3s.web import pages
 from p3s.web.live import Broadcaster
 from p3s.web.stats import Stats
@@ -32,6 +35,7 @@ from p3s.workflow import TemplateStore, WorkflowEngine
 
 log = logging.getLogger("p3s.server")
 RESYNC_PERIOD = 10.0     # seconds between queue/counter re-synchronisations on a shared MongoDB
+ALARM_PERIOD = 2.0       # seconds between alarm checks (since-when and events need no viewer)
 
 
 class P3SServer:
@@ -66,13 +70,17 @@ class P3SServer:
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
         self.stats = Stats()
         self.stats.load()
+        self.hosts = HostWatch(self.config, self.broker)
+        self.hosts.load()
         self.live = Broadcaster(self.summary)
-        self.lifecycle.listeners += [self.stats, self.live]
+        self.lifecycle.listeners += [self.stats, self.live, self.hosts]
+        self.alarms = AlarmBoard(self)
+        self.alarms.load()
         events.subscribers.append(self.live.event_recorded)
 
     @property
     def api_routes(self) -> list:
-        return ROUTES + web_api.ROUTES
+        return web_control.ROUTES + ROUTES + web_api.ROUTES
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(
@@ -93,6 +101,7 @@ class P3SServer:
         self.port = sockets[0].getsockname()[1]
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
         self.live.start()
+        self._every(ALARM_PERIOD, self.check_alarms)
         if self.db.embedded:
             self._every(self.config.checkpoint_period, self.db.checkpoint)
         if self.db.shared:
@@ -104,6 +113,12 @@ class P3SServer:
             periodic = PeriodicCallback(callback, seconds * 1000, jitter=jitter)
             periodic.start()
             self._callbacks.append(periodic)
+
+    def check_alarms(self) -> None:
+        try:
+            self.alarms.check()
+        except Exception:
+            log.exception("alarm check failed")
 
     def resync(self) -> None:
         self.lifecycle.counters.load()
