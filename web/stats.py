@@ -3,7 +3,9 @@
 Per minute, for the last 24 hours: how many jobs were defined, started, finished, failed, timed
 out, lost and could not start, overall and by job type, how many pilots were lost by site, and the queue wait (defined → dispatched) and dispatch
 latency (defined → started) of the jobs that started in that minute. Nothing here queries the
-database per page view; at start the last 24 hours are counted once from the jobs' timestamps.
+database per page view. The minutes are kept in the database (``p3s.kept``) and read back at
+start, so they survive restarts and purges of the jobs they counted; a database that has none yet
+is counted once from the jobs' timestamps.
 """
 from __future__ import annotations
 
@@ -55,17 +57,20 @@ class Stats(Listener):
         self.histogram = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.latency_count = 0
+        self.dirty: set[int] = set()                            # minutes changed since last kept
 
     # --- recording ----------------------------------------------------------------------------
     def _count(self, event: str, jobtype: str, when: float) -> None:
         minute = _minute(when)
         self.counts.setdefault(minute, collections.Counter())[(event, jobtype)] += 1
+        self.dirty.add(minute)
         self._trim(minute)
 
     def _sample(self, table: dict[int, list[float]], value: float, when: float) -> None:
         bucket = table.setdefault(_minute(when), [])
         if len(bucket) < SAMPLES_PER_MINUTE:
             bucket.append(value)
+            self.dirty.add(_minute(when))
 
     def _trim(self, minute: int) -> None:
         oldest = minute - MINUTES
@@ -110,6 +115,20 @@ class Stats(Listener):
                                                          {"site": 1, "ts_stop": 1}):
             self._lost(pilot.get("site") or "", _epoch(pilot["ts_stop"]))
 
+    def minute_row(self, minute: int) -> dict[str, Any]:
+        """One minute as a document to keep: its counts and samples."""
+        return {"counts": [[e, t, n] for (e, t), n in self.counts.get(minute, {}).items()],
+                "waits": list(self.waits.get(minute, [])), "latencies": list(self.latencies.get(minute, [])),
+                "lost_pilots": [[site, n] for site, n in self.lost_pilots.get(minute, {}).items()]}
+
+    def restore_minute(self, minute: int, row: dict[str, Any]) -> None:
+        """Put back a kept minute (from ``minute_row``)."""
+        self.counts[minute] = collections.Counter({(e, t): n for e, t, n in row.get("counts", [])})
+        self.waits[minute] = list(row.get("waits", []))[:SAMPLES_PER_MINUTE]
+        self.latencies[minute] = list(row.get("latencies", []))[:SAMPLES_PER_MINUTE]
+        if row.get("lost_pilots"):
+            self.lost_pilots[minute] = collections.Counter({site: n for site, n in row["lost_pilots"]})
+
     # --- listener -----------------------------------------------------------------------------
     def job_created(self, doc: dict) -> None:
         if doc["state"] == states.DEFINED:
@@ -135,6 +154,7 @@ class Stats(Listener):
     def _lost(self, site: str, when: float) -> None:
         minute = _minute(when)
         self.lost_pilots.setdefault(minute, collections.Counter())[site] += 1
+        self.dirty.add(minute)
         self._trim(minute)
 
     # --- reading ------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ from p3s.config import Config
 from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle
 from p3s.pilots import PilotService, Registry
+from p3s import kept
 from p3s.reaper import Reaper
+from p3s.retention import Retention
+from p3s.server import admin
 from p3s.server.base import NotFoundHandler
 from p3s import events
 from p3s.server.handlers import ROUTES, url_specs
@@ -57,7 +60,11 @@ class P3SServer:
         self.authenticator = Authenticator(self.config)
         self.db.open()
         self.lifecycle = Lifecycle()
-        self.lifecycle.counters.load()
+        if self.db.embedded:
+            self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}
+        else:
+            self.lifecycle.counters.load()
+            self.counted = {"counters": "counted"}
         self.broker = Broker(self.lifecycle, shared_db=self.db.shared)
         self.broker.load()
         self.registry = Registry()
@@ -69,7 +76,9 @@ class P3SServer:
         self.templates = TemplateStore()
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
         self.stats = Stats()
-        self.stats.load()
+        self.counted["stats"] = kept.load_stats(self.stats)
+        self.retention = Retention(self, self.config)
+        self.retention.load()
         self.hosts = HostWatch(self.config, self.broker)
         self.hosts.load()
         self.live = Broadcaster(self.summary)
@@ -80,7 +89,7 @@ class P3SServer:
 
     @property
     def api_routes(self) -> list:
-        return web_control.ROUTES + ROUTES + web_api.ROUTES
+        return web_control.ROUTES + ROUTES + web_api.ROUTES + admin.ROUTES
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(
@@ -106,6 +115,8 @@ class P3SServer:
             self._every(self.config.checkpoint_period, self.db.checkpoint)
         if self.db.shared:
             self._every(RESYNC_PERIOD, self.resync, jitter=0.2)
+        self._every(kept.SAVE_PERIOD, self.save_stats, jitter=0.1)
+        self._every(self.config.retention_period, self.retention.tick, jitter=0.1)
         return self.port
 
     def _every(self, seconds: float, callback: Any, jitter: float = 0.0) -> None:
@@ -123,6 +134,13 @@ class P3SServer:
     def resync(self) -> None:
         self.lifecycle.counters.load()
         self.broker.resync()
+        self.retention.load()
+
+    def save_stats(self) -> None:
+        try:
+            kept.save_stats(self.stats)
+        except Exception:
+            log.exception("saving the statistics failed")
 
     async def stop(self) -> None:
         """Stop serving, release waiting pilots, flush and close the database."""
@@ -138,6 +156,9 @@ class P3SServer:
                 await self.http.close_all_connections()
             except Exception:
                 pass
+        self.save_stats()
+        if self.db.embedded:
+            kept.save_counters(self.lifecycle.counters)
         self.db.close()
 
     # --- figures ------------------------------------------------------------------------------
@@ -145,6 +166,7 @@ class P3SServer:
         out = self.lifecycle.counters.summary()
         out["queue"] = {"ready": len(self.broker.queue), "waiting_pilots": self.broker.waiting,
                         "limits": dict(self.broker.limits)}
+        out["archived"] = self.retention.totals()
         out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description}
         return out
 
