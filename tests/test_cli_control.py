@@ -120,3 +120,28 @@ def test_a_wrong_flag_value_is_refused_not_passed_silently(server):
 def shutil_which(name: str) -> str | None:
     import shutil
     return shutil.which(name)
+
+
+def test_fleet_up_warns_when_pilots_will_stop_after_idling(server, tmp_path):
+    from fleet_support import Fleet
+
+    fleet = Fleet(tmp_path / "fleet", server)
+    try:
+        idle = fleet.run("up", "-w", "wn01", "--", "-c", "2", "-p", "1", "-b", "1")
+        assert idle.returncode == 0, idle
+        assert "stop by themselves after 2 request(s) in a row with no work (about 2 s idle)" in idle.stderr
+        assert "-- -c 0" in idle.stderr
+        stays = fleet.run("up", "-w", "wn02", "--", "-c", "0", "-p", "1", "-b", "1")
+        assert stays.returncode == 0 and "stop by themselves" not in stays.stderr
+    finally:
+        fleet.cleanup()
+
+
+def test_server_on_a_taken_port_says_so_in_one_line(server, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    done = subprocess.run([sys.executable, "-m", "p3s.cli.server", "--port", str(server.port), "--data-dir",
+                           str(tmp_path / "other"), "--log-level", "ERROR"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{server.port}" in lines[0] and "in use" in lines[0], lines
