@@ -219,7 +219,7 @@ def cmd_up(args: argparse.Namespace, backend: Backend, view: ServerView, pilot_a
     nodes = _nodes(args, required=True)
     plan = _plan(args, view, pilot_args)
     try:
-        site = view.client().get("sites", args.site) if args.site else None
+        site = view.client.get("sites", args.site) if args.site else None
     except P3SError:
         site = None
     note = idle_note(pilot_args, site)
