@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from p3s.backends import agent
+from p3s.backends import agent, pyz
 
 AGENT_SOURCE = Path(agent.__file__).read_text()
 
@@ -38,7 +38,7 @@ class Settings:
     """What every backend is given."""
 
     fleet: str = "default"            # the fleet's name, carried by each of its pilots
-    python: str | None = None         # interpreter on the host (with p3s installed); None: the backend's default
+    python: str | None = None         # python3 on the host (3.11+; nothing else needed); None: the backend's default
     command_timeout: float = 60.0     # seconds one operation on one host may take (plus any stop grace)
 
 
@@ -136,7 +136,7 @@ class AgentBackend(Backend):
     def start(self, node: str, count: int, launch: Launch) -> HostResult:
         env = {"P3S_FLEET": self.settings.fleet, "P3S_FLEET_NODE": node}
         request = {"op": "start", "count": count, "token": launch.token, "stderr_dir": launch.stderr_dir,
-                   "settle": launch.settle}
+                   "settle": launch.settle, "pyz_name": pyz.file_name(), "pyz": pyz.encoded()}
         reply = self.run_agent(node, request, ["-m", agent.PILOT_MODULE, *launch.pilot_args], env,
                                self.settings.command_timeout)
         result = HostResult(node, reply.get("error"), exited=reply.get("exited", []))

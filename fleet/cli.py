@@ -55,7 +55,7 @@ def _common_parser(backends: dict[str, type[Backend]]) -> argparse.ArgumentParse
     hosts.add_argument("-f", "--fanout", type=number_type(int, 1), default=DEFAULT_FANOUT, metavar="N",
                        help=f"hosts worked on at once [default {DEFAULT_FANOUT}]")
     hosts.add_argument("--python", metavar="PATH",
-                       help="Python on the hosts, with p3s installed [default: python3 over ssh, this Python locally]")
+                       help="Python 3.11+ on the hosts (the pilot is shipped to them) [default: python3 over ssh, this Python locally]")
     hosts.add_argument("--command-timeout", type=number_type(float, 0), default=60.0, metavar="S",
                        help="seconds one operation on one host may take [default 60]")
     for name, cls in backends.items():

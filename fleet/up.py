@@ -54,9 +54,9 @@ class PilotOptionsError(ValueError):
 def check_pilot_options(pilot_args: list[str]) -> None:
     """Parse ``pilot_args`` with the pilot's own parser, so a mistake is caught before any host is
     touched; the options the fleet sets itself are refused."""
-    from p3s.cli.pilot import _run_parser
+    from p3s.pilot.cli import run_parser
 
-    parser = _run_parser()
+    parser = run_parser()
     unset = object()
     parser.set_defaults(**{dest: unset for dest in RESERVED})
 
