@@ -148,8 +148,8 @@ def test_mistakes_are_reported_before_anything_starts(server, fleet: Fleet):
                           (("up", "-w", "wn01", "--site", "nosuch"), "no site 'nosuch' (HTTP 404); nothing started")):
         done = fleet.run(*args)
         assert done.returncode == 1 and message in done.stderr, (args, done)
-    unknown = fleet.run("report", "-w", "wn01", backend="slurm")
-    assert unknown.returncode == 2 and "no backend 'slurm' (installed: local, ssh)" in unknown.stderr
+    unknown = fleet.run("report", "-w", "wn01", backend="condor")
+    assert unknown.returncode == 2 and "no backend 'condor' (installed: local, sge, slurm, ssh)" in unknown.stderr
     assert fleet.pids() == []
 
 
