@@ -25,7 +25,7 @@ from p3s.fleet import topup as topup_mod
 from p3s.fleet.fanout import DEFAULT_FANOUT, Progress
 from p3s.fleet.nodes import NodesError, check_name, expand, fold
 from p3s.fleet.server import ServerView
-from p3s.fleet.up import NodeOutcome, PilotOptionsError, PilotPlan, check_pilot_options, up
+from p3s.fleet.up import NodeOutcome, PilotOptionsError, PilotPlan, check_pilot_options, idle_note, up
 
 PROG = "p3s-fleet"
 DEFAULT_BACKEND = "ssh"
@@ -235,6 +235,13 @@ def _print_up(outcomes: dict[str, NodeOutcome], server_error: str | None, timeou
 def cmd_up(args: argparse.Namespace, backend: Backend, view: ServerView, pilot_args: list[str]) -> int:
     nodes = _nodes(args, required=True)
     plan = _plan(args, view, pilot_args)
+    try:
+        site = view.client.get("sites", args.site) if args.site else None
+    except P3SError:
+        site = None
+    note = idle_note(pilot_args, site)
+    if note:
+        print(f"{PROG}: {note}", file=sys.stderr)
     outcomes, server_error = up(backend, view, plan, {n: args.per_node for n in nodes}, args.fanout,
                                 args.register_timeout, Progress())
     return _print_up(outcomes, server_error, args.register_timeout, args.json)

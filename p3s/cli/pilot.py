@@ -15,12 +15,15 @@ from p3s.pilot.cli import ADMIN_COMMANDS, run_pilot
 
 
 def _admin(argv: list[str]) -> None:
-    from p3s.cli.common import add_client_arguments, make_client, print_json, print_table, run_command
+    from p3s.cli.common import add_client_arguments, fail, make_client, print_json, print_table, run_command
+    from p3s.cli.job_ops import states_type
+    from p3s.states import PILOT_STATES
 
     parser = argparse.ArgumentParser(prog="p3s-pilot", description="Manage pilots.")
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="list pilots")
-    listing.add_argument("-A", "--state", help="comma-separated states (idle, running, stopped, lost)")
+    listing.add_argument("-A", "--state", type=states_type(PILOT_STATES),
+                         help="comma-separated states (idle, running, stopped, lost)")
     listing.add_argument("-s", "--site")
     listing.add_argument("-H", "--host")
     listing.add_argument("--limit", type=int, default=100)
@@ -44,6 +47,12 @@ def _admin(argv: list[str]) -> None:
         client = make_client(args)
         if args.command == "list":
             reply = client.list("pilots", state=args.state, site=args.site, host=args.host, limit=args.limit)
+            if args.site and not reply["total"]:
+                known = {x["name"] for x in client.list("sites")["items"]}
+                if args.site not in known:
+                    hint = f" (-s is the site; for the state say -A {args.site})" if args.site in PILOT_STATES else ""
+                    fail(f"no site {args.site!r} is defined and no pilot has it{hint}; "
+                         f"sites: {', '.join(sorted(known)) or 'none'}")
             if args.json:
                 print_json(reply)
             else:
