@@ -55,6 +55,7 @@ setup(
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()],
-        "p3s.backends": ["local = p3s.backends.local:LocalBackend", "ssh = p3s.backends.ssh:SSHBackend"],
+        "p3s.backends": ["local = p3s.backends.local:LocalBackend", "ssh = p3s.backends.ssh:SSHBackend",
+                         "slurm = p3s.backends.slurm:SlurmBackend", "sge = p3s.backends.sge:SGEBackend"],
     },
 )
