@@ -111,6 +111,7 @@ class Broker(Listener):
         self._serving = self._serve_again = False
         self.call_soon = lambda fn: IOLoop.current().add_callback(fn)   # p3s.dbcalls on MongoDB
         self.dispatch_latencies: collections.deque[float] = collections.deque(maxlen=10000)
+        self.drained: set[str] = set()       # hosts whose pilots get no new work (p3s.hosts)
         lifecycle.listeners.append(self)
 
     # --- start-up -----------------------------------------------------------------------------
@@ -150,6 +151,8 @@ class Broker(Listener):
 
     def claim(self, pilot: PilotInfo) -> dict | None:
         """Give ``pilot`` the best job it may take now, or None. One conditional write per job taken."""
+        if pilot.host in self.drained:
+            return None
         blocked = set(self.blocked_types())
         while True:
             entry = self.queue.best(pilot.jobtypes, pilot.site, blocked)

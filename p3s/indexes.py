@@ -23,7 +23,8 @@ SORTED_LISTS: dict[str, tuple[str, ...]] = {
 
 # collection -> compound indexes of other queries (beyond the models' own)
 OTHER: dict[str, list[tuple[str, ...]]] = {
-    "jobs": [("state", "ts_sta")],             # the reaper's re-read of running jobs' deadlines
+    "jobs": [("state", "ts_sta"),              # the reaper's re-read of running jobs' deadlines
+             ("state", "ts_dis")],             # the reaper's dispatched jobs never started
     "jobtype_slots": [("holds.t",)],           # the repair of slots left by a killed server
 }
 

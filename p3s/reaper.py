@@ -27,7 +27,7 @@ from typing import Any
 
 from tornado.ioloop import IOLoop
 
-from p3s import events, models, states
+from p3s import events, faults, models, states
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.errors import ApiError
@@ -54,6 +54,7 @@ class Reaper(Listener):
         self.config = config
         self.health = health                 # p3s.dbcalls.Health: when the database last had trouble
         self._deadlines: list[tuple[_dt.datetime, str]] = []
+        self.started = utcnow()
         self._watched: dict[str, _dt.datetime | None] = {}
         self._read_since: _dt.datetime | None = None
         self._full_at = 0.0
@@ -111,6 +112,7 @@ class Reaper(Listener):
         try:
             self.reap_pilots()
             self.reap_overdue()
+            self.reap_undispatched()
         except Exception:
             self.trusted_since = time.monotonic()
             log.exception("reaper round failed")
@@ -148,6 +150,7 @@ class Reaper(Listener):
             finally:
                 self.registry.forget(uuid)
             lost.append(uuid)
+            faults.crash_point("pilot_lost")
             events.record("pilot.lost", f"pilot {uuid} on {host} lost: no contact for {timeout} s",
                           pilot=uuid, site=site or None, severity="warning")
             self.end_jobs_of_lost(uuid, host)
@@ -182,6 +185,54 @@ class Reaper(Listener):
             try:
                 self.lifecycle.end_job(uuid, states.TIMELIMIT, sources={states.RUNNING},
                                        where={"ts_sta": equals(job["ts_sta"])} if job.get("ts_sta") else None,
+                                       set_={"error": f"still running {self.config.timelimit_grace} s past its "
+                                                      f"time limit of {job['timelimit']} s; ended by the server"})
+            except (IllegalTransition, ApiError):
+                continue
+            if job.get("pilot"):
+                self.pilots.kill_job({"_id": uuid, "pilot": job["pilot"]})
+            overdue.append(uuid)
+            events.record("job.timelimit", f"job {uuid} overran its time limit; its pilot is told to stop it",
+                          job=uuid, pilot=job.get("pilot"), severity="warning")
+        return overdue
+
+    def reap_undispatched(self) -> list[str]:
+        """Jobs dispatched longer than ``dispatch_timeout`` ago (counted from this server's start at
+        the earliest: its pilots may have been waiting for it) and never reported started go back
+        to ``defined``, their attempt uncounted. Each is one conditional write on the job."""
+        timeout = _dt.timedelta(seconds=self.config.dispatch_timeout)
+        now = utcnow()
+        if now - self.started < timeout:
+            return []
+        cutoff = now - timeout
+        released = []
+        for job in models.Job._get_collection().find({"state": states.DISPATCHED, "ts_dis": {"$lt": cutoff}},
+                                                     {"pilot": 1}):
+            after = self.lifecycle.release_job(job["_id"], job.get("pilot"),
+                                               f"not started within {self.config.dispatch_timeout} s",
+                                               sources={states.DISPATCHED}, where={"ts_dis": {"$lt": cutoff}})
+            if after is not None:
+                released.append(job["_id"])
+                info = self.registry.pilots.get(job.get("pilot") or "")
+                if info is not None and info.job == job["_id"]:
+                    info.job = None
+        return released
+
+    def reap_overdue(self) -> list[str]:
+        now = utcnow()
+        overdue = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, uuid = heapq.heappop(self._deadlines)
+            job = models.Job._get_collection().find_one({"_id": uuid, "state": states.RUNNING},
+                                                        {"ts_sta": 1, "timelimit": 1, "pilot": 1})
+            if job is None:
+                continue
+            if job.get("ts_sta") and job["ts_sta"] + _dt.timedelta(
+                    seconds=job["timelimit"] + self.config.timelimit_grace) > now:
+                self._watch(uuid, job["ts_sta"], job["timelimit"])   # restarted with a new deadline
+                continue
+            try:
+                self.lifecycle.end_job(uuid, states.TIMELIMIT, sources={states.RUNNING},
                                        set_={"error": f"still running {self.config.timelimit_grace} s past its "
                                                       f"time limit of {job['timelimit']} s; ended by the server"})
             except (IllegalTransition, ApiError):
