@@ -52,7 +52,8 @@ def free_port() -> int:
 class WireServer:
     """tests/wire_server.py (nx-27017 with the adapter) as a subprocess on a free port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
+        self.options = list(options)
         self.dir = Path(tempfile.mkdtemp(prefix="p3s-wire-"))
         self.port = free_port()
         self.uri = f"mongodb://127.0.0.1:{self.port}"
@@ -63,7 +64,8 @@ class WireServer:
 
         self.log = open(self.dir / "wire.log", "a")
         self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "wire_server.py"), "--port", str(self.port),
-                                      "--data-dir", str(self.dir / "data")], stdout=self.log, stderr=self.log)
+                                      "--data-dir", str(self.dir / "data"), *self.options],
+                                     stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while True:
             try:

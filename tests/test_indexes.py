@@ -40,3 +40,19 @@ def test_the_server_creates_them_on_mongodb(server):
                 assert column in leading, (collection, column)
     finally:
         client.close()
+
+
+def test_a_mongodb_older_than_5_is_refused_with_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO, WireServer
+
+    wire = WireServer("--report-version", "4.4.18").start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "p3s.cli.server", "--data-dir", str(tmp_path), "--port", "0",
+                                 "--db", f"{wire.uri}/p3s_old"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    finally:
+        wire.stop()
+    assert result.returncode == 2
+    assert "MongoDB 4.4.18" in result.stderr and "5.0 or newer" in result.stderr

@@ -100,6 +100,8 @@ def _error(request_id: int, code: int, name: str, message: str) -> tuple[int, di
 class AdaptedHandler(NeoSQLiteHandler):
     """nx-27017's command handler with the adapter's corrections."""
 
+    reported_version: str | None = None     # --report-version: pose as another MongoDB version
+
     def handle_command(self, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         body = next((doc for kind, doc in msg["sections"] if kind == "body"), None) or {}
         payload = [doc for kind, doc in msg["sections"] if kind == "payload" and isinstance(doc, dict)]
@@ -133,7 +135,11 @@ class AdaptedHandler(NeoSQLiteHandler):
                         {"index": index, "code": 40, "codeName": "ConflictingUpdateOperators", "errmsg": problem}]}
         if "aggregate" in body and _groups_on_document(body.get("pipeline") or []):
             return self._aggregate_with_mongomock(request_id, body)
-        return super().handle_command(msg)
+        request_id, answer = super().handle_command(msg)
+        if self.reported_version and "buildInfo" in body:
+            answer = {**answer, "version": self.reported_version,
+                      "versionArray": [int(p) for p in self.reported_version.split(".")] + [0]}
+        return request_id, answer
 
     def _find_and_modify(self, msg: dict, body: dict) -> tuple[int, dict]:
         """Restores findAndModify's errors: nx-27017 answers "no match" (value null) for every
@@ -175,8 +181,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--report-version", help="answer buildInfo with this version (tests of the check)")
     args = parser.parse_args()
     handler = AdaptedHandler(data_dir=args.data_dir)
+    handler.reported_version = args.report_version
     run_server_threaded(args.host, args.port, handler, use_threading=False)
 
 
