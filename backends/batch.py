@@ -70,7 +70,7 @@ class PilotJobPlan:
 
 def _with_node(template: str) -> str:
     """``template`` as a shell word in which ``{node}`` becomes the node's name ("$node")."""
-    return '"$node"'.join(shlex.quote(part) for part in template.split("{node}"))
+    return '"$node"'.join(shlex.quote(part) if part else "" for part in template.split("{node}"))
 
 
 def run_tool(argv: list[str], timeout: float, stdin: str | None = None,

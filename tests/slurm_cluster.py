@@ -180,10 +180,14 @@ PartitionName=other Nodes=ALL Default=NO MaxTime=INFINITE State=UP
 
     # --- tear-down ----------------------------------------------------------------------------
     def stop(self) -> None:
-        """Cancel every job, stop the daemons (slurmds first), wait for them."""
+        """Cancel every job and let them end, stop the daemons (slurmds first), wait for them; then
+        kill whatever still carries this cluster's SLURM_CONF (a job step orphaned by a dead slurmd)."""
         if any(p.poll() is None for p in self.procs[1:2]):
             try:
                 self.run("scancel", "--user", "root", timeout=10)
+                deadline = time.monotonic() + 15
+                while self.run("squeue", "-h", timeout=10).stdout.strip() and time.monotonic() < deadline:
+                    time.sleep(0.2)
             except (OSError, subprocess.SubprocessError):
                 pass
         for proc in reversed(self.procs):
@@ -199,3 +203,19 @@ PartitionName=other Nodes=ALL Default=NO MaxTime=INFINITE State=UP
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         self.procs = []
+        kill_marked("SLURM_CONF", str(self.conf))
+
+
+def kill_marked(key: str, value: str) -> None:
+    """SIGKILL every process whose environment has ``key=value``."""
+    wanted = f"{key}={value}".encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if wanted not in handle.read().split(b"\0"):
+                    continue
+            os.kill(int(name), signal.SIGKILL)
+        except OSError:
+            continue
