@@ -315,6 +315,19 @@ def cmd_top_up(args: argparse.Namespace, backend: Backend, view: ServerView, pil
     return service.run(args, view, backend.name, one_round)
 
 
+def _configured_options(args: argparse.Namespace) -> list[str]:
+    """The config's ``fleet_options`` (file or $P3S_FLEET_OPTIONS), as words."""
+    from p3s.config import ConfigError, load_config
+
+    try:
+        options = load_config(args.config).fleet_options
+    except ConfigError as exc:
+        fail(str(exc))
+    if not all(isinstance(o, (str, int, float)) for o in options):
+        fail("config: key 'fleet_options': expected a list of words, e.g. [--backend, slurm, --partition, short]")
+    return [str(o) for o in options]
+
+
 COMMANDS = {"up": cmd_up, "report": cmd_report, "kill": cmd_kill, "top-up": cmd_top_up}
 
 
@@ -326,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
         argv, pilot_args = argv[:at], argv[at + 1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    defaults = _configured_options(args)
+    if defaults:                       # the config's fleet_options first: the command line's own win
+        args = parser.parse_args(argv[:1] + defaults + argv[1:])
     if pilot_args and args.command not in ("up", "top-up"):
         parser.error(f"pilot options (after --) are for up and top-up, not {args.command}")
     client = make_client(args)

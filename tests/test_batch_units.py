@@ -95,9 +95,16 @@ def test_the_job_script_quotes_everything_and_holds_no_token(tmp_path):
     assert marks == "f1 wn07"
     pyz = (tmp_path / "logs-wn07").glob("p3s-pilot-*.pyz")
     assert argv.startswith(str(next(pyz))) and "-H wn07 -e slurm:12_3" in argv
+    shipped = next((tmp_path / "logs-wn07").glob("p3s-pilot-*.pyz"))
+    written = shipped.stat().st_ino
     subprocess.run(["sh", "-s"], input=local.script(plan), text=True, check=True, timeout=30,
                    env={**env, "SLURM_ARRAY_JOB_ID": "", "SLURM_ARRAY_TASK_ID": ""})
     assert "-e slurm:15 " in (tmp_path / "argv").read_text()
+    assert shipped.stat().st_ino == written                # the same bytes: kept, not written again
+    shipped.write_bytes(b"tampered")
+    subprocess.run(["sh", "-s"], input=local.script(plan), text=True, check=True, timeout=30, env=env)
+    from p3s.backends import pyz as pyz_module
+    assert shipped.read_bytes() == pyz_module.build()     # other bytes: replaced
 
 
 def test_qsub_command_line_and_qstat_xml():
