@@ -47,7 +47,10 @@ def test_the_zipapp_holds_the_pilot_package_and_is_reproducible(tmp_path):
 def test_a_bare_interpreter_runs_the_zipapp_pilot_with_usage_from_proc(server, tmp_path):
     if not Path(BARE[0]).exists():
         pytest.skip("no /usr/bin/python3")
-    path = pyz.write(tmp_path / "p3s-pilot.pyz")
+    written = subprocess.run([sys.executable, "-m", "p3s.cli.fleet", "zipapp", "-o", str(tmp_path / "p3s-pilot.pyz")],
+                             capture_output=True, text=True, timeout=60)
+    assert written.returncode == 0 and written.stdout.strip() == str(tmp_path / "p3s-pilot.pyz"), written
+    path = tmp_path / "p3s-pilot.pyz"
     probe = subprocess.run([*BARE, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import p3s.pilot.payload as p; "
                             "import importlib.util as u; print(p.psutil.__name__, u.find_spec('psutil'), "
                             "u.find_spec('tornado'))", str(path)], capture_output=True, text=True, timeout=30)
