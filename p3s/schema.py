@@ -226,6 +226,9 @@ PILOT_REGISTER = Body("PilotRegister", (
     Field("extra", "str", "Free text, e.g. the batch system's job id.", default="", max_length=256),
     Field("jobtypes", "strlist", "Run only these job types (empty = any).", default=list),
     Field("version", "str", "Pilot software version.", default="", max_length=64),
+    Field("key", "str", "A secret of at least 32 characters the pilot chose: it becomes the pilot's credential, "
+                        "and a retried registration of the same uuid with the same key is the same pilot "
+                        "(the server makes a credential otherwise).", nullable=True, default=None, max_length=256),
 ))
 PILOT_EVENT = Body("PilotEvent", (
     Field("event", "str", "What happened.", required=True,

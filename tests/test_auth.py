@@ -37,8 +37,9 @@ def test_roles(make_server):
     assert server.call("POST", "/pilots", {"host": "h"}, token=client).status == 403
     assert server.call("GET", "/jobs", token=pilot).status == 403
     registered = server.ok("POST", "/pilots", {"host": "h", "site": "s"}, 201, token=pilot)
-    uuid = registered["pilot"]["uuid"]
-    assert server.call("POST", f"/pilots/{uuid}/request", {"wait": 0}, token=pilot).body["job"]["uuid"] == job["uuid"]
+    uuid, own = registered["pilot"]["uuid"], registered["credential"]
+    assert server.call("POST", f"/pilots/{uuid}/request", {"wait": 0}, token=pilot).status == 403
+    assert server.call("POST", f"/pilots/{uuid}/request", {"wait": 0}, token=own).body["job"]["uuid"] == job["uuid"]
     assert server.call("POST", "/pilots/kill", {"uuid": uuid}, token=pilot).status == 403
     assert server.call("POST", "/sites", {"name": "s"}, token=admin).status == 201
     assert server.call("GET", "/sites/s", token=pilot).status == 200   # pilots bootstrap from their site

@@ -194,11 +194,15 @@ class PilotsHandler(ListMixin, ApiHandler):
         self.page(self.server.pilot_service.collection, pilot_query(self), "uuid")
 
     def post(self) -> None:
-        doc = self.server.pilot_service.register(schema.PILOT_REGISTER.validate(self.body()))
-        self.reply({"pilot": document(doc), "settings": self.server.pilot_service.settings()}, 201)
+        doc, credential = self.server.pilot_service.register(schema.PILOT_REGISTER.validate(self.body()),
+                                                             self.identity)
+        self.reply({"pilot": document(doc), "credential": credential,
+                    "settings": self.server.pilot_service.settings()}, 201)
 
     def delete(self) -> None:
-        self.reply({"deleted": self.server.lifecycle.delete_pilots(pilot_query(self))})
+        deleted = self.server.lifecycle.delete_pilots(pilot_query(self))
+        self.server.authenticator.credentials.revoke_pilots(deleted)
+        self.reply({"deleted": deleted})
 
 
 class PilotHandler(ApiHandler):
@@ -219,17 +223,19 @@ class PilotHandler(ApiHandler):
         deleted = self.server.lifecycle.delete_pilots({"_id": uuid})
         if not deleted:
             raise ApiError(409, f"pilot {uuid} is {doc['state']}; kill it before deleting it", "state")
+        self.server.authenticator.credentials.revoke_pilots(deleted)
         self.reply({"deleted": deleted})
 
 
 class PilotRequestHandler(ApiHandler):
-    roles = {"POST": auth.PILOT}
+    roles = {"POST": auth.AGENT}
     doc = {"POST": {"summary": "Ask for a job, optionally reporting the last one first (one round trip); "
                                "waits up to `wait` seconds for work (long poll)",
                     "body": "PilotRequest", "response": "JobOffer"}}
     _waiting: str | None = None
 
     async def post(self, uuid: str) -> None:
+        self.require_pilot(uuid)
         body = self.object_body(optional=True)
         unknown = set(body) - {"wait", "report"}
         if unknown:
@@ -251,12 +257,13 @@ class PilotRequestHandler(ApiHandler):
 
 
 class PilotEventsHandler(ApiHandler):
-    roles = {"POST": auth.PILOT}
+    roles = {"POST": auth.AGENT}
     doc = {"POST": {"summary": "Report an event: heartbeat (with usage), jobstart, jobstop, timelimit, "
                                "nonstarter, killed, stopped; the reply carries kill requests",
                     "body": schema.PILOT_EVENT, "response": "Instructions"}}
 
     def post(self, uuid: str) -> None:
+        self.require_pilot(uuid)
         self.reply(self.server.pilot_service.report(uuid, schema.PILOT_EVENT.validate(self.body())))
 
 
@@ -451,6 +458,7 @@ class SiteHandler(ApiHandler):
            "DELETE": {"summary": "Delete a site", "response": "Deleted"}}
 
     def get(self, name: str) -> None:
+        self.require_site(name)
         doc = models.Site._get_collection().find_one({"_id": name})
         if doc is None:
             raise not_found("site", name)
