@@ -13,7 +13,8 @@ a signal goes only to a process whose start time is still the one that was liste
 Starting: the agent imports the pilot once and forks the pilots from it (a fork costs
 milliseconds, a fresh interpreter a tenth of a second of CPU); each pilot gets its own session,
 stdin from /dev/null and stdout/stderr into ``<stderr_dir>/<pid>.stderr``, and lives on after the
-agent exits. The token travels on stdin, never on a command line or in the environment.
+agent exits. The token travels on stdin, never on a command line; the pilots find it in their memory's copy
+of the environment (``os.environ``, not the process's visible one) and drop it before any payload.
 """
 from __future__ import annotations
 
@@ -270,7 +271,7 @@ def start_pilots(request: dict) -> dict:
         return {"error": "the agent was not started with the pilot's arguments"}
     pilot_args = argv[argv.index(PILOT_MODULE) + 1:]
     if request.get("token"):
-        pilot_args += ["--token", request["token"]]
+        os.environ["P3S_TOKEN"] = request["token"]     # read by each pilot, and removed before any payload
     stderr_dir = request["stderr_dir"]
     try:
         os.makedirs(stderr_dir, exist_ok=True)
