@@ -9,8 +9,9 @@ from typing import Any
 import tornado.web
 from bson import ObjectId
 
-from p3s import auth
+from p3s import auth, ownership
 from p3s.errors import ApiError, invalid
+from p3s.ownership import redact
 from p3s.states import IllegalTransition
 
 log = logging.getLogger("p3s.server")
@@ -36,7 +37,9 @@ def jsonable(value: Any) -> Any:
 
 
 def document(doc: dict, key: str = "uuid", heavy: bool = True) -> dict:
-    """A stored document as the API shows it: ``_id`` under its name, times in ISO 8601 UTC."""
+    """A stored document as the API shows it: ``_id`` under its name, times in ISO 8601 UTC, the
+    values of environment variables marked secret hidden."""
+    doc = redact(doc)
     out = {key: jsonable(doc["_id"])}
     for field, value in doc.items():
         if field == "_id" or (not heavy and field in HEAVY_FIELDS):
@@ -89,6 +92,10 @@ class ApiHandler(tornado.web.RequestHandler):
         self.identity, self.role, self.user = who, who.role, who.name
         if self.role not in allowed:
             raise ApiError(403, f"role {self.role} may not {self.request.method} {self.request.path}")
+
+    def require_owner(self, doc: dict, kind: str, key: str) -> None:
+        """Changing a job, workflow or data record: its owner or an admin only (403)."""
+        ownership.check(self.identity, doc, kind, key)
 
     def require_pilot(self, uuid: str) -> None:
         """A pilot's own routes: a pilot's credential acts only for the pilot it was issued to."""

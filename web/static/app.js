@@ -3,6 +3,9 @@
 "use strict";
 
 const ROLE = document.body.dataset.role;
+const USER = document.body.dataset.user;
+// A client may change what it owns; an admin anything (the server checks; this only hides buttons).
+const mayChange = (doc) => ROLE === "admin" || (ROLE === "client" && doc.owner === USER);
 const MAIN = document.getElementById("main");
 const JOB_STATES = ["template", "defined", "dispatched", "running", "finished", "failed", "timelimit",
   "pilot_lost", "killed", "nonstarter", "cancelled"];
@@ -396,7 +399,7 @@ function jobPage(uuid) {
     const rss = [{name: "RSS (MB)", colour: "#9b3bd1", points: series.map((x) => [x.t, x.rss === undefined ? null : x.rss / 1048576])}];
     MAIN.replaceChildren(
       h("h1", {}, "Job ", h("span", {class: "job-name"}, job.name || short(job.uuid)), " ", stateBadge(job.state),
-        " ", ROLE === "admin" && active ? confirmAndPost(job.state === "defined" || job.state === "template" ? "Cancel this job?" : "Kill this job?", `/jobs/${uuid}/kill`, load) : ""),
+        " ", mayChange(job) && active ? confirmAndPost(job.state === "defined" || job.state === "template" ? "Cancel this job?" : "Kill this job?", `/jobs/${uuid}/kill`, load) : ""),
       h("div", {class: "grid"},
         h("div", {class: "card"}, h("h2", {}, "Job"), fields(job, [["uuid"], ["name"], ["jobtype", "type"], ["user"], ["priority"],
           ["payload", "payload"], ["params"], ["env", "env"], ["input_file", "input file"], ["site", "site wanted"],
@@ -459,7 +462,7 @@ function workflowPage(uuid) {
     picture = dagPicture(nodes, edges, (n) => `/jobs/${n.uuid}`);
     MAIN.replaceChildren(
       h("h1", {}, "Workflow ", h("span", {class: "wf-name"}, wf.name), " ", h("span", {id: "wf-state"}, stateBadge(wf.state)), " ",
-        ROLE === "admin" && ["template", "defined", "running"].includes(wf.state) ? confirmAndPost("Cancel this workflow?", `/workflows/${uuid}/cancel`, load) : ""),
+        mayChange(wf) && ["template", "defined", "running"].includes(wf.state) ? confirmAndPost("Cancel this workflow?", `/workflows/${uuid}/cancel`, load) : ""),
       h("div", {class: "card"}, fields(wf, [["uuid"], ["template", "template", (v) => link(`/templates/${v}`, `${v} v${wf.template_version}`)],
         ["user"], ["description"], ["ndone", "done", (v) => `${v} of ${wf.njobs} jobs`], ["error"], ["ts_def", "defined", when],
         ["ts_sta", "started", when], ["ts_sto", "stopped", when]])),
