@@ -15,6 +15,7 @@ COMMANDS = {
     "p3s-injector": "p3s.cli.injector:main",
     "p3s-fleet": "p3s.cli.fleet:main",
     "p3s-demo": "p3s.cli.demo:main",
+    "p3s-admin": "p3s.cli.admin:main",
 }
 
 setup(
