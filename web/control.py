@@ -11,7 +11,7 @@ from p3s.schema import Body, Field
 from p3s.server.base import ApiHandler, jsonable
 from p3s.server.handlers import JOB_FILTERS, job_query
 from p3s.server.openapi import EXTRA_SCHEMAS
-from p3s.web import alarms
+from p3s.web import alarms, loginlink
 
 ALARM_ACK = Body("AlarmAck", (
     Field("alarm", "str", "The alarm's key (e.g. failure_rate:reco).", required=True, max_length=300),
@@ -55,6 +55,7 @@ SCHEMAS: dict[str, dict] = {
         "skipped": {"type": "array", "items": {"type": "object"}}}},
 }
 EXTRA_SCHEMAS.update(SCHEMAS)
+EXTRA_SCHEMAS.update(loginlink.SCHEMAS)
 
 
 def alarm_list(server: Any) -> dict:

@@ -29,6 +29,7 @@ from p3s.server.handlers import ROUTES, url_specs
 from p3s.hosts import HostWatch
 from p3s.web import api as web_api
 from p3s.web import control as web_control
+from p3s.web import loginlink
 from p3s.web.alarms import AlarmBoard
 from p3s.web import pages
 from p3s.web.live import Broadcaster
@@ -87,16 +88,17 @@ class P3SServer:
         self.lifecycle.listeners += [self.stats, self.live, self.hosts]
         self.alarms = AlarmBoard(self)
         self.alarms.load()
+        self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
 
     @property
     def api_routes(self) -> list:
-        return web_control.ROUTES + ROUTES + web_api.ROUTES + admin.ROUTES
+        return web_control.ROUTES + ROUTES + web_api.ROUTES + admin.ROUTES + loginlink.ROUTES
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(
             url_specs(self, self.api_routes) + [(API_PREFIX + r"/.*", NotFoundHandler, {"server": self})]
-            + pages.url_specs(self),
+            + pages.url_specs(self) + loginlink.url_specs(self),
             default_handler_class=NotFoundHandler, default_handler_args={"server": self},
             compress_response=False, **pages.SETTINGS)
 
