@@ -181,9 +181,9 @@ def up(backend: Backend, view: ServerView, plan: PilotPlan, counts: dict[str, in
 
 def idle_note(pilot_args: list[str], site: dict | None) -> str | None:
     """A warning when the pilots will stop by themselves after idling (their cycles are not 0)."""
-    from p3s.cli.pilot import _run_parser
+    from p3s.pilot.cli import run_parser
 
-    args = _run_parser().parse_args(pilot_args)
+    args = run_parser().parse_args(pilot_args)
     cycles = args.cycles if args.cycles is not None else (site or {}).get("cycles", 3)
     period = args.period if args.period is not None else (site or {}).get("period", 10)
     if not cycles:

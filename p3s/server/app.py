@@ -21,6 +21,7 @@ from p3s.lifecycle import Lifecycle
 from p3s.pilots import PilotService, Registry
 from p3s import kept
 from p3s.reaper import Reaper
+from p3s.reconcile import reconcile
 from p3s.retention import Retention
 from p3s.server import admin
 from p3s.server.base import NotFoundHandler
@@ -88,6 +89,7 @@ class P3SServer:
         self.alarms.load()
         self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
+        reconcile(self.lifecycle)
 
     @property
     def api_routes(self) -> list:
