@@ -79,6 +79,7 @@ def test_alarms_fire_clear_and_the_stale_banner(make_server, tmp_path):
 def test_live_rows_elapsed_time_rerun_and_layout(make_server, tmp_path):
     server = make_server(blackhole_jobs=0)
     server.submit(*[{"payload": "x", "name": f"filler {i}", "jobtype": "reco"} for i in range(30)])
+    server.submit({"payload": "x", "name": "watched", "jobtype": "reco", "priority": 10})   # newest, taken first
     browser = Browser(tmp_path / "profile")
     try:
         log_in(browser, server)
