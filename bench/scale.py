@@ -310,6 +310,82 @@ def run_size(size: int, base: Path) -> None:
         server.stop()
 
 
+# --- another embedded engine, measured the same way ------------------------------------------
+def probe_sqlite_columns(size: int, base: Path) -> None:
+    """The same jobs in one SQLite table: the BSON document plus the fields the queries filter and
+    sort on as columns with B-tree indexes (what the embedded store would need instead of hash
+    indexes rebuilt in memory). Measured in this process: open, first page, count, one job, a
+    conditional claim-like update by id."""
+    path = base / f"probe{size}.sqlite"
+    now = dt.datetime.utcnow()
+    random.seed(size)
+    t0 = time.monotonic()
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT, ts_def TEXT, jobtype TEXT, "
+                       "pilot TEXT, workflow TEXT, user TEXT, doc BLOB)")
+    for docs in ((job_doc(i, now, True, 60, size) for i in range(size)),
+                 (job_doc(i, now, False, 0, DEFINED) for i in range(DEFINED))):
+        batch = []
+        for doc in docs:
+            batch.append((doc["_id"], doc["state"], doc["ts_def"].isoformat(), doc["jobtype"], doc["pilot"],
+                          doc["workflow"], doc["user"], bson.encode(doc)))
+            if len(batch) >= 20000:
+                connection.executemany("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?)", batch)
+                batch = []
+        connection.executemany("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?)", batch)
+    for columns in ("state, ts_def", "pilot, state", "workflow, state", "jobtype, state", "ts_def", "user"):
+        connection.execute(f"CREATE INDEX IF NOT EXISTS i_{columns.replace(', ', '_')} ON jobs ({columns})")
+    connection.commit()
+    connection.close()
+    built = time.monotonic() - t0
+    rss0 = psutil.Process().memory_info().rss
+    t0 = time.monotonic()
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    opened = time.monotonic() - t0
+
+    def timed_ms(fn, count: int) -> list[float]:
+        out = []
+        for _ in range(count):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+        return out
+
+    result: dict = {"ended": size, "build_s": round(built, 1), "open_s": round(opened, 4), "bytes": path.stat().st_size}
+    for state in ("defined", "finished"):
+        def first_page() -> None:
+            rows = connection.execute("SELECT doc FROM jobs WHERE state = ? ORDER BY ts_def DESC, id LIMIT 100",
+                                      (state,)).fetchall()
+            [bson.decode(r[0]) for r in rows]
+        times = timed_ms(first_page, 30)
+        result[f"list_{state}_p50_ms"], result[f"list_{state}_p99_ms"] = pct(times, 0.5), pct(times, 0.99)
+        times = timed_ms(lambda: connection.execute("SELECT count(*) FROM jobs WHERE state = ?", (state,)).fetchone(), 5)
+        result[f"count_{state}_p50_ms"] = pct(times, 0.5)
+    ids = [r[0] for r in connection.execute("SELECT id FROM jobs WHERE state = 'defined' LIMIT 2000")]
+    one = ids[0]
+    result["job_p50_ms"] = pct(timed_ms(lambda: bson.decode(connection.execute(
+        "SELECT doc FROM jobs WHERE id = ?", (one,)).fetchone()[0]), 100), 0.5)
+    queue = iter(ids)
+
+    def claim() -> None:
+        uuid = next(queue)
+        with connection:
+            row = connection.execute("SELECT doc FROM jobs WHERE id = ? AND state = 'defined'", (uuid,)).fetchone()
+            doc = bson.decode(row[0])
+            doc.update(state="dispatched", pilot="bench", ts_dis=dt.datetime.utcnow())
+            connection.execute("UPDATE jobs SET state = ?, pilot = ?, doc = ? WHERE id = ?",
+                               (doc["state"], doc["pilot"], bson.encode(doc), uuid))
+    times = timed_ms(claim, 1000)
+    result.update(claim_p50_ms=pct(times, 0.5), claim_p99_ms=pct(times, 0.99),
+                  rss_mb_added=round((psutil.Process().memory_info().rss - rss0) / 2**20, 1))
+    connection.close()
+    path.unlink()
+    emit("engine_probe", engine="sqlite-indexed-columns", **result)
+
+
 async def _purge(url: str) -> dict:
     conn = Conn(url)
     status, reply, _ = await conn.call("POST", "/admin/purge", {"kinds": ["jobs", "pilots"]})
@@ -324,13 +400,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10^4 and 10^5 ended jobs")
     parser.add_argument("--sizes", default=None, help="comma-separated numbers of ended jobs")
     parser.add_argument("--keep-dir", default=None, help="build under this directory and leave it")
+    parser.add_argument("--probe", action="store_true", help="only measure the SQLite-with-indexed-columns probe")
     args = parser.parse_args()
     sizes = [int(s) for s in (args.sizes or ("10000,100000" if args.quick else "10000,1000000")).split(",")]
     base = Path(args.keep_dir or tempfile.mkdtemp(prefix="p3s-scale-"))
     base.mkdir(parents=True, exist_ok=True)
     try:
         for size in sizes:
-            run_size(size, base)
+            if not args.probe:
+                run_size(size, base)
+            probe_sqlite_columns(size, base)
     finally:
         if not args.keep_dir:
             shutil.rmtree(base, ignore_errors=True)

@@ -75,6 +75,7 @@ class P3SServer:
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
         self.retention.load()
+        log.info("counters: %s, statistics: %s", self.counted["counters"], self.counted["stats"])
         self.live = Broadcaster(self.summary)
         self.lifecycle.listeners += [self.stats, self.live]
         events.subscribers.append(self.live.event_recorded)
