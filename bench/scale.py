@@ -34,6 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid as uuid_mod
 from pathlib import Path
@@ -46,6 +47,7 @@ DEFINED = 10_000
 PILOTS = 1_000
 CLAIM_PILOTS = 100
 CLAIM_SECONDS = 20.0
+MAX_RSS_MB = float(os.environ.get("SCALE_MAX_RSS_MB", 9000))
 
 
 def emit(case: str, **fields) -> None:
@@ -156,9 +158,25 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "p3s.cli.server", "--config", str(self.config),
                                       "--port", "0", "--no-auth"], stdout=subprocess.PIPE,
                                      stderr=open(self.log, "a"), text=True, env=env, cwd=REPO)
+        self.peak_rss_mb = 0.0
+        started = threading.Event()
+
+        def watch() -> None:          # a guard for a shared machine: no server past MAX_RSS_MB
+            while not started.is_set() and self.proc.poll() is None:
+                try:
+                    self.peak_rss_mb = max(self.peak_rss_mb, self.rss_mb())
+                except psutil.Error:
+                    return
+                if self.peak_rss_mb > MAX_RSS_MB:
+                    self.proc.kill()
+                    return
+                time.sleep(0.5)
+        threading.Thread(target=watch, daemon=True).start()
         line = self.proc.stdout.readline()
+        started.set()
         if "listening on" not in line:
-            raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
+            raise RuntimeError(f"server did not start (peak RSS {self.peak_rss_mb} MB, limit {MAX_RSS_MB}): "
+                               f"{self.log.read_text()[-2000:]}")
         self.url = line.strip().rsplit(" ", 1)[-1]
         return time.monotonic() - t0
 
@@ -282,7 +300,7 @@ def run_size(size: int, base: Path) -> None:
         progress("start after a clean stop")
         warm = server.start()
         emit("start", ended=size, cold_s=round(cold, 2), cold_rss_mb=cold_rss, kept_s=round(warm, 2),
-             kept_rss_mb=server.rss_mb(), goal_s=10, goal_rss_mb=500)
+             kept_rss_mb=server.rss_mb(), kept_peak_rss_mb=server.peak_rss_mb, goal_s=10, goal_rss_mb=500)
         progress("claims under 100 pilots")
         cpu0 = server.cpu()
         result = asyncio.run(claims(server.url))
