@@ -108,6 +108,7 @@ class Broker(Listener):
         self._waiters: collections.OrderedDict[str, tuple[PilotInfo, asyncio.Future]] = collections.OrderedDict()
         self._serve_scheduled = False
         self.dispatch_latencies: collections.deque[float] = collections.deque(maxlen=10000)
+        self.drained: set[str] = set()       # hosts whose pilots get no new work (p3s.hosts)
         lifecycle.listeners.append(self)
 
     # --- start-up -----------------------------------------------------------------------------
@@ -145,6 +146,8 @@ class Broker(Listener):
 
     def claim(self, pilot: PilotInfo) -> dict | None:
         """Give ``pilot`` the best job it may take now, or None. One conditional write per job taken."""
+        if pilot.host in self.drained:
+            return None
         blocked = self.blocked_types()
         while True:
             entry = self.queue.best(pilot.jobtypes, pilot.site, blocked)

@@ -89,7 +89,7 @@ class JobService:
             current = self.get(uuid)["state"]
             if current != states.TEMPLATE:       # a rerun of an ended job: it starts afresh
                 fields = {**RETRY_RESET, "error": None, "attempts": 0, **fields}
-            sources = {current}
+            sources = {current} & states.JOB_RERUN_SOURCES
         elif fields:
             sources = FIELDS_ONLY_BEFORE_DISPATCH
         return self.lifecycle.move_job(uuid, target, sources=sources, set_=fields, full=True)

@@ -64,7 +64,7 @@ def load_stats(stats: Stats) -> str:
     marker = kept_collection().find_one({"_id": "stats"})
     if marker is None:
         stats.load(walk(models.Job._get_collection()))
-        stats.dirty = set(stats.counts) | set(stats.waits) | set(stats.latencies)
+        stats.dirty = set(stats.counts) | set(stats.waits) | set(stats.latencies) | set(stats.lost_pilots)
         save_stats(stats)
         kept_collection().update_one({"_id": "stats"}, {"$set": {"since": time.time()}}, upsert=True)
         return "counted"

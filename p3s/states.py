@@ -31,8 +31,9 @@ JOB_RETRYABLE = frozenset({FAILED, TIMELIMIT, PILOT_LOST, NONSTARTER})
 
 # target state -> the states it may be entered from
 JOB_TRANSITIONS: Mapping[str, frozenset[str]] = {
-    # From an unsuccessful end: a retry (attempts left) or an operator's rerun.
-    DEFINED: frozenset({TEMPLATE}) | JOB_UNSUCCESSFUL | {CANCELLED},
+    # From an unsuccessful end: a retry (attempts left) or an operator's rerun. From dispatched or
+    # running: a release (its pilot does not hold it, or never started it), no attempt counted.
+    DEFINED: frozenset({TEMPLATE}) | JOB_UNSUCCESSFUL | {CANCELLED} | JOB_ACTIVE,
     TEMPLATE: frozenset({DEFINED}),
     DISPATCHED: frozenset({DEFINED}),
     RUNNING: frozenset({DISPATCHED}),
@@ -46,6 +47,9 @@ JOB_TRANSITIONS: Mapping[str, frozenset[str]] = {
     NONSTARTER: frozenset({DISPATCHED}),
     CANCELLED: frozenset({TEMPLATE, DEFINED}),
 }
+
+# What an operator may send back to ``defined`` (a rerun); active jobs are released only by the server.
+JOB_RERUN_SOURCES = frozenset({TEMPLATE, CANCELLED}) | JOB_UNSUCCESSFUL
 
 # --- pilots -----------------------------------------------------------------------------------
 IDLE = "idle"                # registered, between jobs

@@ -20,6 +20,7 @@ import uuid as _uuid
 from pymongo import ReturnDocument
 
 from p3s import dag, events, models, schema, states
+from p3s.diagnosis import failure_reason
 from p3s.errors import ApiError, invalid, not_found
 from p3s.fastpath import ByIdCollection
 from p3s.jobs import JobService
@@ -338,6 +339,9 @@ class WorkflowEngine(Listener):
 
     def _fail(self, wf_uuid: str, job: dict) -> None:
         reason = f"job {job.get('vertex')} ({job['_id']}) ended {job['state']}"
+        why = failure_reason(job) if job.get("error") or job.get("stderr_tail") else ""
+        if why and why != job["state"]:
+            reason += f": {why}"
         try:
             self.move(wf_uuid, states.WF_FAILED, {"ts_sto": utcnow(), "error": reason})
             events.record("workflow.failed", f"workflow {wf_uuid} failed: {reason}", job=job["_id"], severity="warning")

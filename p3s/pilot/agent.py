@@ -1,6 +1,6 @@
 """The pilot: registers, asks for work (long poll), runs payloads, heartbeats, reports, stops.
 
-Standard library, psutil and ``p3s.pilot.client`` only: it runs on bare worker nodes. A finished job
+Standard library (psutil when present) and the rest of ``p3s.pilot`` only: it runs on bare worker nodes. A finished job
 is reported in the same request that asks for the next one, so a busy pilot costs one request
 per job; a payload that runs longer than ``first_report`` seconds is reported started, then
 heartbeats every ``beat`` seconds with the resource usage of its process tree.
@@ -229,7 +229,8 @@ class Pilot:
             payload.start()
         except NonStarter as exc:
             log.warning("job %s could not start: %s", job["uuid"], exc)
-            return {"event": "nonstarter", "job": job["uuid"], "message": str(exc)[:4000],
+            return {"event": "nonstarter", "job": job["uuid"], "attempt": job.get("attempt"),
+                    "message": str(exc)[:4000],
                     "log_dir": self.log_dir, **payload.tails()}
         self.payload = payload
         self.guard.watch(payload.pid)
@@ -254,9 +255,19 @@ class Pilot:
                     break
                 if payload.elapsed() >= next_report:
                     event = "heartbeat" if started_reported else "jobstart"
-                    reply = self._call(event, self.client.report, self.uuid, event, job=job["uuid"],
-                                       pid=payload.pid, ts=time.time(), usage=payload.usage(),
-                                       log_dir=self.log_dir)
+                    try:
+                        reply = self._call(event, self.client.report, self.uuid, event, job=job["uuid"],
+                                           attempt=job.get("attempt"), pid=payload.pid, ts=time.time(),
+                                           usage=payload.usage(), log_dir=self.log_dir)
+                    except P3SError as exc:
+                        # Only an explicit order stops a payload: the server saying this pilot must
+                        # stop, or kill_job in a reply. Any other refusal (e.g. of a repeated
+                        # report) leaves it running; its end is reported as usual.
+                        if exc.status == 0 or exc.field == "pilot":
+                            raise
+                        log.warning("%s for job %s not taken: %s; the payload goes on", event, job["uuid"], exc)
+                        reply = None
+                        started_reported = True
                     if reply is not None:
                         started_reported = True
                         if reply.get("kill"):
@@ -276,7 +287,8 @@ class Pilot:
             usage = payload.final_usage()
             self.guard.unwatch()
             self.payload = None
-        report: dict[str, Any] = {"job": job["uuid"], "exit_code": code, "started": payload.started_wall,
+        report: dict[str, Any] = {"job": job["uuid"], "attempt": job.get("attempt"), "exit_code": code,
+                                  "started": payload.started_wall,
                                   "usage": usage, "log_dir": self.log_dir, **payload.tails()}
         if outcome is None:
             report["event"] = "jobstop"

@@ -21,12 +21,17 @@ from p3s.lifecycle import Lifecycle
 from p3s.pilots import PilotService, Registry
 from p3s import kept
 from p3s.reaper import Reaper
+from p3s.reconcile import reconcile
 from p3s.retention import Retention
 from p3s.server import admin
 from p3s.server.base import NotFoundHandler
 from p3s import events
 from p3s.server.handlers import ROUTES, url_specs
+from p3s.hosts import HostWatch
 from p3s.web import api as web_api
+from p3s.web import control as web_control
+from p3s.web import loginlink
+from p3s.web.alarms import AlarmBoard
 from p3s.web import pages
 from p3s.web.live import Broadcaster
 from p3s.web.stats import Stats
@@ -35,6 +40,7 @@ from p3s.workflow import TemplateStore, WorkflowEngine
 
 log = logging.getLogger("p3s.server")
 RESYNC_PERIOD = 10.0     # seconds between queue/counter re-synchronisations on a shared MongoDB
+ALARM_PERIOD = 2.0       # seconds between alarm checks (since-when and events need no viewer)
 
 
 class P3SServer:
@@ -76,18 +82,24 @@ class P3SServer:
         self.retention = Retention(self, self.config)
         self.retention.load()
         log.info("counters: %s, statistics: %s", self.counted["counters"], self.counted["stats"])
+        self.hosts = HostWatch(self.config, self.broker)
+        self.hosts.load()
         self.live = Broadcaster(self.summary)
-        self.lifecycle.listeners += [self.stats, self.live]
+        self.lifecycle.listeners += [self.stats, self.live, self.hosts]
+        self.alarms = AlarmBoard(self)
+        self.alarms.load()
+        self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
+        reconcile(self.lifecycle)
 
     @property
     def api_routes(self) -> list:
-        return ROUTES + web_api.ROUTES + admin.ROUTES
+        return web_control.ROUTES + ROUTES + web_api.ROUTES + admin.ROUTES + loginlink.ROUTES
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(
             url_specs(self, self.api_routes) + [(API_PREFIX + r"/.*", NotFoundHandler, {"server": self})]
-            + pages.url_specs(self),
+            + pages.url_specs(self) + loginlink.url_specs(self),
             default_handler_class=NotFoundHandler, default_handler_args={"server": self},
             compress_response=False, **pages.SETTINGS)
 
@@ -103,6 +115,7 @@ class P3SServer:
         self.port = sockets[0].getsockname()[1]
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
         self.live.start()
+        self._every(ALARM_PERIOD, self.check_alarms)
         if self.db.embedded:
             self._every(self.config.checkpoint_period, self.db.checkpoint)
         if self.db.shared:
@@ -116,6 +129,12 @@ class P3SServer:
             periodic = PeriodicCallback(callback, seconds * 1000, jitter=jitter)
             periodic.start()
             self._callbacks.append(periodic)
+
+    def check_alarms(self) -> None:
+        try:
+            self.alarms.check()
+        except Exception:
+            log.exception("alarm check failed")
 
     def resync(self) -> None:
         self.lifecycle.counters.load()
