@@ -83,6 +83,7 @@ class P3SServer:
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
         self.retention.load()
+        log.info("counters: %s, statistics: %s", self.counted["counters"], self.counted["stats"])
         self.hosts = HostWatch(self.config, self.broker)
         self.hosts.load()
         self.live = Broadcaster(self.summary)
