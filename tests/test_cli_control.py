@@ -54,13 +54,13 @@ def test_job_log_rerun_kill_and_errors(server):
     errors = command(server, "job", "errors", "--by", "error_line")
     assert errors.returncode == 0 and "ERROR: no calibration" in errors.stdout and errors.stdout.split("\n")[1].startswith("2")
     assert command(server, "job", "errors", "--by", "colour").returncode == 2
-    counted = command(server, "job", "rerun", "-s", "failed", "-T", "reco")
+    counted = command(server, "job", "rerun", "-A", "failed", "-T", "reco")
     assert counted.returncode == 1 and "2 job(s) match" in counted.stderr
     assert server.job(first)["state"] == "failed"
-    done = command(server, "job", "rerun", "-s", "failed", "-T", "reco", "--yes")
+    done = command(server, "job", "rerun", "-A", "failed", "-T", "reco", "--yes")
     assert done.returncode == 0 and "rerun: 2 of 2" in done.stdout
     assert server.job(first)["state"] == "defined"
-    assert command(server, "job", "rerun", "-s", "bogus", "--yes").returncode == 2
+    assert command(server, "job", "rerun", "-A", "bogus", "--yes").returncode == 2
     killed = command(server, "job", "kill", "-T", "reco", "--yes")
     assert killed.returncode == 0 and "kill: 2 of 2" in killed.stdout
     assert server.job(second)["state"] == "cancelled"
@@ -112,7 +112,8 @@ def test_a_wrong_flag_value_is_refused_not_passed_silently(server):
     wrong = command(server, "pilot", "list", "-s", "running")
     assert wrong.returncode == 2 and "-A running" in wrong.stderr
     assert command(server, "pilot", "list", "-A", "sleeping").returncode == 2
-    assert command(server, "job", "list", "-s", "runing").returncode == 2
+    assert command(server, "job", "list", "-A", "runing").returncode == 2
+    assert command(server, "job", "list", "-s", "running").returncode == 2          # -s is the site
     server.register(host="wn01", site="np04")
     assert command(server, "pilot", "list", "-s", "np04").returncode == 0
 
