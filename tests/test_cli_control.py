@@ -146,3 +146,23 @@ def test_server_on_a_taken_port_says_so_in_one_line(server, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{server.port}" in lines[0] and "in use" in lines[0], lines
+
+
+def test_the_readme_examples_work_verbatim_on_a_fresh_server(server, tmp_path):
+    """The shell lines the README gives for workflows and job files, as written there."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    wanted = [b for b in blocks if "add-type TXT" in b or "conf/jobs/example.json" in b]
+    assert len(wanted) == 2
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")},
+           "P3S_SERVER_URL": server.url, "P3S_TOKEN": server.token,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for block in wanted:
+        done = subprocess.run(["bash", "-euc", block], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (block, done.stderr)
+    assert server.ok("GET", "/workflows")["total"] == 1
+    assert {j["name"] for j in server.ok("GET", "/jobs?limit=100")["items"]} >= {"hello", "count-lines"}
