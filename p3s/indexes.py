@@ -25,6 +25,7 @@ SORTED_LISTS: dict[str, tuple[str, ...]] = {
 OTHER: dict[str, list[tuple[str, ...]]] = {
     "jobs": [("state", "ts_sta"),              # the reaper's re-read of running jobs' deadlines
              ("state", "ts_dis")],             # the reaper's dispatched jobs never started
+    "pilots": [("ts_stop", "_id")],            # retention: the oldest ended pilots first
     "jobtype_slots": [("holds.t",)],           # the repair of slots left by a killed server
 }
 

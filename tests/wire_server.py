@@ -133,8 +133,12 @@ class AdaptedHandler(NeoSQLiteHandler):
                     # As above, reported the way MongoDB reports a failed statement: a write error.
                     return request_id, {"ok": 1, "n": 0, "nModified": 0, "writeErrors": [
                         {"index": index, "code": 40, "codeName": "ConflictingUpdateOperators", "errmsg": problem}]}
-        if "aggregate" in body and _groups_on_document(body.get("pipeline") or []):
+        if "aggregate" in body and (_groups_on_document(body.get("pipeline") or [])
+                                    or any(_null_in_logic(stage.get("$match")) for stage in body.get("pipeline") or []
+                                           if isinstance(stage, dict))):
             return self._aggregate_with_mongomock(request_id, body)
+        if "find" in body and _null_in_logic(body.get("filter")):
+            return self._find_with_mongomock(request_id, body)
         request_id, answer = super().handle_command(msg)
         if self.reported_version and "buildInfo" in body:
             answer = {**answer, "version": self.reported_version,
@@ -155,9 +159,30 @@ class AdaptedHandler(NeoSQLiteHandler):
         return _error(msg["request_id"], 2, "BadValue", text)
 
     @nx_handler._serialize
+    def _find_with_mongomock(self, request_id: int, body: dict) -> tuple[int, dict]:
+        """Restores ``{field: null}`` within ``$and``/``$or`` (it matches a null or missing field):
+        nx-27017 matches nothing there. The find runs in mongomock over the collection's documents."""
+        db = self.get_database(body.get("$db", "test"))
+        name = body["find"]
+        docs = list(db[name].find({})) if name in db.list_collection_names() else []
+        scratch = mongomock.MongoClient().db.c
+        if docs:
+            scratch.insert_many(docs)
+        cursor = scratch.find(body.get("filter") or {}, body.get("projection") or None)
+        if body.get("sort"):
+            cursor = cursor.sort(list(body["sort"].items()))
+        if body.get("skip"):
+            cursor = cursor.skip(body["skip"])
+        if body.get("limit"):
+            cursor = cursor.limit(abs(body["limit"]))
+        return request_id, {"ok": 1, "cursor": {"id": 0, "ns": f"{body.get('$db', 'test')}.{name}",
+                                                 "firstBatch": list(cursor)}}
+
+    @nx_handler._serialize
     def _aggregate_with_mongomock(self, request_id: int, body: dict) -> tuple[int, dict]:
         """Restores ``$group`` on a document key (``{_id: {s: "$state", t: "$jobtype"}}``), which
-        nx-27017 answers with the literal text: the pipeline runs in mongomock over the documents."""
+        nx-27017 answers with the literal text, and ``{field: null}`` within ``$and``/``$or`` in a
+        ``$match`` (see _find_with_mongomock): the pipeline runs in mongomock over the documents."""
         db = self.get_database(body.get("$db", "test"))
         name = body["aggregate"]
         docs = list(db[name].find({})) if name in db.list_collection_names() else []
@@ -167,6 +192,19 @@ class AdaptedHandler(NeoSQLiteHandler):
         rows = list(scratch.aggregate(body.get("pipeline") or []))
         return request_id, {"ok": 1, "cursor": {"id": 0, "ns": f"{body.get('$db', 'test')}.{name}",
                                                  "firstBatch": rows}}
+
+
+def _null_in_logic(query: Any, inside: bool = False) -> bool:
+    """Whether ``query`` has ``{field: None}`` within an ``$and``/``$or``/``$nor``."""
+    if isinstance(query, dict):
+        for key, value in query.items():
+            if key in ("$and", "$or", "$nor") and isinstance(value, list):
+                if any(_null_in_logic(part, True) for part in value):
+                    return True
+            elif inside and value is None:
+                return True
+        return False
+    return False
 
 
 def _groups_on_document(pipeline: list) -> bool:
