@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import tornado.web
 
 from p3s import __version__
-from p3s.server.base import TOKEN_COOKIE
+from p3s.server.base import TOKEN_COOKIE, database_calls_off_the_loop
 from p3s.web import metrics
 
 HERE = Path(__file__).resolve().parent
@@ -17,6 +17,10 @@ PAGES = ("", "jobs", "pilots", "workflows", "templates", "data", "events", "site
 
 
 class PageBase(tornado.web.RequestHandler):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        database_calls_off_the_loop(cls)     # the token check may read the database
+
     def initialize(self, server: Any) -> None:
         self.server = server
 

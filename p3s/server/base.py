@@ -63,12 +63,19 @@ def _off_the_loop(method: Any) -> Any:
     """On MongoDB, run the handler method in a greenlet whose database calls wait off the event
     loop (p3s.dbcalls); elsewhere, as it is."""
     @functools.wraps(method)
-    def run(self: "ApiHandler", *args: Any, **kwargs: Any) -> Any:
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         runner = getattr(self.server, "offloop", None)
         if runner is None or runner.in_task():
             return method(self, *args, **kwargs)
         return runner.spawn(method, self, *args, **kwargs)
     return run
+
+
+def database_calls_off_the_loop(cls: type) -> None:
+    """Make the HTTP methods ``cls`` defines run off the loop on MongoDB (any handler with ``server``)."""
+    for name in _DATABASE_METHODS:
+        if name in cls.__dict__:
+            setattr(cls, name, _off_the_loop(cls.__dict__[name]))
 
 
 @tornado.web.stream_request_body
@@ -80,9 +87,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in _DATABASE_METHODS:
-            if name in cls.__dict__:
-                setattr(cls, name, _off_the_loop(cls.__dict__[name]))
+        database_calls_off_the_loop(cls)
 
     def initialize(self, server: Any) -> None:
         self.server = server
