@@ -175,12 +175,13 @@ class PilotService:
     def _on_jobstart(self, pilot: PilotInfo, body: dict) -> None:
         self.lifecycle.move_job(body["job"], states.RUNNING, where=self._own(pilot),
                                 set_={"ts_sta": _from_epoch(body["ts"]) or utcnow(), "pid": body["pid"],
-                                      "log_dir": body["log_dir"]})
+                                      "log_dir": body["log_dir"], "output_dir": body["output_dir"]})
 
     def _end(self, pilot: PilotInfo, body: dict, target: str, error: str | None) -> None:
         fields: dict[str, Any] = {"exit_code": body["exit_code"], "error": error}
-        if body["log_dir"]:
-            fields["log_dir"] = body["log_dir"]
+        for key in ("log_dir", "output_dir"):
+            if body[key]:
+                fields[key] = body[key]
         for key in ("stdout_tail", "stderr_tail"):
             if body[key] is not None:
                 fields[key] = body[key]

@@ -69,7 +69,8 @@ def test_openapi_document_is_valid_and_matches_the_routes(server):
     validate(spec)
     from p3s.server.handlers import ROUTES
     from p3s.web.api import ROUTES as WEB_ROUTES
-    assert set(spec["paths"]) == {"/api/v1" + path for path, _ in ROUTES + WEB_ROUTES}
+    from p3s.web.results import ROUTES as RESULT_ROUTES
+    assert set(spec["paths"]) == {"/api/v1" + path for path, _ in ROUTES + WEB_ROUTES + RESULT_ROUTES}
     for path, item in spec["paths"].items():
         for method in item:
             if method == "parameters" or path.endswith("/stream"):     # the live stream never ends

@@ -58,14 +58,17 @@ class Payload:
     """One running payload and its process tree."""
 
     def __init__(self, job: dict, pilot_uuid: str, base_env: dict[str, str], joblogdir: Path, workroot: Path,
-                 force_shell: bool = False) -> None:
+                 force_shell: bool = False, resultroot: Path | None = None) -> None:
         self.job = job
         self.uuid = job["uuid"]
         self.workdir = workroot / self.uuid
+        # Results the monitor shows (the original's monitor/<job uuid>/): $P3S_OUTPUT_DIR.
+        self.output_dir = (resultroot or workroot.parent / "results") / self.uuid
         self.out_path = joblogdir / f"{self.uuid}.out"
         self.err_path = joblogdir / f"{self.uuid}.err"
         self.env = {**base_env, **(job.get("env") or {}), "P3S_JOB_UUID": self.uuid,
-                    MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir)}   # P3S_PILOT_UUID
+                    MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir),   # P3S_PILOT_UUID
+                    "P3S_OUTPUT_DIR": str(self.output_dir)}
         self.force_shell = force_shell
         self.proc: subprocess.Popen | None = None
         self._logs: tuple[Any, Any] | None = None
@@ -83,6 +86,7 @@ class Payload:
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
             command, shell = command_for(self.job, self.workdir, self.force_shell)
             # Kept open (read back for the tails): two file opens fewer per job.
             self._logs = (open(self.out_path, "w+b"), open(self.err_path, "w+b"))
