@@ -123,6 +123,8 @@ def _json_type(value: Any) -> str:
 def _moment(value: Any, where: str) -> _dt.datetime:
     """A moment given as seconds since the epoch or an ISO 8601 text (UTC when it names no zone),
     as the naive UTC datetime to the millisecond that MongoDB keeps."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", value):
+        value = float(value)             # seconds, as a query string gives them
     if isinstance(value, str):
         try:
             moment = _dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
