@@ -44,3 +44,23 @@ def check(config: Config, counters: Counters, stats: Stats) -> list[dict[str, An
                           f"<= {config.alarm_failure_rate:g} (24 h: {rate24:.3f})",
                           f"{bad10} of {bad10 + good10} {jobtype} jobs unsuccessful in 10 minutes"))
     return out
+
+
+WITHIN_ETA_MIN = 5        # jobs with an ETA ended in 10 minutes before a type's share can alarm
+
+
+def within_eta(freshness: Any) -> list[dict[str, Any]]:
+    """A job type's share of jobs finished within its ETA over 10 minutes, against its threshold
+    (the type's alarm_within_eta, else the configuration's)."""
+    out = []
+    for name, row in freshness.report()["types"].items():
+        window = row["windows"]["10m"]
+        share, threshold = window["share_within_eta"], row["alarm_within_eta"]
+        if not row["eta"] or share is None:
+            continue
+        counted = window["done"] + sum(window["dropped"].values())
+        firing = counted >= WITHIN_ETA_MIN and share < threshold
+        out.append(_alarm(f"within ETA: {name}", firing, share, f">= {threshold:g} (ETA {row['eta']} s)",
+                          f"{window['within_eta']} of {window['done']} {name} jobs within {row['eta']} s in 10 "
+                          f"minutes; {sum(window['dropped'].values())} dropped"))
+    return out

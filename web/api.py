@@ -34,6 +34,7 @@ class AlarmsHandler(ApiHandler):
 
     def get(self) -> None:
         items = alarms.check(self.server.config, self.server.lifecycle.counters, self.server.stats)
+        items += alarms.within_eta(self.server.freshness)
         self.reply({"items": items, "firing": sum(a["status"] == "alarm" for a in items)})
 
 

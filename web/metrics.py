@@ -46,4 +46,5 @@ def render(server: Any) -> str:
         count = sum(n for (m, _s), n in server.requests.items() if m == method)
         lines.append(f"p3s_http_request_duration_seconds_sum{_labels(method=method)} {seconds:.6f}")
         lines.append(f"p3s_http_request_duration_seconds_count{_labels(method=method)} {count}")
+    lines += server.freshness.metrics_lines()
     return "\n".join(lines) + "\n"

@@ -5,12 +5,13 @@
 const ROLE = document.body.dataset.role;
 const MAIN = document.getElementById("main");
 const JOB_STATES = ["template", "defined", "dispatched", "running", "finished", "failed", "timelimit",
-  "pilot_lost", "killed", "nonstarter", "cancelled"];
+  "pilot_lost", "killed", "nonstarter", "cancelled", "stale"];
 const PILOT_STATES = ["idle", "running", "stopped", "lost"];
-const WORKFLOW_STATES = ["template", "defined", "running", "finished", "failed", "cancelled"];
+const WORKFLOW_STATES = ["template", "defined", "running", "finished", "failed", "cancelled", "dropped"];
 const COLOURS = {finished: "#2e9e4f", running: "#1c8fb8", dispatched: "#5fb7d6", defined: "#3f63c9",
   template: "#a5adbd", failed: "#d13b3b", timelimit: "#e0732c", pilot_lost: "#9b3bd1", killed: "#b33a6a",
-  nonstarter: "#7a2e2e", cancelled: "#c9a227", idle: "#3f63c9", stopped: "#a5adbd", lost: "#9b3bd1"};
+  nonstarter: "#7a2e2e", cancelled: "#c9a227", idle: "#3f63c9", stopped: "#a5adbd", lost: "#9b3bd1",
+  stale: "#8a6d3b", dropped: "#8a6d3b"};
 const PER_PAGE = [25, 50, 100, 200, 400];
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -332,6 +333,7 @@ function dashboard() {
   const charts = h("div", {class: "grid"});
   const alarms = h("div", {class: "card"});
   MAIN.replaceChildren(h("h1", {}, "Dashboard"), alarms, top, h("div", {class: "grid"}, windows, byType), charts);
+  const panels = (window.P3S_DASHBOARD || []).map((add) => add(MAIN));   // freshness.js
 
   function paintSummary(summary) {
     lastSummary = summary;
@@ -377,7 +379,7 @@ function dashboard() {
 
   const refresh = debounced(load, 2000);
   load();
-  return {onChange(msg) { if (msg.summary) paintSummary(msg.summary); refresh(); }};
+  return {onChange(msg) { if (msg.summary) paintSummary(msg.summary); refresh(); panels.forEach((p) => p && p.onChange && p.onChange(msg)); }};
 }
 
 // --- detail pages -------------------------------------------------------------------------------
@@ -400,7 +402,8 @@ function jobPage(uuid) {
       h("div", {class: "grid"},
         h("div", {class: "card"}, h("h2", {}, "Job"), fields(job, [["uuid"], ["name"], ["jobtype", "type"], ["user"], ["priority"],
           ["payload", "payload"], ["params"], ["env", "env"], ["input_file", "input file"], ["site", "site wanted"],
-          ["timelimit", "time limit (s)"], ["attempts", "attempts", (v, j) => `${v} of ${j.max_attempts}`],
+          ["timelimit", "time limit (s)"], ["arrived", "data arrived", when], ["deadline", "deadline", (v, j) => v ? `${when(v)} (ETA ${j.eta} s)` : "–"],
+          ["attempts", "attempts", (v, j) => `${v} of ${j.max_attempts}`],
           ["workflow", "workflow", (v, j) => v ? link(`/workflows/${v}`, `${short(v)} (${j.vertex})`) : "–"],
           ["error"]])),
         h("div", {class: "card"}, h("h2", {}, "Where and when"), fields(job, [["pilot", "pilot", (v) => v ? link(`/pilots/${v}`, v) : "–"],
@@ -414,6 +417,7 @@ function jobPage(uuid) {
       h("div", {class: "grid"},
         h("div", {class: "card"}, h("h2", {}, "stdout (last lines) ", job.log_dir ? link(`/api/v1/jobs/${uuid}/log/out`, "full log") : ""), h("pre", {class: "stdout"}, job.stdout_tail || "")),
         h("div", {class: "card"}, h("h2", {}, "stderr (last lines) ", job.log_dir ? link(`/api/v1/jobs/${uuid}/log/err`, "full log") : ""), h("pre", {class: "stderr"}, job.stderr_tail || ""))));
+    for (const add of window.P3S_JOB || []) add(MAIN, job);      // freshness.js: outputs
   }
   const reload = debounced(load, 300);
   load();
@@ -544,7 +548,7 @@ function dataPage(uuid) {
 
 // --- routing and live updates -------------------------------------------------------------------
 const ROUTES = [
-  [/^\/$/, dashboard], [/^\/jobs\/([^/]+)$/, jobPage], [/^\/pilots\/([^/]+)$/, pilotPage],
+  ...(window.P3S_PAGES || []), [/^\/$/, dashboard], [/^\/jobs\/([^/]+)$/, jobPage], [/^\/pilots\/([^/]+)$/, pilotPage],
   [/^\/workflows\/([^/]+)$/, workflowPage], [/^\/templates\/([^/]+)$/, templatePage], [/^\/sites\/([^/]+)$/, sitePage],
   [/^\/data\/([^/]+)$/, dataPage], [/^\/(jobs|pilots|workflows|templates|data|events|sites)$/, listPage],
 ];
