@@ -125,6 +125,12 @@ class Freshness(Listener):
                 {"state": states.WF_FINISHED, "ts_sto": {"$gte": since}}, {"template": 1, "arrived": 1, "ts_sto": 1}):
             self._workflow_ended(doc)
 
+    def reload_policies(self) -> None:
+        """Re-read the job types' settings (another server on the same database may change them)."""
+        for doc in models.JobType._get_collection().find():
+            if doc != self.stored.get(doc["_id"]):
+                self.set_stored(doc["_id"], doc)
+
     def policy(self, jobtype: str) -> Policy:
         """The settings in force: the type's record, over its configured defaults, over '*'."""
         defaults = self.config.jobtype_defaults or {}

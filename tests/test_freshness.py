@@ -3,6 +3,7 @@ drop), stopping running jobs past their deadline, and shedding at admission — 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -283,3 +284,46 @@ def test_lower_priority_work_is_shed_to_keep_a_critical_type_within_its_eta(serv
     assert server.ok("GET", "/freshness/admission?template=r")["admit"] is False
     wf = server.ok("POST", "/workflows", {"template": "r"}, 201)
     assert wf["state"] == "dropped" and "shed" in wf["error"]
+
+
+INJECTED = textwrap.dedent("""
+    name: monitor
+    jobs:
+      IN: {noop: true}
+      display: {jobtype: evdisp, payload: "true"}
+    data:
+      - {id: raw, source: IN, target: display, datatag: RAW, datatype: TXT}
+""")
+
+
+def test_the_injector_asks_the_server_and_skips_what_would_be_shed(server, pilots, tmp_path):
+    server.ok("POST", "/datatypes", {"name": "TXT", "ext": ".txt"}, 201)
+    server.ok("POST", "/templates", {"yaml": INJECTED}, 201)
+    _measure(server, pilots, "evdisp", "sleep 1")
+    server.ok("PATCH", "/jobtypes/evdisp", {"eta": 1, "shed": True})
+    pilots(server, "-c", "0", "-p", "2")
+    server.wait_for(lambda: server.ok("GET", "/summary")["pilots"]["idle"] == 1, timeout=20)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "run1.txt").write_text("TEST\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    command = [sys.executable, "-m", "p3s.cli.injector", "-S", server.url, "--token", server.token, "-t", "monitor",
+               "--datatype", "TXT", "--once", "-d", str(inbox), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["skipped"] == {"shed": 1}
+    record = server.ok("GET", "/data?name=run1.txt")["items"][0]
+    assert record["state"] == "skipped" and "shed: predicted wait" in record["comment"]
+    assert server.ok("GET", "/workflows")["total"] == 0
+    assert server.ok("GET", "/freshness")["injector_dropped"]["10m"] == {"shed": 1}
+    # with an ETA it can meet, the next file goes through and its jobs carry the file's arrival
+    server.ok("PATCH", "/jobtypes/evdisp", {"eta": 60})
+    (inbox / "run2.txt").write_text("TEST\n")
+    seen = time.time()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert json.loads(done.stdout)["accepted"] == 1, done.stderr
+    record = server.ok("GET", "/data?name=run2.txt")["items"][0]
+    assert abs(parse(record["arrived"]).timestamp() - seen) < 10
+    wf = server.ok("GET", "/workflows")["items"][0]
+    assert wf["arrived"] == record["arrived"]
+    server.wait_for(lambda: server.ok("GET", f"/workflows/{wf['uuid']}")["state"] == "finished", timeout=30)

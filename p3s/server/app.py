@@ -122,6 +122,7 @@ class P3SServer:
     def resync(self) -> None:
         self.lifecycle.counters.load()
         self.broker.resync()
+        self.freshness.reload_policies()
 
     async def stop(self) -> None:
         """Stop serving, release waiting pilots, flush and close the database."""
