@@ -94,7 +94,8 @@ class Freshness(Listener):
         self.injector: dict[int, collections.Counter] = {}     # minute -> skip reason -> files
         self.histogram: dict[str, list[int]] = {}              # type -> cumulative-ready bucket counts
         self.hist_sum: collections.Counter[str] = collections.Counter()
-        self._deadlines: list[tuple[float, str]] = []
+        self._deadlines: list[tuple[float, str, str]] = []      # (deadline, job, jobtype)
+        self._cached: tuple[float, dict] | None = None
         lifecycle.listeners.append(self)
         events.subscribers.append(self.event_recorded)
 
@@ -114,8 +115,7 @@ class Freshness(Listener):
                              {"state": 1, "jobtype": 1, "priority": 1, "deadline": 1}):
             if doc["state"] == states.DEFINED:
                 self._ready_in(doc)
-            if doc.get("deadline"):
-                heapq.heappush(self._deadlines, (epoch(doc["deadline"]), doc["_id"]))
+            self._watch(doc)
         since = utcnow() - _dt.timedelta(days=1)
         fields = {"jobtype": 1, "state": 1, "arrived": 1, "deadline": 1, "eta": 1, "ts_sta": 1, "ts_sto": 1,
                   "dropped": 1, "noop": 1}
@@ -332,7 +332,10 @@ class Freshness(Listener):
     def _sweep(self, now: float) -> list[str]:
         dropped = []
         while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, uuid = heapq.heappop(self._deadlines)
+            deadline, uuid, jobtype = heapq.heappop(self._deadlines)
+            policy = self.policy(jobtype)
+            if not (policy.stale or policy.stop_running):
+                continue
             job = self.lifecycle.jobs.find_one({"_id": uuid}, {"state": 1, "jobtype": 1, "pilot": 1, "deadline": 1})
             if job is None or epoch(job.get("deadline")) != deadline:
                 continue
@@ -348,6 +351,11 @@ class Freshness(Listener):
         return dropped
 
     # --- listener -----------------------------------------------------------------------------
+    def _watch(self, doc: dict) -> None:
+        """Look at the job again at its deadline (the sweep)."""
+        if doc.get("deadline"):
+            heapq.heappush(self._deadlines, (epoch(doc["deadline"]), doc["_id"], doc.get("jobtype", "")))
+
     def _ready_in(self, doc: dict) -> None:
         key = (doc.get("jobtype", ""), doc.get("priority", 0))
         self._ready_out(doc["_id"])
@@ -369,8 +377,7 @@ class Freshness(Listener):
         if doc["state"] == states.DEFINED:
             self._ready_in(doc)
             self.arrivals.setdefault(jobtype, collections.deque(maxlen=20000)).append(time.time())
-            if doc.get("deadline"):
-                heapq.heappush(self._deadlines, (epoch(doc["deadline"]), doc["_id"]))
+            self._watch(doc)
         elif doc["state"] == states.STALE:
             self._ended(doc, time.time())
         elif doc["state"] == states.TEMPLATE:
@@ -389,12 +396,11 @@ class Freshness(Listener):
                 jobtype = after.get("jobtype", "")
                 self.priority[jobtype] = after.get("priority", 0)
                 self.arrivals.setdefault(jobtype, collections.deque(maxlen=20000)).append(time.time())
-            if after.get("deadline"):
-                heapq.heappush(self._deadlines, (epoch(after["deadline"]), after["_id"]))
+            self._watch(after)
         elif old == states.DEFINED:
             self._ready_out(after["_id"])
-        if new == states.RUNNING and after.get("deadline"):
-            heapq.heappush(self._deadlines, (epoch(after["deadline"]), after["_id"]))
+        if new == states.RUNNING:
+            self._watch(after)
         if new in (states.FINISHED, states.STALE):
             self._ended(after, time.time())
 
@@ -455,8 +461,16 @@ class Freshness(Listener):
     # --- reading ------------------------------------------------------------------------------
     def report(self, now: float | None = None) -> dict[str, Any]:
         """Per job type: policy, backlog, predicted wait and, per window, turnaround p50/p95, share
-        within ETA and dropped counts; per template the workflows' turnaround; injector drops."""
-        now = now or time.time()
+        within ETA and dropped counts; per template the workflows' turnaround; injector drops.
+        Computed at most once a second (pages and /summary ask often)."""
+        if now is None and self._cached is not None and time.monotonic() - self._cached[0] < 1.0:
+            return self._cached[1]
+        fresh = self._report(now or time.time())
+        if now is None:
+            self._cached = (time.monotonic(), fresh)
+        return fresh
+
+    def _report(self, now: float) -> dict[str, Any]:
         current = int(now // 60)
         names = set(self.priority) | set(self.stored) | {t for c in self.counts.values() for t, _k in c}
         names |= {k for k in (self.config.jobtype_defaults or {}) if k != "*"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -327,3 +328,18 @@ def test_the_injector_asks_the_server_and_skips_what_would_be_shed(server, pilot
     wf = server.ok("GET", "/workflows")["items"][0]
     assert wf["arrived"] == record["arrived"]
     server.wait_for(lambda: server.ok("GET", f"/workflows/{wf['uuid']}")["state"] == "finished", timeout=30)
+
+
+def test_deadlines_policies_and_figures_survive_a_server_kill(server, pilots):
+    server.ok("PATCH", "/jobtypes/evdisp", {"eta": 4, "stale": True, "order": "newest-first"})
+    done = server.submit({"payload": "true", "jobtype": "evdisp", "arrived": time.time() - 1})[0]
+    pilot = pilots(server, "-c", "1", "-p", "1")
+    assert pilot.proc.wait(60) == 0, pilot.log()
+    waiting = server.submit({"payload": "true", "jobtype": "evdisp", "name": "old"},
+                            {"payload": "true", "jobtype": "evdisp", "name": "new", "eta": 600})
+    server.restart(signal.SIGKILL)
+    server.wait_for(lambda: server.job(waiting[0]["uuid"])["state"] == "stale", timeout=20)
+    assert server.job(waiting[1]["uuid"])["state"] == "defined"
+    row = server.ok("GET", "/freshness")["types"]["evdisp"]
+    assert row["order"] == "newest-first" and row["windows"]["24h"]["done"] == 1
+    assert row["windows"]["24h"]["dropped"]["stale"] == 1 and server.job(done["uuid"])["state"] == "finished"

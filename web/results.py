@@ -66,6 +66,8 @@ def outputs(job: dict, config: Any) -> dict[str, Any]:
     if base is not None and base.is_dir():
         out["readable"] = True
         for dirpath, dirnames, filenames in os.walk(base):
+            if out.get("truncated"):
+                break
             dirnames.sort()
             for name in sorted(filenames):
                 if len(out["files"]) >= MAX_FILES:
