@@ -15,6 +15,12 @@ COMMANDS = {
     "p3s-injector": "p3s.cli.injector:main",
     "p3s-fleet": "p3s.cli.fleet:main",
     "p3s-demo": "p3s.cli.demo:main",
+    "p3s-site": "p3s.cli.site:main",
+    "p3s-status": "p3s.cli.status:main",
+    "p3s-alarm": "p3s.cli.alarm:main",
+    "p3s-host": "p3s.cli.host:main",
+    "p3s-event": "p3s.cli.event:main",
+    "p3s-admin": "p3s.cli.admin:main",
 }
 
 setup(
@@ -30,7 +36,7 @@ setup(
         "p3s.web": "web",
         "p3s.conf": "conf",
     },
-    package_data={"p3s.conf": ["*.yaml", "dags/*.yaml"], "p3s.web": ["static/*", "templates/*"]},
+    package_data={"p3s.conf": ["*.yaml", "dags/*.yaml", "jobs/*.json"], "p3s.web": ["static/*", "templates/*"]},
     install_requires=[
         "tornado>=6.3",
         "mongoengine>=0.27",
@@ -49,6 +55,7 @@ setup(
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()],
-        "p3s.backends": ["local = p3s.backends.local:LocalBackend", "ssh = p3s.backends.ssh:SSHBackend"],
+        "p3s.backends": ["local = p3s.backends.local:LocalBackend", "ssh = p3s.backends.ssh:SSHBackend",
+                         "slurm = p3s.backends.slurm:SlurmBackend", "sge = p3s.backends.sge:SGEBackend"],
     },
 )

@@ -6,11 +6,14 @@ so a node needs nothing of p3s but the pilot itself, and never a matching versio
 
 A fleet pilot is recognised by all of: the environment variables ``P3S_FLEET`` (the fleet) and
 ``P3S_FLEET_NODE`` (the node name it serves) set when its launcher was executed, ``-m
-p3s.cli.pilot`` on its command line, the process name ``p3s-pilot`` and being a session leader.
+p3s.pilot`` on its command line, the process name ``p3s-pilot`` and being a session leader.
 No other process carries that combination, so listing and stopping never touch anything else;
 a signal goes only to a process whose start time is still the one that was listed.
 
-Starting: the agent imports the pilot once and forks the pilots from it (a fork costs
+Starting: the request carries the pilot zipapp (``p3s.backends.pyz``), which the agent keeps in the
+pilots' log directory under a name holding its hash (a copy there with other bytes is replaced),
+so the node needs only ``python3``; without it the agent uses the node's installed p3s. The
+agent imports the pilot once and forks the pilots from it (a fork costs
 milliseconds, a fresh interpreter a tenth of a second of CPU); each pilot gets its own session,
 stdin from /dev/null and stdout/stderr into ``<stderr_dir>/<pid>.stderr``, and lives on after the
 agent exits. The token travels on stdin, never on a command line or in the environment.
@@ -25,7 +28,8 @@ import sys
 import time
 import traceback
 
-PILOT_MODULE = "p3s.cli.pilot"
+PILOT_MODULE = "p3s.pilot"
+_PILOT_MODULES = (PILOT_MODULE, "p3s.cli.pilot")      # the latter: pilots started before the zipapp
 PROCESS_NAME = "p3s-pilot"
 BOOT = "import json,sys;sys.path[:]=[p for p in sys.path if p];exec(json.loads(sys.stdin.readline()))"
 _UUID_LOG = re.compile(r"/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.log$")
@@ -103,7 +107,7 @@ def _option(argv: list[str], short: str, long: str) -> str:
 
 
 def _is_pilot_argv(argv: list[str]) -> bool:
-    return any(argv[i:i + 2] == ["-m", PILOT_MODULE] for i in range(len(argv) - 1))
+    return any(argv[i] == "-m" and argv[i + 1] in _PILOT_MODULES for i in range(len(argv) - 1))
 
 
 def _pids() -> list[int]:
@@ -262,13 +266,39 @@ def _pilot_child(argv: list[str], stderr_dir: str, run_pilot) -> None:
         os._exit(code if isinstance(code, int) else 1)
 
 
+def _place_zipapp(directory: str, name: str, encoded: str) -> str:
+    """The path of the pilot zipapp ``name`` in ``directory``, written there unless a file of ours
+    with exactly those bytes is there already (another user's, or other bytes, are replaced)."""
+    import base64
+    import hashlib
+
+    if not re.fullmatch(r"p3s-pilot-[0-9a-f]{16}\.pyz", name):
+        raise ValueError(f"bad zipapp name {name!r}")
+    data = base64.b64decode(encoded)
+    if hashlib.sha256(data).hexdigest()[:16] != name[10:26]:
+        raise ValueError("the zipapp does not match its name")
+    path = os.path.join(directory, name)
+    try:
+        info = os.stat(path)
+        if info.st_uid == os.getuid() and not info.st_mode & 0o022 and _read(path) == data:
+            return path
+    except OSError:
+        pass
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+    return path
+
+
 def start_pilots(request: dict) -> dict:
     """Fork ``count`` detached pilots running with this process's own arguments after
-    ``-m p3s.cli.pilot``; report their pids and those that exited within ``settle`` seconds."""
+    ``-m p3s.pilot``; report their pids and those that exited within ``settle`` seconds."""
     argv = sys.argv[1:]
     if not _is_pilot_argv(argv):
         return {"error": "the agent was not started with the pilot's arguments"}
-    pilot_args = argv[argv.index(PILOT_MODULE) + 1:]
+    pilot_args = argv[next(i for i in range(len(argv) - 1) if argv[i] == "-m" and argv[i + 1] in _PILOT_MODULES) + 2:]
     if request.get("token"):
         pilot_args += ["--token", request["token"]]
     stderr_dir = request["stderr_dir"]
@@ -277,10 +307,12 @@ def start_pilots(request: dict) -> dict:
     except OSError as exc:
         return {"error": f"cannot create {stderr_dir}: {exc.strerror}"}
     try:
-        from p3s.cli.pilot import run_pilot
+        if request.get("pyz"):
+            sys.path.insert(0, _place_zipapp(stderr_dir, request["pyz_name"], request["pyz"]))
+        from p3s.pilot.cli import run_pilot
         import p3s.pilot.client, p3s.pilot.payload, p3s.pilot.agent  # noqa: F401  (loaded once, shared by every fork)
     except Exception as exc:
-        return {"error": f"cannot load the p3s pilot with {sys.executable}: {exc}"}
+        return {"error": f"cannot load the p3s pilot with {sys.executable}: {type(exc).__name__}: {exc}"}
     boot = _boot_time()
     started: dict[int, int] = {}
     for _ in range(int(request["count"])):

@@ -4,7 +4,8 @@ In the spirit of JupyterHub's Spawner: a small base class, one implementation pe
 by name through the ``p3s.backends`` entry points, each declaring its own options (with a default
 and a help text) next to the code that uses them. ``Backend`` is the interface (a batch-system
 backend implements it directly); ``AgentBackend`` implements it by running the fleet agent on the
-host, and its subclasses (local, ssh) only say how to get there. Nothing is kept on the fleet's
+host, and its subclasses (local, ssh) only say how to get there. Batch systems (slurm, sge) have
+an interface of their own, ``p3s.backends.batch.BatchBackend``; both derive from ``BackendBase``. Nothing is kept on the fleet's
 side between commands: a host's fleet pilots are found again on the host itself.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from p3s.backends import agent
+from p3s.backends import agent, pyz
 
 AGENT_SOURCE = Path(agent.__file__).read_text()
 
@@ -38,7 +39,7 @@ class Settings:
     """What every backend is given."""
 
     fleet: str = "default"            # the fleet's name, carried by each of its pilots
-    python: str | None = None         # interpreter on the host (with p3s installed); None: the backend's default
+    python: str | None = None         # python3 on the host (3.11+; nothing else needed); None: the backend's default
     command_timeout: float = 60.0     # seconds one operation on one host may take (plus any stop grace)
 
 
@@ -84,11 +85,13 @@ class HostResult:
         return self.error is None
 
 
-class Backend(abc.ABC):
-    """Starts, lists and stops the fleet's pilots on hosts. Every method returns a HostResult and
-    never raises for a host's trouble; methods may be called from several threads at once."""
+class BackendBase(abc.ABC):
+    """What every backend has: a name, its options (``--<name>`` flags), the settings. ``kind`` says
+    which interface it implements: "host" (``Backend``: pilots as processes on named hosts) or
+    "batch" (``p3s.backends.batch.BatchBackend``: pilots as batch jobs)."""
 
     name: ClassVar[str] = ""
+    kind: ClassVar[str] = "host"
     description: ClassVar[str] = ""
     options: ClassVar[tuple[Option, ...]] = ()
     default_python: ClassVar[str] = "python3"
@@ -98,6 +101,18 @@ class Backend(abc.ABC):
         given = options or {}
         self.config = {o.name: o.default if given.get(o.name) is None else given[o.name] for o in self.options}
         self.python = settings.python or self.default_python
+
+    def discover(self) -> list[str]:
+        """Nodes with fleet pilots that can be found without being named (none by default)."""
+        return []
+
+    def close(self) -> None:
+        """Release connections; the backend may not be used afterwards."""
+
+
+class Backend(BackendBase):
+    """Starts, lists and stops the fleet's pilots on hosts. Every method returns a HostResult and
+    never raises for a host's trouble; methods may be called from several threads at once."""
 
     @abc.abstractmethod
     def start(self, node: str, count: int, launch: Launch) -> HostResult:
@@ -115,13 +130,6 @@ class Backend(abc.ABC):
         Pilots whose pid is in ``exiting`` are first given ``linger`` s to exit by themselves.
         ``stopped``: pids by how they ended: gone (by themselves), term, kill; and survived."""
 
-    def discover(self) -> list[str]:
-        """Nodes with fleet pilots that can be found without being named (none by default)."""
-        return []
-
-    def close(self) -> None:
-        """Release connections; the backend may not be used afterwards."""
-
 
 class AgentBackend(Backend):
     """A backend that runs the fleet agent (``p3s.backends.agent``) on the host: subclasses only
@@ -136,7 +144,7 @@ class AgentBackend(Backend):
     def start(self, node: str, count: int, launch: Launch) -> HostResult:
         env = {"P3S_FLEET": self.settings.fleet, "P3S_FLEET_NODE": node}
         request = {"op": "start", "count": count, "token": launch.token, "stderr_dir": launch.stderr_dir,
-                   "settle": launch.settle}
+                   "settle": launch.settle, "pyz_name": pyz.file_name(), "pyz": pyz.encoded()}
         reply = self.run_agent(node, request, ["-m", agent.PILOT_MODULE, *launch.pilot_args], env,
                                self.settings.command_timeout)
         result = HostResult(node, reply.get("error"), exited=reply.get("exited", []))

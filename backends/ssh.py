@@ -29,7 +29,7 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 class SSHBackend(AgentBackend):
     name = "ssh"
-    description = "pilots on remote nodes over SSH (paramiko); the node needs Python and p3s"
+    description = "pilots on remote nodes over SSH (paramiko); the node needs only python3"
     options = (
         Option("ssh_config", "~/.ssh/config", "OpenSSH client config to take HostName, Port, User, IdentityFile, "
                                               "ConnectTimeout, UserKnownHostsFile, ProxyCommand … from",

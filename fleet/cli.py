@@ -1,7 +1,8 @@
 """`p3s-fleet`: start, count and stop pilots on many hosts (replaces pgen.sh, preport.sh, pkill.sh
 and the cron-driven pilot top-up).
 
-    p3s-fleet up -w 'wn[01-20]' -n 8 [-b ssh|local] [-S URL] [--site S] [-- PILOT OPTIONS]
+    p3s-fleet up -w 'wn[01-20]' -n 8 [-b ssh|local|slurm|sge] [-S URL] [--site S] [-- PILOT OPTIONS]
+    p3s-fleet up -b slurm -n 160 [--partition P] [--time T] [--submit-option=…] [-- PILOT OPTIONS]
     p3s-fleet report [-w NODES] [--site S] [--pilots] [--json]
     p3s-fleet kill (-w NODES | --site S | --all) [--wait S] [--grace S]
     p3s-fleet top-up --site S [-w NODES] [--every SECONDS] [--max-per-node N] [-- PILOT OPTIONS]
@@ -12,25 +13,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from p3s.backends import BackendNotFound, available, load
-from p3s.backends.base import Backend, Settings
+from p3s.backends.base import Backend, BackendBase, Settings
 from p3s.cli.common import add_client_arguments, fail, make_client, number_type, print_json, print_table
 from p3s.pilot.client import P3SError
+from p3s.fleet import batch_cli
 from p3s.fleet import kill as kill_mod
 from p3s.fleet import report as report_mod
 from p3s.fleet import topup as topup_mod
 from p3s.fleet.fanout import DEFAULT_FANOUT, Progress
 from p3s.fleet.nodes import NodesError, check_name, expand, fold
 from p3s.fleet.server import ServerView
-from p3s.fleet.up import NodeOutcome, PilotOptionsError, PilotPlan, check_pilot_options, up
+from p3s.fleet.up import NodeOutcome, PilotOptionsError, PilotPlan, check_pilot_options, idle_note, up
 
 PROG = "p3s-fleet"
 DEFAULT_BACKEND = "ssh"
 
 
-def _backend_classes() -> dict[str, type[Backend]]:
+def _backend_classes() -> dict[str, type[BackendBase]]:
     classes = {}
     for name in available():
         try:
@@ -40,7 +41,7 @@ def _backend_classes() -> dict[str, type[Backend]]:
     return classes
 
 
-def _common_parser(backends: dict[str, type[Backend]]) -> argparse.ArgumentParser:
+def _common_parser(backends: dict[str, type[BackendBase]]) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     hosts = common.add_argument_group("hosts")
     hosts.add_argument("-w", "--nodes", metavar="NODES", help="host list, e.g. 'wn[01-20]', 'wn[01-05,08],gpu[1-2]', "
@@ -55,16 +56,26 @@ def _common_parser(backends: dict[str, type[Backend]]) -> argparse.ArgumentParse
     hosts.add_argument("-f", "--fanout", type=number_type(int, 1), default=DEFAULT_FANOUT, metavar="N",
                        help=f"hosts worked on at once [default {DEFAULT_FANOUT}]")
     hosts.add_argument("--python", metavar="PATH",
-                       help="Python on the hosts, with p3s installed [default: python3 over ssh, this Python locally]")
+                       help="Python 3.11+ on the hosts (the pilot is shipped to them) [default: python3 over ssh, this Python locally]")
     hosts.add_argument("--command-timeout", type=number_type(float, 0), default=60.0, metavar="S",
                        help="seconds one operation on one host may take [default 60]")
+    owners: dict[str, list[str]] = {}
     for name, cls in backends.items():
-        group = common.add_argument_group(f"{name} backend")
         for option in cls.options:
-            flag = "--" + option.name.replace("_", "-")
-            group.add_argument(flag, dest=f"{name}__{option.name}", type=option.type, choices=option.choices,
-                               metavar=None if option.choices else option.metavar or option.name.upper(),
-                               action="append" if option.multiple else "store", help=option.help)
+            owners.setdefault(option.name, []).append(name)
+    groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
+    for name, cls in backends.items():
+        for option in cls.options:
+            shared = tuple(owners[option.name])
+            if shared[0] != name:               # an option several backends share: added once
+                continue
+            if shared not in groups:
+                title = f"{name} backend" if len(shared) == 1 else f"{', '.join(shared)} backends"
+                groups[shared] = common.add_argument_group(title)
+            groups[shared].add_argument(
+                "--" + option.name.replace("_", "-"), dest=f"opt__{option.name}", type=option.type,
+                choices=option.choices, metavar=None if option.choices else option.metavar or option.name.upper(),
+                action="append" if option.multiple else "store", help=option.help)
     add_client_arguments(common)
     return common
 
@@ -93,14 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     start = sub.add_parser("up", parents=[common], help="start pilots on hosts",
                            description="Start N pilots on each host, then wait for them to register.")
     start.add_argument("-n", "--per-node", type=number_type(int, 1), default=1, metavar="N",
-                       help="pilots per host [default 1]")
+                       help="pilots per host [default 1]; batch backends without -w: pilots in all")
     start.add_argument("-s", "--site", default="", metavar="SITE", help="site the pilots serve")
     _launch_arguments(start)
     rep = sub.add_parser("report", parents=[common], help="pilots per host, against the server's view",
                          description="One row per host: fleet pilots running there, what the server counts, "
                                      "current jobs, CPU and memory, and the mismatches.")
     rep.add_argument("-s", "--site", help="only this site's pilots")
-    rep.add_argument("--pilots", action="store_true", help="one row per pilot instead")
+    rep.add_argument("--pilots", action="store_true", help="one row per pilot (batch backends: per batch job) instead")
     stop = sub.add_parser("kill", parents=[common], help="stop pilots (through the server, then by signal)",
                           description="Ask the server to stop every pilot it knows on the hosts (of --site, if "
                                       "given): each stops its payload, reports the job killed and exits. Then "
@@ -112,26 +123,32 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--wait", type=number_type(float, 0), default=30.0, metavar="S",
                       help="seconds to let pilots stop on the server's request [default 30]")
     stop.add_argument("--grace", type=number_type(float, 0), default=15.0, metavar="S",
-                      help="seconds between SIGTERM and SIGKILL [default 15]")
+                      help="seconds between SIGTERM and SIGKILL (batch backends: for the cancelled jobs to "
+                           "leave the queue) [default 15]")
     top = sub.add_parser("top-up", parents=[common], help="keep a site at its nominal pilot count",
                          description="Start the pilots a site is short of (its record's 'pilots') on the "
                                      "least loaded hosts (-w, else those the site's pilots run on); once, or "
                                      "every N seconds.")
     top.add_argument("-s", "--site", required=True, help="the site")
-    top.add_argument("--every", type=number_type(float, 0), metavar="SECONDS", help="repeat every SECONDS until Ctrl-C")
+    top.add_argument("--every", type=number_type(float, 0), metavar="SECONDS",
+                     help="a pilot factory: repeat every SECONDS until stopped, backing off a failing backend; "
+                          "each round is recorded as a server event (fleet.topup), shown on the site's page")
     top.add_argument("--max-per-node", type=number_type(int, 1), metavar="N",
                      help="at most this many of the site's pilots per host")
     _launch_arguments(top)
     return parser
 
 
-def _backend(args: argparse.Namespace) -> Backend:
+def _backend(args: argparse.Namespace) -> BackendBase:
     try:
         check_name(args.fleet, "fleet name")
         cls = load(args.backend)
-        prefix = f"{args.backend}__"
-        options = {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)}
-        return cls(Settings(args.fleet, args.python, args.command_timeout), options)
+        given = {k[len("opt__"):]: v for k, v in vars(args).items() if k.startswith("opt__") and v is not None}
+        names = {o.name for o in cls.options}
+        foreign = sorted(k for k in given if k not in names)
+        if foreign:
+            raise ValueError(f"--{foreign[0].replace('_', '-')} is not an option of the {args.backend} backend")
+        return cls(Settings(args.fleet, args.python, args.command_timeout), given)
     except (BackendNotFound, NodesError, ValueError) as exc:
         fail(str(exc))
 
@@ -218,6 +235,13 @@ def _print_up(outcomes: dict[str, NodeOutcome], server_error: str | None, timeou
 def cmd_up(args: argparse.Namespace, backend: Backend, view: ServerView, pilot_args: list[str]) -> int:
     nodes = _nodes(args, required=True)
     plan = _plan(args, view, pilot_args)
+    try:
+        site = view.client.get("sites", args.site) if args.site else None
+    except P3SError:
+        site = None
+    note = idle_note(pilot_args, site)
+    if note:
+        print(f"{PROG}: {note}", file=sys.stderr)
     outcomes, server_error = up(backend, view, plan, {n: args.per_node for n in nodes}, args.fanout,
                                 args.register_timeout, Progress())
     return _print_up(outcomes, server_error, args.register_timeout, args.json)
@@ -265,35 +289,30 @@ def cmd_kill(args: argparse.Namespace, backend: Backend, view: ServerView, _: li
 
 
 def cmd_top_up(args: argparse.Namespace, backend: Backend, view: ServerView, pilot_args: list[str]) -> int:
+    from p3s.fleet import service
+
     named = _nodes(args, required=False)
     plan = _plan(args, view, pilot_args)
     seen: set[str] = set()
-    while True:
+
+    def one_round() -> service.Round:
         nodes = named or sorted(seen.union(_known_nodes(args, backend, view)))
         seen.update(nodes)
         if not nodes:
-            fail(f"top-up needs the hosts: -w/--nodes 'wn[01-20]' (no pilot of site {args.site} runs anywhere "
-                 f"to take them from)")
-        try:
-            result = topup_mod.top_up(backend, view, plan, nodes, args.max_per_node, args.fanout,
-                                      args.register_timeout, Progress())
-        except P3SError as exc:
-            if args.every is None:
-                raise
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-        else:
-            if args.json:
-                print_json(result.as_json(args.register_timeout))
-            else:
-                print(time.strftime("%H:%M:%S ") + topup_mod.summary(result), flush=True)
-            for node in result.failed:
-                error = result.listed[node].error if node in result.listed and result.listed[node].error \
-                    else result.outcomes[node].detail(args.register_timeout)
-                print(f"{PROG}: {node}: {error}", file=sys.stderr)
-            if args.every is None:
-                return 1 if result.failed or result.server_error else 0
-        sys.stdout.flush()
-        time.sleep(args.every)
+            raise P3SError(0, f"top-up needs the hosts: -w/--nodes 'wn[01-20]' (no pilot of site {args.site} "
+                              f"runs anywhere to take them from)")
+        result = topup_mod.top_up(backend, view, plan, nodes, args.max_per_node, args.fanout,
+                                  args.register_timeout, Progress())
+        errors = [f"{node}: " + (result.listed[node].error if node in result.listed and result.listed[node].error
+                                 else result.outcomes[node].detail(args.register_timeout)) for node in result.failed]
+        if result.server_error:
+            errors.append(result.server_error)
+        started = sum(len(o.started) for o in result.outcomes.values())
+        return service.Round(topup_mod.summary(result), result.as_json(args.register_timeout), errors,
+                             result.nominal, started, result.starting,
+                             result.alive + sum(len(o.registered) for o in result.outcomes.values()))
+
+    return service.run(args, view, backend.name, one_round)
 
 
 COMMANDS = {"up": cmd_up, "report": cmd_report, "kill": cmd_kill, "top-up": cmd_top_up}
@@ -312,8 +331,9 @@ def main(argv: list[str] | None = None) -> None:
     client = make_client(args)
     view = ServerView(client.url, client.token)
     backend = _backend(args)
+    commands = batch_cli.COMMANDS if backend.kind == "batch" else COMMANDS
     try:
-        code = COMMANDS[args.command](args, backend, view, pilot_args)
+        code = commands[args.command](args, backend, view, pilot_args)
     except P3SError as exc:
         fail(str(exc), 1)
     except KeyboardInterrupt:

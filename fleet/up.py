@@ -54,9 +54,9 @@ class PilotOptionsError(ValueError):
 def check_pilot_options(pilot_args: list[str]) -> None:
     """Parse ``pilot_args`` with the pilot's own parser, so a mistake is caught before any host is
     touched; the options the fleet sets itself are refused."""
-    from p3s.cli.pilot import _run_parser
+    from p3s.pilot.cli import run_parser
 
-    parser = _run_parser()
+    parser = run_parser()
     unset = object()
     parser.set_defaults(**{dest: unset for dest in RESERVED})
 
@@ -177,3 +177,16 @@ def up(backend: Backend, view: ServerView, plan: PilotPlan, counts: dict[str, in
         if server_error is None:
             classify_missing(backend, outcomes, fanout, progress)
     return outcomes, server_error
+
+
+def idle_note(pilot_args: list[str], site: dict | None) -> str | None:
+    """A warning when the pilots will stop by themselves after idling (their cycles are not 0)."""
+    from p3s.pilot.cli import run_parser
+
+    args = run_parser().parse_args(pilot_args)
+    cycles = args.cycles if args.cycles is not None else (site or {}).get("cycles", 3)
+    period = args.period if args.period is not None else (site or {}).get("period", 10)
+    if not cycles:
+        return None
+    return (f"note: these pilots stop by themselves after {cycles} request(s) in a row with no work "
+            f"(about {cycles * period:g} s idle); pass '-- -c 0' for pilots that stay")

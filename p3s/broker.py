@@ -125,6 +125,7 @@ class Broker(Listener):
         self.dispatch_latencies: collections.deque[float] = collections.deque(maxlen=10000)
         # Asked before a job is handed out: True drops it (p3s.freshness: past its deadline).
         self.gate: Callable[[str, str, float | None], bool] | None = None
+        self.drained: set[str] = set()       # hosts whose pilots get no new work (p3s.hosts)
         lifecycle.listeners.append(self)
 
     # --- start-up -----------------------------------------------------------------------------
@@ -165,6 +166,8 @@ class Broker(Listener):
 
     def claim(self, pilot: PilotInfo) -> dict | None:
         """Give ``pilot`` the best job it may take now, or None. One conditional write per job taken."""
+        if pilot.host in self.drained:
+            return None
         blocked = self.blocked_types()
         while True:
             entry = self.queue.best(pilot.jobtypes, pilot.site, blocked)

@@ -31,6 +31,23 @@ class Setting:
         return "P3S_" + self.name.upper()
 
 
+# Retention (p3s.retention): what ended is archived to <data_dir>/archive and removed, by age and by count.
+RETENTION_SETTINGS = (
+    Setting("retention_period", 5, float, "Seconds between retention slices (0: retention off)."),
+    Setting("retention_slice", 200, int, "Most records of a kind archived and removed per slice."),
+    *(setting for kind, days, what in (
+        ("jobs", 30, "ended jobs that are not part of a workflow"),
+        ("pilots", 30, "stopped and lost pilots"),
+        ("workflows", 30, "ended workflows, with their jobs and data records"),
+        ("data", 90, "data records outside any workflow (the injector's list of files seen)"),
+        ("events", 30, "events"))
+      for setting in (
+        Setting(f"retain_{kind}_days", days, float, f"Archive and remove {what} this many days after they ended "
+                                                     "(0: no age limit)."),
+        Setting(f"retain_{kind}_max", 0, int, f"Keep at most this many {kind} records; the oldest {what} go "
+                                              "first (0: no count limit)."))),
+)
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("server_url", "http://127.0.0.1:8470", str, "URL where clients and pilots reach the server."),
     Setting("host", "127.0.0.1", str, "Address the server listens on."),
@@ -57,11 +74,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("alarm_backlog", 1000, int, "Alarm when more jobs than this wait defined."),
     Setting("alarm_lost_pilots", 3, int, "Alarm when more pilots than this were lost in the last hour."),
     Setting("alarm_failure_rate", 0.5, float,
-            "Alarm when a job type's failure rate over 10 minutes exceeds this and its 24-hour rate."),
+            "Alarm when the share of a job type's jobs ending unsuccessfully in 10 minutes exceeds this."),
     Setting("alarm_failure_min", 5, int, "Unsuccessful jobs of a type in 10 minutes before its rate can alarm."),
     Setting("alarm_pilot_shortfall", 0.1, float,
             "Alarm when a site's live pilots fall short of its nominal count by more than this fraction."),
+    Setting("blackhole_jobs", 5, int,
+            "A host whose last this many jobs were all unsuccessful is flagged a black hole (0: never)."),
+    Setting("blackhole_drain", True, bool, "Give a flagged black-hole host's pilots no new work until it is cleared."),
     Setting("log_file", "", str, "Also log to this file (empty: stderr only)."),
+    *RETENTION_SETTINGS,
     Setting("jobtype_defaults", {}, dict,
             "Freshness defaults per job type ('*' for every type): {TYPE: {eta, order, stale, stop_running, "
             "shed, alarm_within_eta}}; the job type's own settings (API, p3s-job types) win."),

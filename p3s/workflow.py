@@ -20,6 +20,7 @@ from typing import Any
 from pymongo import ReturnDocument
 
 from p3s import dag, events, models, schema, states
+from p3s.diagnosis import failure_reason
 from p3s.errors import ApiError, invalid, not_found
 from p3s.freshness import epoch
 from p3s.fastpath import ByIdCollection
@@ -378,6 +379,10 @@ class WorkflowEngine(Listener):
         reason = f"job {job.get('vertex')} ({job['_id']}) ended {job['state']}"
         if dropped and job.get("error"):
             reason += f" ({job['error']})"
+        elif job.get("error") or job.get("stderr_tail"):
+            why = failure_reason(job)
+            if why and why != job["state"]:
+                reason += f": {why}"
         target = states.WF_DROPPED if dropped else states.WF_FAILED
         try:
             self.move(wf_uuid, target, {"ts_sto": utcnow(), "error": reason})

@@ -21,9 +21,12 @@ def test_demo_runs_sample_jobs_and_stops_cleanly(tmp_path):
     assert any(line.strip().startswith("monitor") and url in line for line in lines)
     client = Client(url, (tmp_path / "token").read_text().strip())
     deadline = time.monotonic() + 30
-    while client.summary()["jobs"]["finished"] < 3 and time.monotonic() < deadline:
+
+    def states() -> dict:
+        return {j["name"]: j["state"] for j in client.list("jobs", limit=1000)["items"]}
+    while (states().get("hello"), states().get("fails")) != ("finished", "failed") and time.monotonic() < deadline:
         time.sleep(0.2)
-    states = {j["name"]: j["state"] for j in client.list("jobs")["items"]}
+    states = states()
     assert states["hello"] == "finished" and states["fails"] == "failed"
     deadline = time.monotonic() + 30
     while client.list("workflows")["items"][0]["state"] != "finished" and time.monotonic() < deadline:
@@ -44,3 +47,75 @@ def test_demo_runs_sample_jobs_and_stops_cleanly(tmp_path):
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(10)
+
+
+def _demo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "p3s.cli.demo", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_demo_that_cannot_start_says_why(server, tmp_path):
+    taken = _demo("--data-dir", str(tmp_path / "d"), "--port", str(server.port), "--pilots", "0")
+    assert taken.returncode == 1 and f"port {server.port} is not free" in taken.stderr
+    busy = _demo("--data-dir", str(server.data_dir), "--port", "0", "--pilots", "0")
+    assert busy.returncode == 1 and "is in use by another p3s-server" in busy.stderr, busy.stderr
+    refused = _demo("--data-dir", str(server.data_dir), "--port", "0", "--reset")
+    assert refused.returncode == 2 and "cannot reset" in refused.stderr
+    assert (server.data_dir / "db").exists()                           # nothing removed under a running server
+
+
+def test_one_time_login_link(make_server):
+    import urllib.error
+    import urllib.request
+
+    tokens = [{"token": "admin-token-0123456789", "role": "admin", "name": "boss"},
+              {"token": "client-token-0123456789", "role": "client", "name": "shifter"}]
+    server = make_server(tokens=tokens)
+    assert server.call("POST", "/login-link", token="client-token-0123456789").status == 403
+    link = server.ok("POST", "/login-link", status=201)
+    assert link["seconds"] <= 600 and link["expires"].endswith("Z") and len(link["path"]) > 50
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+
+    def open_link(path: str) -> tuple[str, str]:
+        try:
+            opener.open(server.url + path, timeout=10)
+        except urllib.error.HTTPError as exc:
+            return exc.headers["Location"], exc.headers.get("Set-Cookie") or ""
+        raise AssertionError("no redirect")
+
+    location, cookie = open_link(link["path"])
+    assert location == "/" and "p3s_token=" in cookie and "HttpOnly" in cookie
+    again, cookie = open_link(link["path"])                            # single use
+    assert again.startswith("/login") and cookie == ""
+    forged, cookie = open_link("/login/link?code=" + "A" * 43)
+    assert forged.startswith("/login") and cookie == ""
+
+
+def test_demo_reset_starts_afresh_and_keeps_a_trickle(tmp_path):
+    old = tmp_path / "db"
+    old.mkdir()
+    (old / "leftover").write_text("x")
+    demo = subprocess.Popen([sys.executable, "-m", "p3s.cli.demo", "--data-dir", str(tmp_path), "--port", "0",
+                             "--pilots", "1", "--trickle", "0.5", "--reset"], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any("Press Ctrl-C" in line for line in lines):
+            line = demo.stdout.readline()
+            assert line, f"demo ended early: {lines}"
+            lines.append(line)
+        assert not (old / "leftover").exists()
+        monitor = next(line.split()[1] for line in lines if line.strip().startswith("monitor"))
+        assert "/login/link?code=" in monitor
+        url = monitor.split("/login/link")[0]
+        client = Client(url, (tmp_path / "token").read_text().strip())
+        deadline = time.monotonic() + 30
+        while client.summary()["jobs_total"] < 12 and time.monotonic() < deadline:   # 5 samples, 3 workflow, trickle
+            time.sleep(0.2)
+        assert client.summary()["jobs_total"] >= 12
+    finally:
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(30) == 0

@@ -148,18 +148,42 @@ def test_mistakes_are_reported_before_anything_starts(server, fleet: Fleet):
                           (("up", "-w", "wn01", "--site", "nosuch"), "no site 'nosuch' (HTTP 404); nothing started")):
         done = fleet.run(*args)
         assert done.returncode == 1 and message in done.stderr, (args, done)
-    unknown = fleet.run("report", "-w", "wn01", backend="slurm")
-    assert unknown.returncode == 2 and "no backend 'slurm' (installed: local, ssh)" in unknown.stderr
+    unknown = fleet.run("report", "-w", "wn01", backend="condor")
+    assert unknown.returncode == 2 and "no backend 'condor' (installed: local, sge, slurm, ssh)" in unknown.stderr
     assert fleet.pids() == []
 
 
-def test_a_host_whose_pilots_cannot_start_fails_with_the_reason(server, fleet: Fleet, tmp_path):
-    bare = tmp_path / "python-without-p3s"
-    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+def test_pilots_run_from_the_shipped_zipapp_on_a_python_without_p3s(server, fleet: Fleet, tmp_path):
+    bare = tmp_path / "bare-python"          # no site-packages at all: neither p3s nor psutil
+    bare.write_text("#!/bin/sh\nexec /usr/bin/python3 -I -S \"$@\"\n")
     bare.chmod(0o755)
-    done = fleet.run("up", "-w", "wn[01-02]", "--python", str(bare), "--register-timeout", "5")
+    done = fleet.json("up", "-w", "wn01", "--python", str(bare), "--", "-c", "0", "-p", "5", "-b", "1")
+    assert done["registered"] == 1, done
+    shipped = list(fleet.dirs["logs"].glob("p3s-pilot-*.pyz"))
+    assert len(shipped) == 1 and oct(shipped[0].stat().st_mode & 0o777) == "0o644"
+    pid = done["hosts"][0]["started"][0]
+    maps = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    assert maps[0].endswith(b"python3") and b"-S" in maps
+    # busy for 2.5 s with 40 MB: heartbeats every second carry usage read from /proc (no psutil)
+    busy = "import time; x = bytearray(40_000_000); t = time.time()\nwhile time.time() - t < 2.5: pass"
+    (job,) = server.submit({"payload": f"python3 -c '{busy}'", "name": "usage"})
+    server.wait_for(lambda: server.job(job["uuid"])["state"] == "finished", timeout=30)
+    record = server.job(job["uuid"])
+    assert record["exit_code"] == 0
+    samples = record["usage_series"]
+    assert samples and max(s["rss"] for s in samples) >= 40_000_000, record
+    assert max(s["cpu_time"] for s in samples) > 0.5 and all(s["threads"] >= 1 and s["nprocs"] >= 1 for s in samples)
+    killed = fleet.json("kill", "-w", "wn01")
+    assert killed["hosts"][0]["on_request"] == [pid]
+
+
+def test_a_host_whose_pilots_cannot_start_fails_with_the_reason(server, fleet: Fleet, tmp_path):
+    missing = tmp_path / "no-python"
+    missing.write_text("#!/bin/sh\necho 'python3: not found' >&2; exit 127\n")
+    missing.chmod(0o755)
+    done = fleet.run("up", "-w", "wn[01-02]", "--python", str(missing), "--register-timeout", "5")
     assert done.returncode == 1
-    assert "cannot load the p3s pilot with" in done.stdout and "No module named 'p3s'" in done.stdout
+    assert "agent failed (exit status 127): python3: not found" in done.stdout
     assert "2 hosts failed: wn[01-02]" in done.stderr
     bad_dir = fleet.json("up", "-w", "wn01", "--logdir", "/proc/no/such", code=1)
     assert "cannot create /proc/no/such" in bad_dir["hosts"][0]["error"]

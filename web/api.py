@@ -10,7 +10,7 @@ import tornado.iostream
 from p3s import auth
 from p3s.errors import ApiError, invalid, not_found
 from p3s.server.base import ApiHandler
-from p3s.web import alarms, live
+from p3s.web import live
 
 
 class StatsHandler(ApiHandler):
@@ -26,16 +26,6 @@ class StatsHandler(ApiHandler):
         stats = self.server.stats
         self.reply({"windows": stats.windows(), "series": stats.series(minutes),
                     "limits": dict(self.server.broker.limits), "summary": self.server.summary()})
-
-
-class AlarmsHandler(ApiHandler):
-    roles = {"GET": auth.READ}
-    doc = {"GET": {"summary": "Alarm checks with their values and thresholds", "response": "Alarms"}}
-
-    def get(self) -> None:
-        items = alarms.check(self.server.config, self.server.lifecycle.counters, self.server.stats)
-        items += alarms.within_eta(self.server.freshness)
-        self.reply({"items": items, "firing": sum(a["status"] == "alarm" for a in items)})
 
 
 class WhoAmIHandler(ApiHandler):
@@ -105,7 +95,6 @@ class JobLogHandler(ApiHandler):
 
 ROUTES = [
     ("/stats", StatsHandler),
-    ("/alarms", AlarmsHandler),
     ("/whoami", WhoAmIHandler),
     ("/stream", StreamHandler),
     ("/jobs/{uuid}/log/{stream}", JobLogHandler),

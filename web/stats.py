@@ -1,9 +1,11 @@
 """Rolling statistics the monitor shows, kept in memory from the lifecycle's changes.
 
 Per minute, for the last 24 hours: how many jobs were defined, started, finished, failed, timed
-out and lost, overall and by job type, and the queue wait (defined → dispatched) and dispatch
+out, lost and could not start, overall and by job type, how many pilots were lost by site, and the queue wait (defined → dispatched) and dispatch
 latency (defined → started) of the jobs that started in that minute. Nothing here queries the
-database per page view; at start the last 24 hours are counted once from the jobs' timestamps.
+database per page view. The minutes are kept in the database (``p3s.kept``) and read back at
+start, so they survive restarts and purges of the jobs they counted; a database that has none yet
+is counted once from the jobs' timestamps.
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ from p3s import models, states
 from p3s.lifecycle import Listener
 
 WINDOWS = {"1m": 60, "10m": 600, "1h": 3600, "24h": 86400}
-EVENTS = ("defined", "started", "finished", "failed", "timelimit", "pilot_lost")
+EVENTS = ("defined", "started", "finished", "failed", "timelimit", "pilot_lost", "nonstarter")
+# Ends that count as unsuccessful in failure rates and the charts' failed line.
+UNSUCCESSFUL = ("failed", "timelimit", "pilot_lost", "nonstarter")
 MINUTES = 24 * 60
 SAMPLES_PER_MINUTE = 2000
 # Buckets of the dispatch latency histogram, in seconds (Prometheus style, +Inf added).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _END_EVENT = {states.FINISHED: "finished", states.FAILED: "failed", states.TIMELIMIT: "timelimit",
-              states.PILOT_LOST: "pilot_lost"}
+              states.PILOT_LOST: "pilot_lost", states.NONSTARTER: "nonstarter"}
 
 
 def _minute(epoch: float) -> int:
@@ -45,26 +49,32 @@ class Stats(Listener):
 
     def __init__(self) -> None:
         self.counts: dict[int, collections.Counter] = {}       # minute -> Counter[(event, jobtype)]
+        # Pilots declared lost, by site: apart from the jobs' counts, so a site is never a job type
+        # and a lost pilot is counted once (its jobs' ``pilot_lost`` ends are counted by type).
+        self.lost_pilots: dict[int, collections.Counter] = {}  # minute -> Counter[site]
         self.waits: dict[int, list[float]] = {}                 # minute -> queue waits (s)
         self.latencies: dict[int, list[float]] = {}             # minute -> dispatch latencies (s)
         self.histogram = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.latency_count = 0
+        self.dirty: set[int] = set()                            # minutes changed since last kept
 
     # --- recording ----------------------------------------------------------------------------
     def _count(self, event: str, jobtype: str, when: float) -> None:
         minute = _minute(when)
         self.counts.setdefault(minute, collections.Counter())[(event, jobtype)] += 1
+        self.dirty.add(minute)
         self._trim(minute)
 
     def _sample(self, table: dict[int, list[float]], value: float, when: float) -> None:
         bucket = table.setdefault(_minute(when), [])
         if len(bucket) < SAMPLES_PER_MINUTE:
             bucket.append(value)
+            self.dirty.add(_minute(when))
 
     def _trim(self, minute: int) -> None:
         oldest = minute - MINUTES
-        for table in (self.counts, self.waits, self.latencies):
+        for table in (self.counts, self.waits, self.latencies, self.lost_pilots):
             for stale in [m for m in table if m <= oldest] if len(table) > MINUTES + 5 else ():
                 del table[stale]
 
@@ -101,6 +111,23 @@ class Stats(Listener):
             event = _END_EVENT.get(job.get("state"))
             if event and stopped and stopped >= cutoff:
                 self._count(event, jobtype, stopped)
+        for pilot in models.Pilot._get_collection().find({"state": states.LOST, "ts_stop": {"$gte": since}},
+                                                         {"site": 1, "ts_stop": 1}):
+            self._lost(pilot.get("site") or "", _epoch(pilot["ts_stop"]))
+
+    def minute_row(self, minute: int) -> dict[str, Any]:
+        """One minute as a document to keep: its counts and samples."""
+        return {"counts": [[e, t, n] for (e, t), n in self.counts.get(minute, {}).items()],
+                "waits": list(self.waits.get(minute, [])), "latencies": list(self.latencies.get(minute, [])),
+                "lost_pilots": [[site, n] for site, n in self.lost_pilots.get(minute, {}).items()]}
+
+    def restore_minute(self, minute: int, row: dict[str, Any]) -> None:
+        """Put back a kept minute (from ``minute_row``)."""
+        self.counts[minute] = collections.Counter({(e, t): n for e, t, n in row.get("counts", [])})
+        self.waits[minute] = list(row.get("waits", []))[:SAMPLES_PER_MINUTE]
+        self.latencies[minute] = list(row.get("latencies", []))[:SAMPLES_PER_MINUTE]
+        if row.get("lost_pilots"):
+            self.lost_pilots[minute] = collections.Counter({site: n for site, n in row["lost_pilots"]})
 
     # --- listener -----------------------------------------------------------------------------
     def job_created(self, doc: dict) -> None:
@@ -122,7 +149,13 @@ class Stats(Listener):
 
     def pilot_moved(self, before: dict, after: dict) -> None:
         if after["state"] == states.LOST and before.get("state") != states.LOST:
-            self._count("pilot_lost", after.get("site", ""), time.time())
+            self._lost(after.get("site") or "", time.time())
+
+    def _lost(self, site: str, when: float) -> None:
+        minute = _minute(when)
+        self.lost_pilots.setdefault(minute, collections.Counter())[site] += 1
+        self.dirty.add(minute)
+        self._trim(minute)
 
     # --- reading ------------------------------------------------------------------------------
     def windows(self, now: float | None = None) -> dict[str, Any]:
@@ -143,20 +176,31 @@ class Stats(Listener):
         return out
 
     def series(self, minutes: int = 60, now: float | None = None) -> list[dict[str, Any]]:
-        """Per minute for the last ``minutes``: finished jobs, and wait/latency p50 and p95 (ms)."""
+        """Per minute for the last ``minutes``: jobs started, finished and unsuccessful, and queue
+        wait and dispatch latency p50 and p95 in seconds (None in a minute with no start)."""
         current = _minute(now or time.time())
         rows = []
         for minute in range(current - minutes + 1, current + 1):
             counter = self.counts.get(minute, collections.Counter())
             waits, latencies = self.waits.get(minute, []), self.latencies.get(minute, [])
             row = {"t": minute * 60, "finished": sum(n for (e, _t), n in counter.items() if e == "finished"),
-                   "started": sum(n for (e, _t), n in counter.items() if e == "started")}
+                   "started": sum(n for (e, _t), n in counter.items() if e == "started"),
+                   "failed": sum(n for (e, _t), n in counter.items() if e in UNSUCCESSFUL)}
             for name, values in (("wait", waits), ("latency", latencies)):
                 for q, label in ((0.5, "p50"), (0.95, "p95")):
                     value = percentile(values, q)
-                    row[f"{name}_{label}_ms"] = None if value is None else round(value * 1000, 1)
+                    row[f"{name}_{label}_s"] = None if value is None else round(value, 3)
             rows.append(row)
         return rows
+
+    def lost_by_site(self, seconds: int, now: float | None = None) -> dict[str, int]:
+        """Pilots declared lost in the last ``seconds``, by site ('' = no site)."""
+        first = _minute(now or time.time()) - seconds // 60 + 1
+        out: collections.Counter = collections.Counter()
+        for minute, counter in self.lost_pilots.items():
+            if minute >= first:
+                out.update(counter)
+        return dict(out)
 
     def recent(self, events: Iterable[str], seconds: int, jobtype: str | None = None) -> int:
         first = _minute(time.time()) - seconds // 60 + 1

@@ -78,14 +78,39 @@ def print_table(rows: Iterable[dict], columns: Sequence[str], headers: Sequence[
         if value is None:
             return "-"
         if isinstance(value, str) and len(value) > 19 and value[4:5] == "-" and value.endswith("Z"):
-            return value[:19].replace("T", " ")      # timestamps: to the second
+            return value[:19].replace("T", " ") + "Z"    # timestamps: to the second, UTC, and say so
         return str(value)
 
     table = [list(headers or [c.rsplit(".", 1)[-1].upper() for c in columns])]
     table += [[cell(row, c) for c in columns] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    for row in table:
-        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+    coloured = {i for i, c in enumerate(columns) if c.rsplit(".", 1)[-1] in ("state", "status")}
+    for n, row in enumerate(table):
+        line = "  ".join((paint(value) if n and i in coloured else "") + value.ljust(width)
+                         + (RESET if n and i in coloured and paint(value) else "")
+                         for i, (value, width) in enumerate(zip(row, widths)))
+        print(line.rstrip())
+
+
+# States coloured on a terminal (never when NO_COLOR is set, https://no-color.org, or when piped).
+STATE_COLOURS = {"finished": "32", "running": "36", "dispatched": "36", "defined": "34", "idle": "34",
+                 "failed": "31;1", "timelimit": "33", "pilot_lost": "35", "lost": "35", "killed": "35",
+                 "nonstarter": "31", "cancelled": "33", "stopped": "2", "template": "2", "alarm": "31;1",
+                 "ok": "32", "silenced": "33"}
+RESET = "\033[0m"
+
+
+def use_colour(stream: Any = None) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (to anything non-empty)."""
+    import os
+    stream = stream or sys.stdout
+    return not os.environ.get("NO_COLOR") and hasattr(stream, "isatty") and stream.isatty()
+
+
+def paint(state: str) -> str:
+    """The escape sequence that colours ``state`` on this terminal ('' for none)."""
+    code = STATE_COLOURS.get(state.strip())
+    return f"\033[{code}m" if code and use_colour() else ""
 
 
 def run_command(func, args: argparse.Namespace) -> None:

@@ -4,7 +4,10 @@
     p3s-job list [-s STATES] [-T TYPE] [--user U] [--workflow W] [--site S] [--pilot P] …
     p3s-job show UUID
     p3s-job adjust -u UUID[,UUID…] [-P N] [-s STATE] [-t SECONDS] [--env K=V] [--max-attempts N]
-    p3s-job kill -u UUID[,UUID…]
+    p3s-job kill -u UUID[,UUID…] | kill [-s STATES] [-T TYPE] [-H HOST] [--user U] … --yes
+    p3s-job rerun -u UUID[,UUID…] | rerun [-s STATES] [-T TYPE] [-H HOST] … --yes
+    p3s-job log UUID [--err] [--follow]
+    p3s-job errors [--hours N] [--by exit_code,error_line,host] [-T TYPE]
     p3s-job delete -u UUID[,UUID…] | delete [-s STATES] [-T TYPE] [--user U] [--workflow W] --yes
     p3s-job limits [-T TYPE] [-L N|none]
     p3s-job types [-T TYPE] [-L N|none] [--eta S|none] [--order fifo|newest-first] [--stale on|off] …
@@ -23,6 +26,7 @@ from p3s.cli import jobtypes
 from p3s.cli.common import (Failures, add_client_arguments, add_input_file_arguments, fail, json_type,
                             load_json_list, make_client, number_type, parse_pairs, print_json, print_record,
                             print_table, run_command, split_csv)
+from p3s.cli import job_ops
 from p3s.states import JOB_ACTIVE, JOB_STATES
 
 PROG = "p3s-job"
@@ -188,8 +192,13 @@ def cmd_adjust(args: argparse.Namespace) -> None:
 def cmd_kill(args: argparse.Namespace) -> None:
     """Cancel jobs not yet dispatched; ask the pilots of dispatched or running ones to stop them."""
     uuids = _uuids(args)
+    if uuids and job_ops._filters(args):
+        args.parser.error("give either uuids or a filter, not both")
+    if not uuids and job_ops.kill_by_filter(args):
+        return
     if not uuids:
-        args.parser.error("give the job(s) to kill: -u UUID[,UUID...]")
+        args.parser.error("give the job(s) to kill: -u UUID[,UUID...] or a filter (-s, -T, -H, --user, "
+                          "--workflow, --site) with --yes")
     client = make_client(args)
     failures = Failures(PROG)
     jobs = failures.each(uuids, client.kill_job)
@@ -291,7 +300,8 @@ def _uuid_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def _filter_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-s", "--state", metavar="STATE[,STATE...]", help=f"states ({', '.join(JOB_STATES)})")
+    parser.add_argument("-s", "--state", metavar="STATE[,STATE...]", type=job_ops.states_type(JOB_STATES),
+                        help=f"states ({', '.join(JOB_STATES)})")
     parser.add_argument("-T", "--jobtype", metavar="TYPE", help="job type")
     parser.add_argument("--user", help="submitter")
     parser.add_argument("--workflow", metavar="UUID", help="workflow")
@@ -363,8 +373,10 @@ def _adjust_parser(sub: Any) -> None:
 def _kill_parser(sub: Any) -> None:
     p = sub.add_parser("kill", help="cancel or stop jobs",
                        description="Cancel jobs not yet dispatched; ask the pilot of a dispatched or running "
-                                   "job to stop it.")
+                                   "job to stop it. With a filter instead of uuids, every matching job "
+                                   "(needs --yes; without it, print how many match).")
     _uuid_arguments(p, "kill")
+    job_ops.add_kill_filters(p)
     add_client_arguments(p)
     p.set_defaults(func=cmd_kill, parser=p)
 
@@ -411,12 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     _delete_parser(sub)
     _limits_parser(sub)
     jobtypes.add_parser(sub, _UNSET)
+    job_ops.add_parsers(sub)
     return parser
 
 
 def from_flag_style(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
     """The original's ``-a``/``-d``/``-k``/``-l``/``-j`` flags as the matching sub-command."""
-    commands = {"submit", "list", "show", "adjust", "kill", "delete", "limits", "types"}
+    commands = {"submit", "list", "show", "adjust", "kill", "delete", "limits", "rerun", "log", "errors", "types"}
     if not argv or argv[0] in commands or argv[0] in ("-h", "--help"):
         return argv
     actions = {FLAG_STYLE_ACTIONS[a] for a in argv if a in FLAG_STYLE_ACTIONS}

@@ -3,109 +3,27 @@
     p3s-pilot [-S URL] [-s SITE] [-c CYCLES] [-p PERIOD] [-b BEAT] …    run a pilot
     p3s-pilot list|show|kill|delete …                                   manage pilots
 
-Running a pilot needs only the standard library and psutil; the management sub-commands use the
-full configuration (YAML file, environment, flags) like every other client.
+Running a pilot is ``p3s.pilot.cli`` (standard library only, psutil when present); the management
+sub-commands use the full configuration (YAML file, environment, flags) like every other client.
 """
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import socket
 import sys
-from pathlib import Path
 
-ADMIN_COMMANDS = ("list", "show", "kill", "delete")
-
-
-def _run_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
-    parser = argparse.ArgumentParser(
-        prog="p3s-pilot", description="Run a p3s pilot: register, ask for jobs, run them, report. "
-        f"Management: p3s-pilot {{{','.join(ADMIN_COMMANDS)}}} --help.")
-    parser.add_argument("-S", "--server", default=None, metavar="URL",
-                        help="server URL [default: $P3S_SERVER_URL or http://127.0.0.1:8470]")
-    parser.add_argument("--token", default=None, help="bearer token [default: $P3S_TOKEN or the server's token file]")
-    parser.add_argument("-s", "--site", default=env("P3S_SITE", ""),
-                        help="site: period, beat, cycles and env are bootstrapped from its record [$P3S_SITE]")
-    parser.add_argument("-H", "--host", default=None, help="host name to report [default: this host's name]")
-    parser.add_argument("-l", "--logdir", type=Path, default=Path(env("P3S_PILOTLOG", "/tmp/p3s/pilots")),
-                        help="pilot log directory [$P3S_PILOTLOG or /tmp/p3s/pilots]")
-    parser.add_argument("-L", "--joblogdir", type=Path, default=Path(env("P3S_JOBLOG", "/tmp/p3s/jobs")),
-                        help="directory of job stdout/stderr files [$P3S_JOBLOG or /tmp/p3s/jobs]")
-    parser.add_argument("-w", "--workdir", type=Path, default=Path(env("P3S_WORKDIR", "/tmp/p3s/work")),
-                        help="parent of the per-job work directories [$P3S_WORKDIR or /tmp/p3s/work]")
-    parser.add_argument("-R", "--resultdir", type=Path, default=Path(env("P3S_RESULTDIR", "/tmp/p3s/results")),
-                        help="parent of the per-job output directories ($P3S_OUTPUT_DIR), which the monitor "
-                             "shows [$P3S_RESULTDIR or /tmp/p3s/results]")
-    parser.add_argument("-c", "--cycles", type=int, default=None,
-                        help="consecutive idle requests before stopping; 0 = never [default 3]")
-    parser.add_argument("-p", "--period", type=float, default=None,
-                        help="seconds each idle request waits for work [default 10]")
-    parser.add_argument("-b", "--beat", type=float, default=None, help="heartbeat seconds while a job runs [default 10]")
-    parser.add_argument("-e", "--extra", default="", help="free text recorded with the pilot, e.g. a batch job id")
-    parser.add_argument("--jobtypes", default="", help="comma-separated job types to run [default: any]")
-    parser.add_argument("-x", "--shell", action="store_true", help="run every payload through the shell")
-    parser.add_argument("--register-deadline", type=float, default=300.0,
-                        help="seconds to keep trying to register [default 300]")
-    parser.add_argument("--outage", type=float, default=600.0,
-                        help="seconds the server may be unreachable before the pilot gives up [default 600]")
-    parser.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL [default 10]")
-    parser.add_argument("-v", "--verbosity", type=int, default=1, choices=range(0, 4),
-                        help="0 errors and warnings, 1 progress, 2+ debug [default 1]")
-    return parser
-
-
-def run_pilot(argv: list[str]) -> int:
-    from p3s.pilot.client import Client, P3SError, find_token
-    from p3s.pilot.agent import Pilot, PilotOptions, PilotStop, bootstrap_site
-
-    args = _run_parser().parse_args(argv)
-    explicit = {name for name in ("cycles", "period", "beat") if getattr(args, name) is not None}
-    if args.server:
-        explicit.add("server")
-    options = PilotOptions(
-        server=args.server or os.environ.get("P3S_SERVER_URL") or "http://127.0.0.1:8470",
-        token=args.token or find_token(), site=args.site, host=args.host or socket.getfqdn(), logdir=args.logdir,
-        joblogdir=args.joblogdir, workdir=args.workdir, resultdir=args.resultdir, extra=args.extra,
-        jobtypes=[t for t in args.jobtypes.split(",") if t], register_deadline=args.register_deadline,
-        outage=args.outage, grace=args.grace, shell=args.shell)
-    for name in explicit - {"server"}:
-        setattr(options, name, getattr(args, name))
-    for directory in (options.logdir, options.joblogdir, options.workdir, options.resultdir):
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            print(f"p3s-pilot: error: cannot create {directory}: {exc.strerror}", file=sys.stderr)
-            return 2
-    client = Client(options.server, options.token, timeout=30, retries=0)
-    pilot = Pilot(options, client)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbosity, logging.DEBUG)
-    logging.basicConfig(level=level, force=True, format="%(asctime)s %(levelname)s pilot: %(message)s",
-                        handlers=[logging.StreamHandler(sys.stderr),
-                                  logging.FileHandler(options.logdir / f"{pilot.uuid}.log")])
-    pilot.install_signal_handlers()
-    if options.site:
-        try:
-            bootstrap_site(client, options, explicit)
-        except P3SError as exc:
-            logging.error("cannot read site %r from %s: %s", options.site, options.server, exc)
-            return 2
-        except PilotStop:
-            return 0
-    if options.cycles < 0 or options.period < 0 or options.beat <= 0:
-        print("p3s-pilot: error: cycles and period must not be negative, beat must be positive", file=sys.stderr)
-        return 2
-    return pilot.run()
+from p3s.pilot.cli import ADMIN_COMMANDS, run_pilot
 
 
 def _admin(argv: list[str]) -> None:
-    from p3s.cli.common import add_client_arguments, make_client, print_json, print_table, run_command
+    from p3s.cli.common import add_client_arguments, fail, make_client, print_json, print_table, run_command
+    from p3s.cli.job_ops import states_type
+    from p3s.states import PILOT_STATES
 
     parser = argparse.ArgumentParser(prog="p3s-pilot", description="Manage pilots.")
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="list pilots")
-    listing.add_argument("-A", "--state", help="comma-separated states (idle, running, stopped, lost)")
+    listing.add_argument("-A", "--state", type=states_type(PILOT_STATES),
+                         help="comma-separated states (idle, running, stopped, lost)")
     listing.add_argument("-s", "--site")
     listing.add_argument("-H", "--host")
     listing.add_argument("--limit", type=int, default=100)
@@ -129,6 +47,12 @@ def _admin(argv: list[str]) -> None:
         client = make_client(args)
         if args.command == "list":
             reply = client.list("pilots", state=args.state, site=args.site, host=args.host, limit=args.limit)
+            if args.site and not reply["total"]:
+                known = {x["name"] for x in client.list("sites")["items"]}
+                if args.site not in known:
+                    hint = f" (-s is the site; for the state say -A {args.site})" if args.site in PILOT_STATES else ""
+                    fail(f"no site {args.site!r} is defined and no pilot has it{hint}; "
+                         f"sites: {', '.join(sorted(known)) or 'none'}")
             if args.json:
                 print_json(reply)
             else:

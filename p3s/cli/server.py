@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -32,7 +33,13 @@ async def serve(config) -> None:
         server.open()
     except StoreError as exc:
         fail(str(exc))
-    port = server.listen()
+    try:
+        port = server.listen()
+    except OSError as exc:
+        await server.stop()
+        fail(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+             + (" (another server, or another program, has that port; pick another with --port)"
+                if exc.errno == errno.EADDRINUSE else ""))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,6 +1,6 @@
 """The pilot: registers, asks for work (long poll), runs payloads, heartbeats, reports, stops.
 
-Standard library, psutil and ``p3s.pilot.client`` only: it runs on bare worker nodes. A finished job
+Standard library (psutil when present) and the rest of ``p3s.pilot`` only: it runs on bare worker nodes. A finished job
 is reported in the same request that asks for the next one, so a busy pilot costs one request
 per job; a payload that runs longer than ``first_report`` seconds is reported started, then
 heartbeats every ``beat`` seconds with the resource usage of its process tree.

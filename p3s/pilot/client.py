@@ -94,7 +94,11 @@ class Client:
             self._conn.close()
             self._conn = None
 
-    def _once(self, method: str, target: str, data: bytes | None, timeout: float) -> Any:
+    def call_text(self, method: str, path: str) -> str:
+        """One API call whose reply is text (a job's log file), decoded as UTF-8."""
+        return self._once(method, API + path, None, self.timeout, raw=True).decode("utf-8", "replace")
+
+    def _once(self, method: str, target: str, data: bytes | None, timeout: float, raw: bool = False) -> Any:
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -122,6 +126,8 @@ class Client:
                 raise
         if response.status >= 400:
             raise self._error(response.status, payload)
+        if raw:
+            return payload
         return json.loads(payload) if payload else None
 
     @staticmethod

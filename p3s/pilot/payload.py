@@ -2,7 +2,8 @@
 session with its output in log files, measure its process tree, and stop it without orphans
 (should the pilot die instead, its orphan guard kills the payload: ``p3s.pilot.guard``).
 
-Standard library and psutil only: this runs on bare worker nodes.
+Standard library only, and psutil when it is installed: without it the same figures are read from
+``/proc`` (``p3s.pilot.procfs``). This runs on bare worker nodes.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
+try:
+    import psutil
+except ImportError:                     # a bare node: the same figures from /proc
+    from p3s.pilot import procfs as psutil  # type: ignore[no-redef]
 
 from p3s.pilot.guard import MARKER_VARIABLE
 

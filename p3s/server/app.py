@@ -20,11 +20,18 @@ from p3s.freshness import Freshness
 from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle
 from p3s.pilots import PilotService, Registry
+from p3s import kept
 from p3s.reaper import Reaper
+from p3s.retention import Retention
+from p3s.server import admin
 from p3s.server.base import NotFoundHandler
 from p3s import events
 from p3s.server.handlers import ROUTES, url_specs
+from p3s.hosts import HostWatch
 from p3s.web import api as web_api
+from p3s.web import control as web_control
+from p3s.web import loginlink
+from p3s.web.alarms import AlarmBoard
 from p3s.web import pages, results
 from p3s.web.live import Broadcaster
 from p3s.web.stats import Stats
@@ -33,6 +40,7 @@ from p3s.workflow import TemplateStore, WorkflowEngine
 
 log = logging.getLogger("p3s.server")
 RESYNC_PERIOD = 10.0     # seconds between queue/counter re-synchronisations on a shared MongoDB
+ALARM_PERIOD = 2.0       # seconds between alarm checks (since-when and events need no viewer)
 
 
 class P3SServer:
@@ -54,7 +62,11 @@ class P3SServer:
         self.authenticator = Authenticator(self.config)
         self.db.open()
         self.lifecycle = Lifecycle()
-        self.lifecycle.counters.load()
+        if self.db.embedded:
+            self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}
+        else:
+            self.lifecycle.counters.load()
+            self.counted = {"counters": "counted"}
         self.broker = Broker(self.lifecycle, shared_db=self.db.shared)
         self.broker.load()
         self.registry = Registry()
@@ -67,9 +79,16 @@ class P3SServer:
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
         self._open_freshness()
         self.stats = Stats()
-        self.stats.load()
+        self.counted["stats"] = kept.load_stats(self.stats)
+        self.retention = Retention(self, self.config)
+        self.retention.load()
+        self.hosts = HostWatch(self.config, self.broker)
+        self.hosts.load()
         self.live = Broadcaster(self.summary)
-        self.lifecycle.listeners += [self.stats, self.live]
+        self.lifecycle.listeners += [self.stats, self.live, self.hosts]
+        self.alarms = AlarmBoard(self)
+        self.alarms.load()
+        self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
 
     def _open_freshness(self) -> None:
@@ -85,12 +104,12 @@ class P3SServer:
 
     @property
     def api_routes(self) -> list:
-        return ROUTES + web_api.ROUTES + results.ROUTES
+        return web_control.ROUTES + ROUTES + web_api.ROUTES + admin.ROUTES + loginlink.ROUTES + results.ROUTES
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(
             url_specs(self, self.api_routes) + [(API_PREFIX + r"/.*", NotFoundHandler, {"server": self})]
-            + pages.url_specs(self),
+            + pages.url_specs(self) + loginlink.url_specs(self),
             default_handler_class=NotFoundHandler, default_handler_args={"server": self},
             compress_response=False, **pages.SETTINGS)
 
@@ -107,10 +126,13 @@ class P3SServer:
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
         self._every(min(1.0, self.config.reaper_period), self.freshness.tick)
         self.live.start()
+        self._every(ALARM_PERIOD, self.check_alarms)
         if self.db.embedded:
             self._every(self.config.checkpoint_period, self.db.checkpoint)
         if self.db.shared:
             self._every(RESYNC_PERIOD, self.resync, jitter=0.2)
+        self._every(kept.SAVE_PERIOD, self.save_stats, jitter=0.1)
+        self._every(self.config.retention_period, self.retention.tick, jitter=0.1)
         return self.port
 
     def _every(self, seconds: float, callback: Any, jitter: float = 0.0) -> None:
@@ -119,10 +141,23 @@ class P3SServer:
             periodic.start()
             self._callbacks.append(periodic)
 
+    def check_alarms(self) -> None:
+        try:
+            self.alarms.check()
+        except Exception:
+            log.exception("alarm check failed")
+
     def resync(self) -> None:
         self.lifecycle.counters.load()
         self.broker.resync()
         self.freshness.reload_policies()
+        self.retention.load()
+
+    def save_stats(self) -> None:
+        try:
+            kept.save_stats(self.stats)
+        except Exception:
+            log.exception("saving the statistics failed")
 
     async def stop(self) -> None:
         """Stop serving, release waiting pilots, flush and close the database."""
@@ -139,6 +174,9 @@ class P3SServer:
                 await self.http.close_all_connections()
             except Exception:
                 pass
+        self.save_stats()
+        if self.db.embedded:
+            kept.save_counters(self.lifecycle.counters)
         self.db.close()
 
     # --- figures ------------------------------------------------------------------------------
@@ -146,6 +184,7 @@ class P3SServer:
         out = self.lifecycle.counters.summary()
         out["queue"] = {"ready": len(self.broker.queue), "waiting_pilots": self.broker.waiting,
                         "limits": dict(self.broker.limits)}
+        out["archived"] = self.retention.totals()
         out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description}
         return out
 

@@ -10,6 +10,8 @@ import mongoengine as me
 
 from p3s import API_PREFIX, __version__, auth, models, schema, states
 
+# Response schemas of routes defined outside p3s.server (the monitor's, the control room's).
+EXTRA_SCHEMAS: dict[str, dict] = {}
 ERRORS = {400: "Malformed JSON or request", 401: "Missing or unknown token", 403: "Role not allowed",
           404: "Not found", 409: "Conflicts with the current state", 413: "Body too large",
           422: "Wrong, missing or unknown field"}
@@ -99,11 +101,8 @@ def _components() -> dict:
         "Stats": {"type": "object", "properties": {
             "windows": {"type": "object", "description": "1m, 10m, 1h, 24h: {total, by_type}: counts by event."},
             "series": {"type": "array", "items": {"type": "object"}, "description": "Per minute: t, finished, "
-                       "started, wait_p50_ms, wait_p95_ms, latency_p50_ms, latency_p95_ms."},
+                       "started, failed, wait_p50_s, wait_p95_s, latency_p50_s, latency_p95_s (seconds)."},
             "limits": {"type": "object"}, "summary": _ref("Summary")}},
-        "Alarms": {"type": "object", "properties": {"firing": {"type": "integer"}, "items": {"type": "array", "items": {
-            "type": "object", "properties": {"name": {"type": "string"}, "status": {"type": "string", "enum": ["ok", "alarm"]},
-                                             "value": {}, "threshold": {"type": "string"}, "message": {"type": "string"}}}}}},
         "WhoAmI": {"type": "object", "properties": {"role": {"type": "string"}, "name": {"type": "string"},
                                                     "auth": {"type": "boolean"}}},
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -174,6 +173,8 @@ def _build(routes: tuple) -> dict:
             item[method.lower()] = op
         paths[API_PREFIX + path] = item
     schemas.setdefault("PilotEvent", schema.PILOT_EVENT.openapi())
+    for name, extra in EXTRA_SCHEMAS.items():
+        schemas.setdefault(name, extra)
     return {
         "openapi": "3.0.3",
         "info": {"title": "p3s API", "version": __version__,
