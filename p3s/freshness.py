@@ -37,7 +37,7 @@ log = logging.getLogger("p3s.freshness")
 POLICY_FIELDS = ("eta", "order", "stale", "stop_running", "shed", "alarm_within_eta")
 WINDOWS = {"10m": 600, "1h": 3600, "24h": 86400}
 DROP_REASONS = ("stale", "shed")
-SAMPLES_PER_MINUTE = 600           # turnaround samples kept per type and minute
+SAMPLES_PER_MINUTE = 300           # turnaround samples kept per type and minute
 RUNTIME_SAMPLES = 50               # recent run times per type the prediction averages
 ARRIVAL_WINDOW = 60.0              # seconds over which arrival rates are measured
 # Turnaround histogram buckets (seconds) for /metrics, +Inf added.
@@ -96,6 +96,7 @@ class Freshness(Listener):
         self.hist_sum: collections.Counter[str] = collections.Counter()
         self._deadlines: list[tuple[float, str, str]] = []      # (deadline, job, jobtype)
         self._cached: tuple[float, dict] | None = None
+        self._dirty = True                   # figures changed since the cached report
         lifecycle.listeners.append(self)
         events.subscribers.append(self.event_recorded)
 
@@ -146,6 +147,7 @@ class Freshness(Listener):
             self.stored.pop(name, None)
         else:
             self.stored[name] = doc
+        self._dirty = True
         if self.broker is not None and self.policy(name).newest_first != before:
             self.broker.queue.reorder(name, not before)
 
@@ -412,10 +414,12 @@ class Freshness(Listener):
         if doc.get("kind") == "injector.skipped":
             reason = (doc.get("data") or {}).get("reason") or "other"
             minute = int(time.time() // 60)
+            self._dirty = True
             self.injector.setdefault(minute, collections.Counter())[str(reason)[:32]] += 1
 
     # --- turnaround ---------------------------------------------------------------------------
     def _ended(self, job: dict, when: float) -> None:
+        self._dirty = True
         jobtype = job.get("jobtype", "")
         minute = int(when // 60)
         counts = self.counts.setdefault(minute, collections.Counter())
@@ -462,9 +466,11 @@ class Freshness(Listener):
     def report(self, now: float | None = None) -> dict[str, Any]:
         """Per job type: policy, backlog, predicted wait and, per window, turnaround p50/p95, share
         within ETA and dropped counts; per template the workflows' turnaround; injector drops.
-        Computed at most once a second (pages and /summary ask often)."""
-        if now is None and self._cached is not None and time.monotonic() - self._cached[0] < 1.0:
+        Reused for a second while no job ended or was dropped (pages, alarms and /summary ask often)."""
+        if (now is None and self._cached is not None and not self._dirty
+                and time.monotonic() - self._cached[0] < 1.0):
             return self._cached[1]
+        self._dirty = False
         fresh = self._report(now or time.time())
         if now is None:
             self._cached = (time.monotonic(), fresh)
