@@ -33,8 +33,8 @@ class Setting:
 
 # Retention (p3s.retention): what ended is archived to <data_dir>/archive and removed, by age and by count.
 RETENTION_SETTINGS = (
-    Setting("retention_period", 5, float, "Seconds between retention slices (0: retention off)."),
-    Setting("retention_slice", 200, int, "Most records of a kind archived and removed per slice."),
+    Setting("retention_period", 2, float, "Seconds between retention slices (0: retention off)."),
+    Setting("retention_slice", 50, int, "Most records of a kind archived and removed per slice (each slice holds the server for about 0.4 ms a record)."),
     *(setting for kind, days, what in (
         ("jobs", 30, "ended jobs that are not part of a workflow"),
         ("pilots", 30, "stopped and lost pilots"),
@@ -59,6 +59,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pilot_lost_timeout", 60, int, "Seconds without contact after which a pilot is lost."),
     Setting("default_timelimit", 1000, int, "Time limit in seconds for jobs that give none."),
     Setting("timelimit_grace", 30, int, "Seconds past a job's time limit before the server itself ends it."),
+    Setting("max_timelimit", 2592000, int, "Largest time limit in seconds a job may ask for."),
+    Setting("dispatch_timeout", 120, int,
+            "Seconds a job may stay dispatched without its pilot reporting it started; then it goes back to "
+            "the queue (no attempt counted)."),
     Setting("long_poll_wait", 20, int, "Seconds a pilot's job request waits for work when it asks for no wait."),
     Setting("long_poll_max", 30, int, "Upper bound on the wait a pilot may ask for."),
     Setting("reaper_period", 5, int, "Seconds between checks for lost pilots and overdue jobs."),

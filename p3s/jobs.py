@@ -98,7 +98,7 @@ class JobService:
                 fields = {**RETRY_RESET, "error": None, "attempts": 0, **fields}
                 if current == states.STALE:      # an operator wants it run, late or not
                     fields.update(deadline=None, dropped=None)
-            sources = {current}
+            sources = {current} & states.JOB_RERUN_SOURCES
         elif fields:
             sources = FIELDS_ONLY_BEFORE_DISPATCH
         return self.lifecycle.move_job(uuid, target, sources=sources, set_=fields, full=True)

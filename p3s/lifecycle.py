@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from pymongo import ReturnDocument
 
 from p3s import models, states
-from p3s.errors import not_found
+from p3s.errors import ApiError, not_found
 from p3s.fastpath import ByIdCollection
 from p3s.models import utcnow
 from p3s.states import IllegalTransition
@@ -212,6 +212,24 @@ class Lifecycle:
                               job=uuid, severity="warning")
             except IllegalTransition:
                 pass
+        return after
+
+    def release_job(self, uuid: str, pilot: str, why: str, *, sources: Iterable[str] = states.JOB_ACTIVE,
+                    where: dict | None = None) -> dict | None:
+        """Give a job its pilot does not (or will not) run back to ``defined``, its attempt uncounted.
+
+        One conditional write: only while the job is in ``sources`` and still owned by ``pilot``.
+        Returns the job after, or None when it had moved on (nothing written).
+        """
+        try:
+            after = self.move_job(uuid, states.DEFINED, sources=sources,
+                                  where={"pilot": equals(pilot), **(where or {})},
+                                  set_=dict(RETRY_RESET), inc={"attempts": -1})
+        except (IllegalTransition, ApiError):
+            return None
+        from p3s import events
+        events.record("job.released", f"job {uuid} given back to the queue ({why}); no attempt counted",
+                      job=uuid, pilot=pilot, severity="warning")
         return after
 
     def insert_jobs(self, docs: list[dict]) -> None:

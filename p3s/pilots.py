@@ -12,7 +12,7 @@ from typing import Any
 
 from tornado.ioloop import IOLoop
 
-from p3s import events, models, schema, states
+from p3s import events, faults, models, schema, states
 from p3s.broker import Broker, PilotInfo
 from p3s.config import Config
 from p3s.errors import ApiError, invalid, not_found
@@ -25,6 +25,8 @@ log = logging.getLogger("p3s.pilots")
 
 # The part of a job a pilot needs to run it.
 JOB_FOR_PILOT = ("name", "jobtype", "payload", "params", "env", "timelimit", "priority", "workflow", "input_file")
+# What a job request's offer adds: the attempt, which the pilot echoes so a repeated report is recognised.
+JOB_OFFER_FIELDS = {k: 1 for k in (*JOB_FOR_PILOT, "state", "pilot", "attempts")}
 KILL_FIELDS = {"kill_requested": 1, "kill_job": 1}
 
 
@@ -42,17 +44,30 @@ class Registry:
         self.pilots: dict[str, PilotInfo] = {}
 
     def load(self) -> None:
-        """Load live pilots; each gets a fresh grace period (the server may have been down)."""
+        """Load live pilots; each gets a fresh grace period (the server may have been down).
+
+        A pilot's current job is read from the jobs (the claim wrote the owner there), never from
+        the pilot's own document, which a crash may have left behind.
+        """
         now = IOLoop.current().time()
+        held = {doc["pilot"]: doc["_id"] for doc in models.Job._get_collection().find(
+            {"state": {"$in": sorted(states.JOB_ACTIVE)}}, {"pilot": 1}) if doc.get("pilot")}
         self.pilots = {}
         for doc in models.Pilot._get_collection().find({"state": {"$in": sorted(states.PILOT_ALIVE)}}):
-            self.pilots[doc["_id"]] = self._info(doc, now)
+            self.pilots[doc["_id"]] = self._info(doc, now, held.get(doc["_id"]))
 
     @staticmethod
-    def _info(doc: dict, now: float) -> PilotInfo:
+    def held_job(uuid: str) -> str | None:
+        """The job the database says pilot ``uuid`` holds (dispatched to it or running on it)."""
+        doc = models.Job._get_collection().find_one(
+            {"pilot": uuid, "state": {"$in": sorted(states.JOB_ACTIVE)}}, {"_id": 1})
+        return doc["_id"] if doc else None
+
+    @staticmethod
+    def _info(doc: dict, now: float, job: str | None) -> PilotInfo:
         return PilotInfo(uuid=doc["_id"], host=doc.get("host", ""), site=doc.get("site", ""),
                          jobtypes=frozenset(doc.get("jobtypes") or ()), state=doc["state"], last_seen=now,
-                         job=doc.get("job"), kill=bool(doc.get("kill_requested")), kill_job=doc.get("kill_job"))
+                         job=job, kill=bool(doc.get("kill_requested")), kill_job=doc.get("kill_job"))
 
     def get(self, uuid: str) -> PilotInfo:
         """The live pilot ``uuid``; 404 if unknown, 409 if it has stopped or been declared lost."""
@@ -63,8 +78,8 @@ class Registry:
         if doc is None:
             raise not_found("pilot", uuid)
         if doc["state"] not in states.PILOT_ALIVE:
-            raise ApiError(409, f"pilot {uuid} is {doc['state']}; it must stop (register anew to work again)")
-        info = self.pilots[uuid] = self._info(doc, IOLoop.current().time())
+            raise ApiError(409, f"pilot {uuid} is {doc['state']}; it must stop (register anew to work again)", "pilot")
+        info = self.pilots[uuid] = self._info(doc, IOLoop.current().time(), self.held_job(uuid))
         return info
 
     def forget(self, uuid: str) -> None:
@@ -96,7 +111,8 @@ class PilotService:
             self.lifecycle.insert_pilot(doc)
             events.record("pilot.registered", f"pilot {uuid} registered on {doc['host']} (site {doc['site'] or '-'})",
                           pilot=uuid, site=doc["site"] or None)
-        self.registry.pilots[uuid] = self.registry._info(doc, IOLoop.current().time())
+        self.registry.pilots[uuid] = self.registry._info(
+            doc, IOLoop.current().time(), self.registry.held_job(uuid) if existing is not None else None)
         return doc
 
     def settings(self) -> dict[str, Any]:
@@ -113,7 +129,7 @@ class PilotService:
             build_update({"ts_lhb": utcnow(), **(set_ or {})}), projection=KILL_FIELDS)
         if doc is None:
             self.registry.forget(pilot.uuid)
-            raise ApiError(409, f"pilot {pilot.uuid} is no longer alive; it must stop")
+            raise ApiError(409, f"pilot {pilot.uuid} is no longer alive; it must stop", "pilot")
         pilot.kill = bool(doc.get("kill_requested"))
         pilot.kill_job = doc.get("kill_job")
         return doc
@@ -146,8 +162,12 @@ class PilotService:
                 self.write_pilot(pilot)      # the job's end frees the pilot, even when it was refused
         return self.instructions(pilot)
 
-    def _own(self, pilot: PilotInfo) -> dict:
-        return {"pilot": equals(pilot.uuid)}
+    def _own(self, pilot: PilotInfo, body: dict | None = None) -> dict:
+        """Conditions that the job is this pilot's (and the attempt it reports, when it gives one)."""
+        own = {"pilot": equals(pilot.uuid)}
+        if body is not None and body.get("attempt") is not None:
+            own["attempts"] = equals(body["attempt"])
+        return own
 
     @staticmethod
     def _usage_fields(usage: dict) -> tuple[dict, dict]:
@@ -158,6 +178,45 @@ class PilotService:
         peak = max(usage.get("peak_rss") or 0, usage.get("rss") or 0)
         return {f"usage.{k}": v for k, v in usage.items() if k != "peak_rss"}, {"usage.peak_rss": peak}
 
+    def _holds(self, pilot: PilotInfo, job: str) -> None:
+        """The pilot says it runs ``job``: any other job the server thought it held is released."""
+        if pilot.job and pilot.job != job:
+            self.lifecycle.release_job(pilot.job, pilot.uuid, f"pilot {pilot.uuid} runs {job} instead")
+        pilot.job = job
+
+    def _adopt(self, pilot: PilotInfo, body: dict, what: str) -> None:
+        """A pilot runs a job the server does not record as its own (its claim was undone, e.g. by
+        the dispatch timeout, while the pilot had started it). Still defined: it is the pilot's
+        again (one conditional claim); otherwise the pilot is told to stop it (an explicit order)."""
+        job = body["job"]
+        doc = self.jobs.find_one({"_id": job}, {"state": 1, "pilot": 1, "attempts": 1})
+        if doc is not None and doc["state"] == states.RUNNING and doc.get("pilot") == pilot.uuid:
+            pilot.job = job               # a repeated jobstart (its reply was lost): already applied
+            return
+        if doc is not None and doc["state"] == states.DEFINED:
+            try:
+                self.lifecycle.move_job(job, states.DISPATCHED, sources={states.DEFINED},
+                                        set_={"pilot": pilot.uuid, "host": pilot.host, "pilot_site": pilot.site,
+                                              "ts_dis": utcnow()}, inc={"attempts": 1})
+                self.lifecycle.move_job(job, states.RUNNING, where=self._own(pilot),
+                                        set_={"ts_sta": _from_epoch(body["ts"]) or utcnow(), "pid": body["pid"],
+                                              "log_dir": body["log_dir"], "output_dir": body["output_dir"]})
+                self._holds(pilot, job)
+                events.record("job.adopted", f"job {job} was given back to the queue but pilot {pilot.uuid} "
+                                             f"runs it ({what}): it is that pilot's again",
+                              job=job, pilot=pilot.uuid, severity="warning")
+                return
+            except (IllegalTransition, ApiError):
+                pass
+        if doc is not None and doc.get("pilot") == pilot.uuid and doc["state"] in states.JOB_ACTIVE:
+            pilot.job = job
+            return
+        pilot.kill_job = job
+        if pilot.job == job:
+            pilot.job = None
+        log.warning("pilot %s reports %s for job %s, which is %s (pilot %s): told to stop it", pilot.uuid, what,
+                    job, doc["state"] if doc else "deleted", doc.get("pilot") if doc else None)
+
     def _on_heartbeat(self, pilot: PilotInfo, body: dict) -> None:
         usage = body["usage"]
         fields, peak = self._usage_fields(usage)
@@ -166,19 +225,26 @@ class PilotService:
                               max=peak)
         result = self.jobs.update_one(job_filter(body["job"], states.JOB_ACTIVE, pilot=pilot.uuid), update)
         if result.matched_count == 0:
-            doc = self.jobs.find_one({"_id": body["job"]}, {"pilot": 1})
-            if doc is not None and doc.get("pilot") == pilot.uuid:
-                pilot.kill_job = body["job"]     # ended by the server (e.g. overdue): stop the payload
-                return
-            self._not_yours(pilot, body["job"], "heartbeat")
+            self._adopt(pilot, body, "heartbeat")
+        else:
+            self._holds(pilot, body["job"])
 
     def _on_jobstart(self, pilot: PilotInfo, body: dict) -> None:
-        self.lifecycle.move_job(body["job"], states.RUNNING, where=self._own(pilot),
-                                set_={"ts_sta": _from_epoch(body["ts"]) or utcnow(), "pid": body["pid"],
-                                      "log_dir": body["log_dir"], "output_dir": body["output_dir"]})
+        try:
+            self.lifecycle.move_job(body["job"], states.RUNNING, where=self._own(pilot),
+                                    set_={"ts_sta": _from_epoch(body["ts"]) or utcnow(), "pid": body["pid"],
+                                          "log_dir": body["log_dir"], "output_dir": body["output_dir"]})
+        except (IllegalTransition, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.status != 404:
+                raise
+            self._adopt(pilot, body, "jobstart")
+            return
+        self._holds(pilot, body["job"])
+        faults.crash_point("jobstart")
 
     def _end(self, pilot: PilotInfo, body: dict, target: str, error: str | None) -> None:
-        fields: dict[str, Any] = {"exit_code": body["exit_code"], "error": error}
+        fields: dict[str, Any] = {"exit_code": body["exit_code"], "error": error,
+                                  "last_report": self._report_key(pilot, body, target)}
         for key in ("log_dir", "output_dir"):
             if body[key]:
                 fields[key] = body[key]
@@ -190,25 +256,38 @@ class PilotService:
         if body["started"] is not None:
             fields["ts_sta"] = _from_epoch(body["started"])
         sources = {states.DISPATCHED} if target == states.NONSTARTER else states.JOB_ACTIVE
+        repeated = False
         try:
-            self.lifecycle.end_job(body["job"], target, sources=sources, where=self._own(pilot), set_=fields,
+            self.lifecycle.end_job(body["job"], target, sources=sources, where=self._own(pilot, body), set_=fields,
                                    max_=peak)
             pilot.ended += 1
-        except IllegalTransition as exc:
-            if not self._already_reported(pilot, body["job"], exc, target):
+            faults.crash_point("end")
+        except IllegalTransition:
+            repeated = self._already_reported(pilot, body, target)
+            if not repeated:
                 raise
         finally:
-            if pilot.job == body["job"]:
+            # A repeated report leaves the pilot's job alone: the same job, retried, may have been
+            # offered to it again in the reply that was lost (checked when the pilot asks for work).
+            if pilot.job == body["job"] and not repeated:
                 pilot.job = None
             if pilot.kill_job == body["job"]:
                 pilot.kill_job = None
 
-    def _already_reported(self, pilot: PilotInfo, job: str, exc: IllegalTransition, target: str) -> bool:
-        """A repeated report (its first reply was lost): the job already ended as reported."""
-        if exc.current != target:
+    @staticmethod
+    def _report_key(pilot: PilotInfo, body: dict, target: str) -> dict:
+        """What identifies an end report: the pilot, the attempt it ran, the end it reports."""
+        return {"pilot": pilot.uuid, "attempt": body.get("attempt"), "event": target}
+
+    def _already_reported(self, pilot: PilotInfo, body: dict, target: str) -> bool:
+        """A repeated report (its first reply was lost): the job already ended as reported, even
+        if it has since been retried; or the server ended it the same way first (the reaper)."""
+        doc = self.jobs.find_one({"_id": body["job"]}, {"pilot": 1, "state": 1, "last_report": 1})
+        if doc is None:
             return False
-        doc = self.jobs.find_one({"_id": job}, {"pilot": 1})
-        return doc is not None and doc.get("pilot") == pilot.uuid
+        if doc.get("last_report") == self._report_key(pilot, body, target):
+            return True
+        return doc["state"] == target and doc.get("pilot") == pilot.uuid
 
     def write_pilot(self, pilot: PilotInfo) -> None:
         """The one write of a request to the pilot's document: state, current job, jobs done,
@@ -239,16 +318,13 @@ class PilotService:
     def _on_killed(self, pilot: PilotInfo, body: dict) -> None:
         self._end(pilot, body, states.KILLED, body["message"] or "killed on request")
 
-    def _not_yours(self, pilot: PilotInfo, job: str, what: str) -> None:
-        doc = self.jobs.find_one({"_id": job}, {"state": 1, "pilot": 1})
-        if doc is None:
-            raise not_found("job", job)
-        raise ApiError(409, f"job {job} is {doc['state']} and held by pilot {doc.get('pilot')}; "
-                            f"pilot {pilot.uuid} cannot report {what} for it")
-
     def _stopped(self, pilot: PilotInfo, body: dict) -> None:
         self.broker.stop_waiting(pilot.uuid)
-        for job in self.jobs.find({"pilot": pilot.uuid, "state": {"$in": sorted(states.JOB_ACTIVE)}}, {"_id": 1}):
+        for job in self.jobs.find({"pilot": pilot.uuid, "state": {"$in": sorted(states.JOB_ACTIVE)}}, {"state": 1}):
+            if job["state"] == states.DISPATCHED:      # never started: another pilot may run it
+                self.lifecycle.release_job(job["_id"], pilot.uuid, f"pilot {pilot.uuid} stopped before starting it",
+                                           sources={states.DISPATCHED})
+                continue
             try:
                 self.lifecycle.end_job(job["_id"], states.PILOT_LOST, where=self._own(pilot),
                                        set_={"error": "its pilot stopped without reporting it"})
@@ -265,7 +341,10 @@ class PilotService:
     async def request(self, uuid: str, body: dict, on_wait=None) -> dict:
         """Report (optional) then claim a job, waiting up to the asked-for seconds for one.
 
-        The pilot's document is written once per request (twice when a wait ends with a job).
+        A request says by itself that the pilot holds no job (apart from the one it reports): a job
+        the server has dispatched to it is offered again (the reply of its claim was lost), and a
+        job the server thinks it runs is released. The pilot's document is written once per
+        request (twice when a wait ends with a job); the claim itself is the job's one write.
         """
         pilot = self.registry.get(uuid)
         extra = {}
@@ -281,10 +360,14 @@ class PilotService:
                 if isinstance(exc, ApiError) and exc.status != 409:
                     raise
                 extra["report_refused"] = str(exc)   # e.g. the server ended the job already; go on
+        held = self._held_job(pilot)
         if pilot.kill:
+            if held is not None:
+                self.lifecycle.release_job(held["uuid"], pilot.uuid, f"pilot {pilot.uuid} was told to stop",
+                                           sources={states.DISPATCHED})
+                pilot.job = None
             self.write_pilot(pilot)
             return {"job": None, **self.instructions(pilot), **extra}
-        held = self._held_job(pilot)
         if held is not None:
             self.write_pilot(pilot)
             return {"job": held, **self.instructions(pilot), **extra}
@@ -306,21 +389,29 @@ class PilotService:
             if job is None:
                 return {"job": None, **self.instructions(pilot), **extra}
         pilot.job = job["_id"]
+        faults.crash_point("claim")
         self.write_pilot(pilot)
         return {"job": self._job_for_pilot(job), **self.instructions(pilot), **extra}
 
     def _held_job(self, pilot: PilotInfo) -> dict | None:
-        """A job dispatched to this pilot whose reply was lost: deliver it again."""
+        """The job dispatched to this pilot, to offer again; a job it runs (by the server's books,
+        not by the pilot's) goes back to the queue."""
         if not pilot.job:
             return None
-        doc = self.jobs.find_one(job_filter(pilot.job, {states.DISPATCHED}, pilot=pilot.uuid))
-        if doc is None:
+        doc = self.jobs.find_one({"_id": pilot.job}, JOB_OFFER_FIELDS)
+        if doc is None or doc.get("pilot") != pilot.uuid or doc["state"] not in states.JOB_ACTIVE:
+            pilot.job = None
+            return None
+        if doc["state"] == states.RUNNING:
+            self.lifecycle.release_job(doc["_id"], pilot.uuid, f"pilot {pilot.uuid} asks for work, so it does not "
+                                                               "run it", sources={states.RUNNING})
+            pilot.job = None
             return None
         return self._job_for_pilot(doc)
 
     @staticmethod
     def _job_for_pilot(job: dict) -> dict:
-        return {"uuid": job["_id"], **{k: job.get(k) for k in JOB_FOR_PILOT}}
+        return {"uuid": job["_id"], **{k: job.get(k) for k in JOB_FOR_PILOT}, "attempt": job.get("attempts")}
 
     # --- kills --------------------------------------------------------------------------------
     def kill(self, selector: dict) -> list[str]:

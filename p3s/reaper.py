@@ -12,7 +12,7 @@ import logging
 
 from tornado.ioloop import IOLoop
 
-from p3s import events, models, states
+from p3s import events, faults, models, states
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.errors import ApiError
@@ -32,6 +32,7 @@ class Reaper(Listener):
         self.lifecycle, self.registry, self.broker, self.pilots = lifecycle, registry, broker, pilots
         self.config = config
         self._deadlines: list[tuple[_dt.datetime, str]] = []
+        self.started = utcnow()
         lifecycle.listeners.append(self)
 
     def load(self) -> None:
@@ -59,6 +60,7 @@ class Reaper(Listener):
         try:
             self.reap_pilots()
             self.reap_overdue()
+            self.reap_undispatched()
         except Exception:
             log.exception("reaper round failed")
 
@@ -79,6 +81,7 @@ class Reaper(Listener):
                 continue
             self.registry.forget(pilot.uuid)
             lost.append(pilot.uuid)
+            faults.crash_point("pilot_lost")
             events.record("pilot.lost", f"pilot {pilot.uuid} on {pilot.host} lost: no contact for {timeout} s",
                           pilot=pilot.uuid, site=pilot.site or None, severity="warning")
             for job in models.Job._get_collection().find(
@@ -91,6 +94,28 @@ class Reaper(Listener):
                 events.record("job.pilot_lost", f"job {job['_id']} lost with pilot {pilot.uuid}",
                               job=job["_id"], pilot=pilot.uuid, severity="warning")
         return lost
+
+    def reap_undispatched(self) -> list[str]:
+        """Jobs dispatched longer than ``dispatch_timeout`` ago (counted from this server's start at
+        the earliest: its pilots may have been waiting for it) and never reported started go back
+        to ``defined``, their attempt uncounted. Each is one conditional write on the job."""
+        timeout = _dt.timedelta(seconds=self.config.dispatch_timeout)
+        now = utcnow()
+        if now - self.started < timeout:
+            return []
+        cutoff = now - timeout
+        released = []
+        for job in models.Job._get_collection().find({"state": states.DISPATCHED, "ts_dis": {"$lt": cutoff}},
+                                                     {"pilot": 1}):
+            after = self.lifecycle.release_job(job["_id"], job.get("pilot"),
+                                               f"not started within {self.config.dispatch_timeout} s",
+                                               sources={states.DISPATCHED}, where={"ts_dis": {"$lt": cutoff}})
+            if after is not None:
+                released.append(job["_id"])
+                info = self.registry.pilots.get(job.get("pilot") or "")
+                if info is not None and info.job == job["_id"]:
+                    info.job = None
+        return released
 
     def reap_overdue(self) -> list[str]:
         now = utcnow()

@@ -262,6 +262,8 @@ PILOT_EVENT = Body("PilotEvent", (
     Field("event", "str", "What happened.", required=True,
           choices=("heartbeat", "jobstart", "jobstop", "timelimit", "nonstarter", "killed", "stopped")),
     Field("job", "uuid", "The job the event is about.", nullable=True, default=None),
+    Field("attempt", "int", "The job's attempt number as offered to the pilot: with the job and the event, what "
+                            "makes a repeated report recognisable.", minimum=0, nullable=True, default=None),
     Field("exit_code", "int", "Payload exit code (jobstop).", nullable=True, default=None),
     Field("pid", "int", "Payload process id (jobstart).", nullable=True, default=None),
     Field("ts", "number", "When it happened on the pilot, seconds since the epoch.", nullable=True, default=None),

@@ -34,8 +34,9 @@ JOB_RETRYABLE = frozenset({FAILED, TIMELIMIT, PILOT_LOST, NONSTARTER})
 
 # target state -> the states it may be entered from
 JOB_TRANSITIONS: Mapping[str, frozenset[str]] = {
-    # From an unsuccessful end: a retry (attempts left) or an operator's rerun.
-    DEFINED: frozenset({TEMPLATE}) | JOB_UNSUCCESSFUL | {CANCELLED, STALE},
+    # From an unsuccessful end: a retry (attempts left) or an operator's rerun. From dispatched or
+    # running: a release (its pilot does not hold it, or never started it), no attempt counted.
+    DEFINED: frozenset({TEMPLATE}) | JOB_UNSUCCESSFUL | {CANCELLED, STALE} | JOB_ACTIVE,
     TEMPLATE: frozenset({DEFINED}),
     DISPATCHED: frozenset({DEFINED}),
     RUNNING: frozenset({DISPATCHED}),
@@ -52,6 +53,9 @@ JOB_TRANSITIONS: Mapping[str, frozenset[str]] = {
     # it, or (a type's stop_running policy) while it ran.
     STALE: frozenset({TEMPLATE, DEFINED, DISPATCHED, RUNNING}),
 }
+
+# What an operator may send back to ``defined`` (a rerun); active jobs are released only by the server.
+JOB_RERUN_SOURCES = frozenset({TEMPLATE, CANCELLED}) | JOB_UNSUCCESSFUL | JOB_DROPPED
 
 # --- pilots -----------------------------------------------------------------------------------
 IDLE = "idle"                # registered, between jobs

@@ -79,12 +79,14 @@ class ServerProcess:
         self.url = ""
         self.token = ""
         self.log_path = tmp / "server.log"
+        self.extra_env: dict[str, str] = {}      # e.g. the crash hook of p3s.faults
 
     def start(self, port: int = 0) -> "ServerProcess":
         args = [sys.executable, "-m", "p3s.cli.server", "--config", str(self.config_path), "--port", str(port)]
         if not self.auth:
             args.append("--no-auth")
         env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+        env.update(self.extra_env)
         self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, cwd=REPO)
         line = self.proc.stdout.readline()

@@ -25,7 +25,8 @@ class StatsHandler(ApiHandler):
         minutes = self.int_arg("minutes", 60, 1, 1440)
         stats = self.server.stats
         self.reply({"windows": stats.windows(), "series": stats.series(minutes),
-                    "limits": dict(self.server.broker.limits), "summary": self.server.summary()})
+                    "limits": dict(self.server.broker.limits), "summary": self.server.summary(),
+                    "lost_pilots_1h": stats.lost_by_site(3600)})
 
 
 class WhoAmIHandler(ApiHandler):

@@ -13,7 +13,7 @@ from p3s.server.base import TOKEN_COOKIE
 from p3s.web import metrics
 
 HERE = Path(__file__).resolve().parent
-PAGES = ("", "jobs", "pilots", "workflows", "templates", "data", "events", "sites", "results")
+PAGES = ("", "jobs", "pilots", "workflows", "templates", "data", "events", "sites", "hosts", "errors", "results")
 
 
 class PageBase(tornado.web.RequestHandler):

@@ -232,8 +232,8 @@ class Pilot:
             payload.start()
         except NonStarter as exc:
             log.warning("job %s could not start: %s", job["uuid"], exc)
-            return {"event": "nonstarter", "job": job["uuid"], "message": str(exc)[:4000],
-                    **where, **payload.tails()}
+            return {"event": "nonstarter", "job": job["uuid"], "attempt": job.get("attempt"),
+                    "message": str(exc)[:4000], **where, **payload.tails()}
         self.payload = payload
         self.guard.watch(payload.pid)
         self.jobs_run += 1
@@ -257,8 +257,19 @@ class Pilot:
                     break
                 if payload.elapsed() >= next_report:
                     event = "heartbeat" if started_reported else "jobstart"
-                    reply = self._call(event, self.client.report, self.uuid, event, job=job["uuid"],
-                                       pid=payload.pid, ts=time.time(), usage=payload.usage(), **where)
+                    try:
+                        reply = self._call(event, self.client.report, self.uuid, event, job=job["uuid"],
+                                           attempt=job.get("attempt"), pid=payload.pid, ts=time.time(),
+                                           usage=payload.usage(), **where)
+                    except P3SError as exc:
+                        # Only an explicit order stops a payload: the server saying this pilot must
+                        # stop, or kill_job in a reply. Any other refusal (e.g. of a repeated
+                        # report) leaves it running; its end is reported as usual.
+                        if exc.status == 0 or exc.field == "pilot":
+                            raise
+                        log.warning("%s for job %s not taken: %s; the payload goes on", event, job["uuid"], exc)
+                        reply = None
+                        started_reported = True
                     if reply is not None:
                         started_reported = True
                         if reply.get("kill"):
@@ -278,7 +289,8 @@ class Pilot:
             usage = payload.final_usage()
             self.guard.unwatch()
             self.payload = None
-        report: dict[str, Any] = {"job": job["uuid"], "exit_code": code, "started": payload.started_wall,
+        report: dict[str, Any] = {"job": job["uuid"], "attempt": job.get("attempt"), "exit_code": code,
+                                  "started": payload.started_wall,
                                   "usage": usage, **where, **payload.tails()}
         if outcome is None:
             report["event"] = "jobstop"

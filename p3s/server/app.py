@@ -22,6 +22,7 @@ from p3s.lifecycle import Lifecycle
 from p3s.pilots import PilotService, Registry
 from p3s import kept
 from p3s.reaper import Reaper
+from p3s.reconcile import reconcile
 from p3s.retention import Retention
 from p3s.server import admin
 from p3s.server.base import NotFoundHandler
@@ -82,6 +83,7 @@ class P3SServer:
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
         self.retention.load()
+        log.info("counters: %s, statistics: %s", self.counted["counters"], self.counted["stats"])
         self.hosts = HostWatch(self.config, self.broker)
         self.hosts.load()
         self.live = Broadcaster(self.summary)
@@ -90,6 +92,7 @@ class P3SServer:
         self.alarms.load()
         self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
+        reconcile(self.lifecycle)
 
     def _open_freshness(self) -> None:
         """Arrival, ETA and deadline of jobs, and the policies that keep them fresh (p3s.freshness)."""

@@ -9,7 +9,7 @@ import re
 import uuid as _uuid
 from typing import Any
 
-from p3s import API_PREFIX, __version__, auth, models, schema, states
+from p3s import API_PREFIX, __version__, auth, listing, models, schema, states
 from p3s.errors import ApiError, invalid, not_found
 from p3s.models import utcnow
 from p3s.server.base import ApiHandler, document
@@ -42,10 +42,10 @@ class ListMixin:
         field = sort.lstrip("-")
         if field not in self.sortable and field != "_id":
             raise invalid("sort", f"cannot sort by {field!r} (sortable: {', '.join(self.sortable)})")
-        cursor = collection.find(query, {"usage_series": 0} if not heavy else None)
-        cursor = cursor.sort([(field, -1 if sort.startswith("-") else 1), ("_id", 1)]).skip(offset).limit(limit)
-        items = [document(d, key, heavy) for d in cursor]
-        self.reply({"total": collection.count_documents(query), "offset": offset, "limit": limit, "items": items})
+        found, total = listing.page(collection, query, {"usage_series": 0} if not heavy else None, field,
+                                    sort.startswith("-"), offset, limit)
+        items = [document(d, key, heavy) for d in found]
+        self.reply({"total": total, "offset": offset, "limit": limit, "items": items})
 
 
 def _eq_filters(handler: ApiHandler, names: dict[str, str]) -> dict:

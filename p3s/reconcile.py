@@ -1,0 +1,62 @@
+"""Start-up reconciliation: after a crash, jobs, pilots and counters are made to agree again.
+
+The job documents are the truth about ownership (the claim writes the owner there, in its one
+conditional write). At start the server: releases jobs dispatched to pilots that are no longer
+alive (no attempt counted), ends jobs running on such pilots as ``pilot_lost`` (retried when they
+have attempts left), and rewrites the current job and state of each live pilot from the jobs.
+Every change is a conditional write, so another server sharing the database is not overruled.
+"""
+from __future__ import annotations
+
+import logging
+
+from p3s import events, models, states
+from p3s.errors import ApiError
+from p3s.lifecycle import Lifecycle, equals
+from p3s.states import IllegalTransition
+
+log = logging.getLogger("p3s.reconcile")
+
+
+def reconcile(lifecycle: Lifecycle) -> dict[str, int]:
+    """Make jobs and pilots agree; returns how many of each kind of repair were made."""
+    done = {"released": 0, "pilot_lost": 0, "pilots": 0}
+    # Jobs first, then pilots: a pilot registers before it claims, so no job read here can belong
+    # to a pilot that is alive but missing from the set read next.
+    active = list(models.Job._get_collection().find({"state": {"$in": sorted(states.JOB_ACTIVE)}},
+                                                    {"pilot": 1, "state": 1}))
+    alive = {d["_id"]: d for d in models.Pilot._get_collection().find(
+        {"state": {"$in": sorted(states.PILOT_ALIVE)}}, {"state": 1, "job": 1})}
+    held: dict[str, str] = {}
+    for job in active:
+        owner = job.get("pilot")
+        if owner in alive:
+            held[owner] = job["_id"]
+            continue
+        if job["state"] == states.DISPATCHED:
+            if lifecycle.release_job(job["_id"], owner, f"its pilot {owner} was gone when the server started",
+                                     sources={states.DISPATCHED}) is not None:
+                done["released"] += 1
+            continue
+        try:
+            lifecycle.end_job(job["_id"], states.PILOT_LOST, sources={states.RUNNING},
+                              where={"pilot": equals(owner)},
+                              set_={"error": f"its pilot {owner} was gone when the server started"})
+        except (IllegalTransition, ApiError):
+            continue
+        done["pilot_lost"] += 1
+        events.record("job.pilot_lost", f"job {job['_id']} was running on pilot {owner}, gone at start-up",
+                      job=job["_id"], pilot=owner, severity="warning")
+    for uuid, doc in alive.items():
+        job = held.get(uuid)
+        target = states.P_RUNNING if job else states.IDLE
+        if doc.get("job") == job and doc["state"] == target:
+            continue
+        try:
+            lifecycle.move_pilot(uuid, target, set_={"job": job})
+            done["pilots"] += 1
+        except (IllegalTransition, ApiError):
+            continue
+    if any(done.values()):
+        log.warning("start-up reconciliation: %s", done)
+    return done

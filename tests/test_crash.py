@@ -1,0 +1,115 @@
+"""Exactly-once survives crashes: the server killed at its worst moments strands no job.
+
+The crash hook (``P3STEST_CRASH_AT``, see p3s.faults) makes the server exit like kill -9 right
+after a write and before its reply; the server is then restarted on the same data.
+"""
+from __future__ import annotations
+
+from p3s.faults import VARIABLE
+from pilot_support import pilots  # noqa: F401  (fixture)
+
+
+def crash_at(server, point: str) -> None:
+    """Restart ``server`` with the crash hook set at ``point``."""
+    server.extra_env = {VARIABLE: point}
+    server.restart()
+
+
+def recover(server) -> None:
+    """Wait for the hooked server to die, then start it again on the same port, hook unset."""
+    port = server.port
+    assert server.proc.wait(60) == 70              # it died at the hook, not otherwise
+    server.stop()
+    server.extra_env = {}
+    server.start(port)
+
+
+def events_of(server, kind: str, job: str) -> list[dict]:
+    return server.ok("GET", f"/events?kind={kind}&job={job}")["items"]
+
+
+def test_crash_between_claim_and_reply_strands_no_job(make_server, pilots):
+    server = make_server()
+    crash_at(server, "claim")
+    job = server.submit({"payload": "true"})[0]
+    pilot = pilots(server)
+    recover(server)
+    server.wait_for(lambda: server.job(job["uuid"])["state"] == "finished", timeout=30)
+    done = server.job(job["uuid"])
+    assert done["attempts"] == 1                     # offered again to the same pilot, run once
+    assert server.ok("GET", f"/pilots/{done['pilot']}")["state"] in ("idle", "running")
+    assert pilot.proc.poll() is None
+
+
+def test_crash_after_jobstart_write_does_not_kill_the_payload(make_server, pilots):
+    server = make_server()
+    crash_at(server, "jobstart")
+    job = server.submit({"payload": "sleep 3"})[0]
+    pilot = pilots(server)
+    recover(server)
+    server.wait_for(lambda: server.job(job["uuid"])["state"] == "finished", timeout=30)
+    assert server.job(job["uuid"])["attempts"] == 1
+    assert pilot.proc.poll() is None, pilot.log()    # the repeated jobstart was taken as applied
+
+
+def test_crash_after_pilot_declared_lost_ends_its_job_at_start(make_server):
+    server = make_server()
+    crash_at(server, "pilot_lost")
+    job = server.submit({"payload": "x"})[0]
+    pilot = server.register()
+    server.claim(pilot)
+    server.report(pilot, "jobstart", job=job["uuid"], pid=7)
+    recover(server)                                   # the pilot fell silent; the reaper died mid-way
+    assert server.ok("GET", f"/pilots/{pilot}")["state"] == "lost"
+    assert server.job(job["uuid"])["state"] == "pilot_lost"
+    assert server.ok("GET", "/summary")["jobs"]["running"] == 0
+
+
+def test_dispatched_job_not_started_in_time_goes_back_uncounted(make_server):
+    server = make_server(dispatch_timeout=2)
+    job = server.submit({"payload": "x"})[0]
+    pilot = server.register()
+    offer = server.claim(pilot)["job"]
+    assert offer["uuid"] == job["uuid"] and offer["attempt"] == 1
+
+    def released():
+        server.report(pilot, "heartbeat")              # the pilot stays alive, it just never starts it
+        return server.job(job["uuid"])["state"] == "defined"
+
+    server.wait_for(released, timeout=15, interval=0.5)
+    back = server.job(job["uuid"])
+    assert back["attempts"] == 0 and back["pilot"] is None
+    assert events_of(server, "job.released", job["uuid"])
+    # the pilot had started it after all: it is its again, not killed
+    reply = server.report(pilot, "jobstart", job=job["uuid"], attempt=1, pid=9)
+    assert reply.status == 200 and reply.body["kill_job"] is None
+    again = server.job(job["uuid"])
+    assert again["state"] == "running" and again["pilot"] == pilot and again["attempts"] == 1
+    assert events_of(server, "job.adopted", job["uuid"])
+
+
+def test_a_pilot_asking_for_work_does_not_hold_a_running_job(server):
+    job = server.submit({"payload": "x"})[0]
+    pilot = server.register()
+    server.claim(pilot)
+    server.report(pilot, "jobstart", job=job["uuid"], pid=7)
+    offer = server.claim(pilot)["job"]                 # asks for work: it does not run the job
+    assert events_of(server, "job.released", job["uuid"])
+    assert offer["uuid"] == job["uuid"] and offer["attempt"] == 1     # released uncounted, claimed anew
+
+
+def test_a_claim_reply_lost_is_offered_again(server):
+    job = server.submit({"payload": "x"})[0]
+    pilot = server.register()
+    first = server.claim(pilot)["job"]
+    again = server.claim(pilot)["job"]                 # the same request again: its reply was lost
+    assert first == again and server.job(job["uuid"])["attempts"] == 1
+
+
+def test_heartbeat_for_a_job_held_elsewhere_is_an_order_to_stop_it(server):
+    job = server.submit({"payload": "x"})[0]
+    owner, other = server.register(), server.register()
+    server.claim(owner)
+    reply = server.report(other, "heartbeat", job=job["uuid"], usage={})
+    assert reply.status == 200 and reply.body["kill_job"] == job["uuid"]
+    assert server.job(job["uuid"])["pilot"] == owner
