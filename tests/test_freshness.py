@@ -27,10 +27,10 @@ class Pilot:
     def __init__(self, server, tmp: Path, *args: str) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.results = tmp / "results"
-        command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url, "--token", server.token,
+        command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url,
                    "-l", str(tmp / "log"), "-L", str(tmp / "jobs"), "-w", str(tmp / "work"),
                    "-R", str(self.results), "--grace", "1", "-b", "1", *args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
         self.stderr_path = tmp / "pilot.stderr"
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(command, stderr=self._stderr, stdout=subprocess.DEVNULL, env=env)

@@ -30,7 +30,7 @@ class StatsHandler(ApiHandler):
 
 
 class WhoAmIHandler(ApiHandler):
-    roles = {"GET": auth.READ | auth.PILOT}
+    roles = {"GET": auth.ANY}
     doc = {"GET": {"summary": "The caller's role and name", "response": "WhoAmI"}}
 
     def get(self) -> None:

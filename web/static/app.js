@@ -3,6 +3,9 @@
 "use strict";
 
 const ROLE = document.body.dataset.role;
+const USER = document.body.dataset.user;
+// A client may change what it owns; an admin anything (the server checks; this only hides buttons).
+const mayChange = (doc) => ROLE === "admin" || (ROLE === "client" && doc.owner === USER);
 // Extension points, filled by the other scripts of the monitor before the page is drawn.
 const P3S = window.P3S = window.P3S || {};
 P3S.routes = P3S.routes || [];                  // [regexp, (…groups) => page]
@@ -377,7 +380,7 @@ function jobPage(uuid) {
     const rerunnable = failed || job.state === "cancelled";
     MAIN.replaceChildren(
       h("h1", {}, "Job ", h("span", {class: "job-name"}, job.name || short(job.uuid)), " ", stateBadge(job.state),
-        " ", ROLE === "admin" && active ? confirmAndPost(job.state === "defined" || job.state === "template" ? "Cancel this job?" : "Kill this job?", `/jobs/${uuid}/kill`, load) : "",
+        " ", mayChange(job) && active ? confirmAndPost(job.state === "defined" || job.state === "template" ? "Cancel this job?" : "Kill this job?", `/jobs/${uuid}/kill`, load) : "",
         " ", ROLE === "admin" && rerunnable && !job.workflow ? h("button", {class: "rerun", onclick: async () => {
           if (!window.confirm("Rerun this job as a new attempt?")) return;
           try { await api(`/jobs/${uuid}/rerun`, {method: "POST"}); load(); } catch (error) { window.alert(error.message); }
@@ -450,7 +453,7 @@ function workflowPage(uuid) {
     picture = dagPicture(nodes, edges, (n) => `/jobs/${n.uuid}`);
     MAIN.replaceChildren(
       h("h1", {}, "Workflow ", h("span", {class: "wf-name"}, wf.name), " ", h("span", {id: "wf-state"}, stateBadge(wf.state)), " ",
-        ROLE === "admin" && ["template", "defined", "running"].includes(wf.state) ? confirmAndPost("Cancel this workflow?", `/workflows/${uuid}/cancel`, load) : ""),
+        mayChange(wf) && ["template", "defined", "running"].includes(wf.state) ? confirmAndPost("Cancel this workflow?", `/workflows/${uuid}/cancel`, load) : ""),
       wf.error ? h("div", {class: "card why", id: "why"}, h("h2", {}, `Why it ${wf.state === "cancelled" ? "was cancelled" : "ended " + wf.state}`),
         h("p", {class: "error"}, wf.error)) : "",
       h("div", {class: "card"}, fields(wf, [["uuid"], ["template", "template", (v) => link(`/templates/${v}`, `${v} v${wf.template_version}`)],
@@ -508,11 +511,15 @@ function templatePage(name) {
 
 function sitePage(name) {
   async function load() {
-    let site, pilots;
-    try { [site, pilots] = await Promise.all([api(`/sites/${encodeURIComponent(name)}`), api(`/pilots?site=${encodeURIComponent(name)}&state=idle,running`)]); } catch (error) { return failure(error); }
+    let site, pilots, rounds;
+    try { [site, pilots, rounds] = await Promise.all([api(`/sites/${encodeURIComponent(name)}`), api(`/pilots?site=${encodeURIComponent(name)}&state=idle,running`),
+      api(`/events?kind=fleet.topup&site=${encodeURIComponent(name)}&limit=1`)]); } catch (error) { return failure(error); }
+    const round = rounds.items[0];   // the pilot factory's last round (p3s-fleet top-up --every)
     MAIN.replaceChildren(h("h1", {}, "Site ", site.name),
       h("div", {class: "card"}, fields(site, [["pilots", "nominal pilots"], [null, "live pilots", () => pilots.total], ["period"], ["beat"],
         ["cycles"], ["lifetime"], ["server"], ["env"], ["comment"]])),
+      round ? h("div", {class: "card", id: "factory"}, h("h3", {}, "Pilot factory"), fields({...round.data, ts: round.ts}, [["wanted"], ["submitted"],
+        ["queued", "queued in the batch system"], ["registered"], ["backend"], ["ts", "last round", when], ["error"]])) : "",
       h("h2", {}, "Live pilots"), h("div", {class: "card"}, h("table", {},
         h("tr", {}, ["pilot", "state", "host", "job", "last contact"].map((x) => h("th", {}, x))),
         pilots.items.map((p) => h("tr", {}, h("td", {}, link(`/pilots/${p.uuid}`, short(p.uuid))), h("td", {}, stateBadge(p.state)),
