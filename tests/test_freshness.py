@@ -308,7 +308,7 @@ def test_the_injector_asks_the_server_and_skips_what_would_be_shed(server, pilot
     inbox.mkdir()
     (inbox / "run1.txt").write_text("TEST\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
-    command = [sys.executable, "-m", "p3s.cli.injector", "-S", server.url, "--token", server.token, "-t", "monitor",
+    command = [sys.executable, "-m", "p3s.cli.injector", "-S", server.url, "--token", server.token, "--template", "monitor",
                "--datatype", "TXT", "--once", "-d", str(inbox), "--json"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
