@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import signal
 import sys
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         config = config_from_args(args, SERVER_SETTINGS)
     except ConfigError as exc:
         fail(str(exc))
+    os.umask(0o077)          # the database, archives and logs the server writes are its user's alone
     setup_logging(config)
     asyncio.run(serve(config))
     sys.exit(0)

@@ -57,6 +57,7 @@ def run_pilot(argv: list[str]) -> int:
     from p3s.pilot.client import (CREDENTIAL_VARIABLES, Client, P3SError, TokenFileError, find_token,
                                   read_token_file)
     from p3s.pilot.agent import Pilot, PilotOptions, PilotStop, bootstrap_site
+    from p3s.pilot.dirs import UnsafePath, private_dir
 
     parser = run_parser()
     args = parser.parse_args(argv)
@@ -80,11 +81,11 @@ def run_pilot(argv: list[str]) -> int:
         outage=args.outage, grace=args.grace, shell=args.shell)
     for name in explicit - {"server"}:
         setattr(options, name, getattr(args, name))
-    for directory in (options.logdir, options.joblogdir, options.workdir):
+    for name in ("logdir", "joblogdir", "workdir"):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            print(f"p3s-pilot: error: cannot create {directory}: {exc.strerror}", file=sys.stderr)
+            setattr(options, name, private_dir(getattr(options, name)))
+        except UnsafePath as exc:
+            print(f"p3s-pilot: error: {exc}", file=sys.stderr)
             return 2
     client = Client(options.server, options.token, timeout=30, retries=0)
     pilot = Pilot(options, client)

@@ -62,6 +62,7 @@ class P3SServer:
         self.authenticator = Authenticator(self.config)
         self.db.open()
         self.authenticator.open()
+        self.job_log_roots = web_api.log_roots(self.config.job_log_dirs)
         self.lifecycle = Lifecycle()
         if self.db.embedded:
             self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}
