@@ -35,7 +35,8 @@ class WhoAmIHandler(ApiHandler):
     doc = {"GET": {"summary": "The caller's role and name", "response": "WhoAmI"}}
 
     def get(self) -> None:
-        self.reply({"role": self.role, "name": self.user, "auth": not self.server.authenticator.disabled})
+        self.reply({"role": self.role, "name": self.user, "auth": not self.server.authenticator.disabled,
+                    "address": self.request.remote_ip})
 
 
 class StreamHandler(ApiHandler):
