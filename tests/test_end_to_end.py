@@ -37,7 +37,7 @@ def test_dropped_file_runs_through_a_three_step_dag(server, tmp_path):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
     common = ["-S", server.url]
     injector = subprocess.Popen([sys.executable, "-m", "p3s.cli.injector", *common, "-d", str(inbox),
-                                 "--pattern", "*.txt", "-t", "dqm-chain", "--datatype", "TXT",
+                                 "--pattern", "*.txt", "--template", "dqm-chain", "--datatype", "TXT",
                                  "--outdir", str(outputs)],
                                 stderr=open(tmp_path / "injector.log", "w"), env=env, cwd=REPO)
     pilots = [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", *common, "-c", "0", "-p", "5",
