@@ -86,6 +86,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("blackhole_jobs", 5, int,
             "A host whose last this many jobs were all unsuccessful is flagged a black hole (0: never)."),
     Setting("blackhole_drain", True, bool, "Give a flagged black-hole host's pilots no new work until it is cleared."),
+    Setting("fleet_options", [], list, "Default p3s-fleet options, read before the command line's own (which win), "
+                                       "e.g. [--backend, slurm, --partition, short, --time, '2:00:00']."),
     Setting("log_file", "", str, "Also log to this file (empty: stderr only)."),
     *RETENTION_SETTINGS,
 )

@@ -506,11 +506,15 @@ function templatePage(name) {
 
 function sitePage(name) {
   async function load() {
-    let site, pilots;
-    try { [site, pilots] = await Promise.all([api(`/sites/${encodeURIComponent(name)}`), api(`/pilots?site=${encodeURIComponent(name)}&state=idle,running`)]); } catch (error) { return failure(error); }
+    let site, pilots, rounds;
+    try { [site, pilots, rounds] = await Promise.all([api(`/sites/${encodeURIComponent(name)}`), api(`/pilots?site=${encodeURIComponent(name)}&state=idle,running`),
+      api(`/events?kind=fleet.topup&site=${encodeURIComponent(name)}&limit=1`)]); } catch (error) { return failure(error); }
+    const round = rounds.items[0];   // the pilot factory's last round (p3s-fleet top-up --every)
     MAIN.replaceChildren(h("h1", {}, "Site ", site.name),
       h("div", {class: "card"}, fields(site, [["pilots", "nominal pilots"], [null, "live pilots", () => pilots.total], ["period"], ["beat"],
         ["cycles"], ["lifetime"], ["server"], ["env"], ["comment"]])),
+      round ? h("div", {class: "card", id: "factory"}, h("h3", {}, "Pilot factory"), fields({...round.data, ts: round.ts}, [["wanted"], ["submitted"],
+        ["queued", "queued in the batch system"], ["registered"], ["backend"], ["ts", "last round", when], ["error"]])) : "",
       h("h2", {}, "Live pilots"), h("div", {class: "card"}, h("table", {},
         h("tr", {}, ["pilot", "state", "host", "job", "last contact"].map((x) => h("th", {}, x))),
         pilots.items.map((p) => h("tr", {}, h("td", {}, link(`/pilots/${p.uuid}`, short(p.uuid))), h("td", {}, stateBadge(p.state)),
