@@ -531,31 +531,22 @@ class Freshness(Listener):
             injector[label] = dict(total)
         return {"types": types, "workflows": workflows, "injector_dropped": injector}
 
-    def metrics_lines(self) -> list[str]:
-        """Prometheus text lines: the turnaround histogram per type, and dropped jobs per reason."""
-        def label(value: str) -> str:
-            return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-        lines = ["# HELP p3s_turnaround_seconds Data arrival to job finished, by job type.",
-                 "# TYPE p3s_turnaround_seconds histogram"]
+    def metrics_data(self) -> dict[str, Any]:
+        """For /metrics: per type the cumulative turnaround buckets (bound, count) and their sum, and
+        the jobs dropped in the last 24 h by (type, reason) (files the injector dropped: type '')."""
+        histograms = {}
         for jobtype, hist in sorted(self.histogram.items()):
-            cumulative = 0
+            cumulative, buckets = 0, []
             for bound, n in zip((*BUCKETS, float("inf")), hist):
                 cumulative += n
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                lines.append(f'p3s_turnaround_seconds_bucket{{jobtype="{label(jobtype)}",le="{le}"}} {cumulative}')
-            lines.append(f'p3s_turnaround_seconds_sum{{jobtype="{label(jobtype)}"}} {self.hist_sum[jobtype]:.3f}')
-            lines.append(f'p3s_turnaround_seconds_count{{jobtype="{label(jobtype)}"}} {cumulative}')
-        lines += ["# HELP p3s_dropped_total Jobs dropped to keep others fresh (24 h), by job type and reason.",
-                  "# TYPE p3s_dropped_total gauge"]
-        totals: collections.Counter = collections.Counter()
+                buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
+            histograms[jobtype] = (buckets, self.hist_sum[jobtype])
+        dropped: collections.Counter = collections.Counter()
         for counter in self.counts.values():
             for (jobtype, key), n in counter.items():
                 if key in DROP_REASONS:
-                    totals[(jobtype, key)] += n
+                    dropped[(jobtype, key)] += n
         for counter in self.injector.values():
             for reason, n in counter.items():
-                totals[("", f"injector_{reason}")] += n
-        for (jobtype, reason), n in sorted(totals.items()):
-            lines.append(f'p3s_dropped_total{{jobtype="{label(jobtype)}",reason="{label(reason)}"}} {n}')
-        return lines
+                dropped[("", f"injector_{reason}")] += n
+        return {"turnaround": histograms, "dropped": dict(sorted(dropped.items()))}
