@@ -149,7 +149,7 @@ def test_turnaround_in_summary_metrics_and_the_within_eta_alarm(make_server, tmp
     server.wait_for(lambda: server.job(stale["uuid"])["state"] == "stale")
     text = metrics(server)
     assert metric(text, 'p3s_dropped{jobtype="other",reason="stale"}') == 1
-    assert metric(text, 'p3s_jobs{state="stale",jobtype="other"}') == 1
+    assert metric(text, 'p3s_jobs{jobtype="other",state="stale"}') == 1
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="chromium is installed by bin/install-system-packages")
