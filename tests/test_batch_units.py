@@ -166,9 +166,9 @@ def test_the_factory_backs_off_a_failing_backend_and_records_every_round():
             raise KeyboardInterrupt
 
     view = View()
-    args = argparse.Namespace(every=5.0, json=False, site="lab")
+    args = argparse.Namespace(every=5.0, json=False)
     with pytest.raises(KeyboardInterrupt):
-        service.run(args, view, "slurm", one_round, sleep=sleep)
+        service.run(args, view, "slurm", {"lab": one_round}, sleep=sleep)
     assert sleeps == [10.0, 20.0, 5.0]
     assert [e["severity"] for e in view.events] == ["error", "error", "info"]
     assert view.events[0]["data"] == {"backend": "slurm", "error": "sbatch failed: down"}
