@@ -165,7 +165,8 @@ def test_pilots_run_from_the_shipped_zipapp_on_a_python_without_p3s(server, flee
     maps = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
     assert maps[0].endswith(b"python3") and b"-S" in maps
     # busy for 2.5 s with 40 MB: heartbeats every second carry usage read from /proc (no psutil)
-    busy = "import time; x = bytearray(40_000_000); t = time.time()\nwhile time.time() - t < 2.5: pass"
+    busy = ("import time; x = bytearray(40_000_000); t = time.time()\n"
+            "while time.process_time() < 1 or time.time() - t < 2.5: pass")
     (job,) = server.submit({"payload": f"python3 -c '{busy}'", "name": "usage"})
     server.wait_for(lambda: server.job(job["uuid"])["state"] == "finished", timeout=30)
     record = server.job(job["uuid"])
