@@ -50,6 +50,7 @@ setup(
         "ClusterShell>=1.9",
         "inotify_simple>=1.3",
         "greenlet>=3.0",          # database calls off the event loop on MongoDB (p3s/dbcalls.py)
+        "prometheus_client>=0.17",
     ],
     extras_require={
         # nx-27017 over neosqlite: the MongoDB wire-protocol server of the suite's second pass
