@@ -120,7 +120,7 @@ class Broker(Listener):
         self.queue = ReadyQueue()
         self.limits: dict[str, int | None] = {}
         self.shared_db = shared_db
-        self.gate: Any = None                # p3s.limits.SlotGate on a shared database
+        self.slots: Any = None               # p3s.limits.SlotGate on a shared database
         self._waiters: collections.OrderedDict[str, tuple[PilotInfo, asyncio.Future]] = collections.OrderedDict()
         self._serve_scheduled = False
         self._serving = self._serve_again = False
@@ -164,7 +164,7 @@ class Broker(Listener):
     # --- claims -------------------------------------------------------------------------------
     def blocked_types(self) -> list[str]:
         """Job types at their limit of dispatched+running jobs."""
-        if self.gate is not None:
+        if self.slots is not None:
             return []                        # the database's slot counters decide (p3s.limits)
         counters = self.lifecycle.counters
         return [t for t, limit in self.limits.items() if limit is not None and counters.active(t) >= limit]
@@ -178,11 +178,13 @@ class Broker(Listener):
             entry = self.queue.best(pilot.jobtypes, pilot.site, blocked)
             if entry is None:
                 return None
-            if self.gate is not None and not self.gate.acquire(entry.jobtype, entry.uuid):
+            if self.slots is not None and not self.slots.acquire(entry.jobtype, entry.uuid):
                 blocked.add(entry.jobtype)   # at its limit across all servers
                 continue
             self.queue.discard(entry.uuid)
             if self.gate is not None and self.gate(entry.uuid, entry.jobtype, entry.deadline):
+                if self.slots is not None:
+                    self.slots.release(entry.jobtype, entry.uuid)
                 continue
             now = utcnow()
             try:
@@ -192,8 +194,8 @@ class Broker(Listener):
                     inc={"attempts": 1})
             except (IllegalTransition, ApiError):
                 log.debug("job %s was no longer defined; skipped", entry.uuid)
-                if self.gate is not None:
-                    self.gate.release(entry.jobtype, entry.uuid)
+                if self.slots is not None:
+                    self.slots.release(entry.jobtype, entry.uuid)
                 continue
             if job.get("ts_def"):
                 self.dispatch_latencies.append((now - job["ts_def"]).total_seconds())

@@ -150,8 +150,8 @@ class JobService:
         after = collection.find_one_and_update({"_id": name}, {"$set": body}, upsert=True,
                                                return_document=ReturnDocument.AFTER)
         self.broker.limits[name] = after.get("limit")
-        if self.broker.gate is not None and after.get("limit") is not None:
-            self.broker.gate.seed(name)
+        if self.broker.slots is not None and after.get("limit") is not None:
+            self.broker.slots.seed(name)
         if self.freshness is not None:
             self.freshness.set_stored(name, after)
         self.broker.schedule_serve()

@@ -88,8 +88,8 @@ class P3SServer:
         self.broker = Broker(self.lifecycle, shared_db=self.db.shared)
         self.broker.load()
         if self.db.shared:
-            self.broker.gate = SlotGate(models.Job._get_db(), self.broker)
-            self.lifecycle.listeners.append(self.broker.gate)
+            self.broker.slots = SlotGate(models.Job._get_db(), self.broker)
+            self.lifecycle.listeners.append(self.broker.slots)
         self.registry = Registry()
         self.registry.load()
         self.pilot_service = PilotService(self.lifecycle, self.broker, self.registry, self.config)
@@ -195,7 +195,7 @@ class P3SServer:
         try:
             self.broker.resync()
             self.reaper.sync()
-            self.broker.gate.repair()
+            self.broker.slots.repair()
         except Exception:
             log.exception("re-synchronisation with the database failed")
 
