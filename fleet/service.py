@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, view: ServerView, backend: str, one_round: Cal
             if args.json:
                 print_json(outcome.data)
             else:
-                print(time.strftime("%H:%M:%S ") + outcome.summary, flush=True)
+                print(time.strftime("%H:%M:%SZ ", time.gmtime()) + outcome.summary, flush=True)
         if error:
             print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
         record(view, args.site, backend, outcome, error)
