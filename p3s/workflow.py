@@ -246,9 +246,10 @@ class WorkflowEngine(Listener):
         self._drain()
         return self.get(uuid)
 
-    def cancel(self, uuid: str) -> dict:
+    def cancel(self, uuid: str, by: str = "") -> dict:
         """Cancel a workflow: its waiting jobs are cancelled, its running ones killed through their pilots."""
-        workflow = self.move(uuid, states.WF_CANCELLED, {"ts_sto": utcnow(), "error": "cancelled on request"})
+        reason = f"cancelled on request of {by}" if by else "cancelled on request"
+        workflow = self.move(uuid, states.WF_CANCELLED, {"ts_sto": utcnow(), "error": reason})
         for job in self.jobs.collection.find({"workflow": uuid, "state": {"$in": [states.TEMPLATE, states.DEFINED,
                                                                                    *states.JOB_ACTIVE]}},
                                              {"state": 1}):
@@ -256,7 +257,7 @@ class WorkflowEngine(Listener):
                 self.jobs.kill(job["_id"])
             except (IllegalTransition, ApiError):
                 continue
-        events.record("workflow.cancelled", f"workflow {uuid} ({workflow['name']}) cancelled")
+        events.record("workflow.cancelled", f"workflow {uuid} ({workflow['name']}) {reason}")
         return self.get(uuid)
 
     def delete(self, uuid: str) -> None:
