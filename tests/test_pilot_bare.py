@@ -61,8 +61,8 @@ def test_a_bare_interpreter_runs_the_zipapp_pilot_with_usage_from_proc(server, t
                               "-l", str(dirs["log"]), "-L", str(dirs["jobs"]), "-w", str(dirs["work"])],
                              stderr=open(tmp_path / "pilot.stderr", "w"), env=env)
     try:
-        # Spin for 1 s of CPU time, not of wall time: on a loaded machine wall time buys less CPU.
-        busy = "import time; x = bytearray(40_000_000)\nwhile time.process_time() < 1.0: pass"
+        # Spin for 1.5 s of CPU time, not of wall time: on a loaded machine wall time buys less CPU.
+        busy = "import time; x = bytearray(40_000_000)\nwhile time.process_time() < 1.5: pass"
         (job,) = server.submit({"payload": f"python3 -c '{busy}'", "name": "bare"})
         server.wait_for(lambda: server.job(job["uuid"])["state"] == "finished", timeout=30)
         record = server.job(job["uuid"])
