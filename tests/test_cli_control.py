@@ -1,7 +1,6 @@
 """The operators' commands as a person runs them: real processes against a real server."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess

@@ -118,7 +118,7 @@ def test_live_rows_elapsed_time_rerun_and_layout(make_server, tmp_path):
         # the confirmation is answered in the page (a DevTools dialog would race the test's own calls)
         browser.eval("window.confirm = (m) => { window.asked = m; return true; };"
                      "document.querySelector('button.rerun').click()")
-        browser.wait_for(f"document.querySelector('h1 .state').textContent === 'defined'")
+        browser.wait_for("document.querySelector('h1 .state').textContent === 'defined'")
         assert server.job(job["uuid"])["state"] == "defined"
         assert "Rerun this job" in browser.eval("window.asked")
         # the errors view groups the failures, with links to examples
