@@ -32,6 +32,19 @@ class Setting:
         return "P3S_" + self.name.upper()
 
 
+# Security (p3s.auth, p3s.sessions, p3s.server.proxies, p3s.web.metrics): transport, sessions, exposure.
+SECURITY_SETTINGS = (
+    Setting("certfile", "", str, "TLS certificate chain (PEM) of the server; with keyfile, it serves https."),
+    Setting("keyfile", "", str, "TLS private key (PEM) of the server."),
+    Setting("ca_file", "", str, "CA certificates (PEM) clients and pilots trust for https (default: the system's)."),
+    Setting("session_days", 7, float, "Days a monitor login lasts (logging out ends it at once)."),
+    Setting("trusted_proxies", [], list,
+            "Addresses (or networks, a.b.c.d/n) of reverse proxies whose X-Real-Ip/X-Forwarded-For are believed."),
+    Setting("metrics_public", False, bool, "Serve /metrics without a token (else a metrics or admin token)."),
+    Setting("i_understand_no_auth_is_open", False, bool,
+            "Allow no_auth on an address other than loopback: anyone reaching the port runs code on every node."),
+)
+
 # Retention (p3s.retention): what ended is archived to <data_dir>/archive and removed, by age and by count.
 RETENTION_SETTINGS = (
     Setting("retention_period", 2, float, "Seconds between retention slices (0: retention off)."),
@@ -70,7 +83,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("checkpoint_period", 2, int, "Seconds between flushes of the embedded store to disk."),
     Setting("usage_points", 360, int, "Resource-usage samples kept per job (oldest dropped first)."),
     Setting("max_body_size", 1048576, int, "Largest request body in bytes; larger ones get 413."),
-    Setting("tokens", [], list, "Bearer tokens: a list of {token, role, name}; role is admin, client or pilot."),
+    Setting("tokens", [], list, "Bearer tokens: a list of {token or token_sha256, role, name}; role is admin, "
+                               "client, pilot or metrics; a pilot token may have site and max_pilots."),
     Setting("token", "", str, "Token that clients and pilots send (else the generated one in data_dir)."),
     Setting("no_auth", False, bool, "Serve without authentication (must be asked for explicitly)."),
     Setting("log_level", "INFO", str, "Logging level: DEBUG, INFO, WARNING or ERROR."),
@@ -89,6 +103,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fleet_options", [], list, "Default p3s-fleet options, read before the command line's own (which win), "
                                        "e.g. [--backend, slurm, --partition, short, --time, '2:00:00']."),
     Setting("log_file", "", str, "Also log to this file (empty: stderr only)."),
+    *SECURITY_SETTINGS,
     *RETENTION_SETTINGS,
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

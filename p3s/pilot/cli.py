@@ -26,6 +26,8 @@ def run_parser() -> argparse.ArgumentParser:
                         help="file holding the pilot (bootstrap) token, readable by its owner only "
                              "[$P3S_TOKEN_FILE; default: $P3S_TOKEN, else the server's token file]")
     parser.add_argument("--token", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ca-file", default=env("P3S_CA_FILE"), metavar="FILE",
+                        help="CA certificates (PEM) to verify an https server with [$P3S_CA_FILE; default: the system's]")
     parser.add_argument("-s", "--site", default=env("P3S_SITE", ""),
                         help="site: period, beat, cycles and env are bootstrapped from its record [$P3S_SITE]")
     parser.add_argument("-H", "--host", default=None, help="host name to report [default: this host's name]")
@@ -57,6 +59,7 @@ def run_pilot(argv: list[str]) -> int:
     from p3s.pilot.client import (CREDENTIAL_VARIABLES, Client, P3SError, TokenFileError, find_token,
                                   read_token_file)
     from p3s.pilot.agent import Pilot, PilotOptions, PilotStop, bootstrap_site
+    from p3s.pilot.dirs import UnsafePath, private_dir
 
     parser = run_parser()
     args = parser.parse_args(argv)
@@ -80,13 +83,13 @@ def run_pilot(argv: list[str]) -> int:
         outage=args.outage, grace=args.grace, shell=args.shell)
     for name in explicit - {"server"}:
         setattr(options, name, getattr(args, name))
-    for directory in (options.logdir, options.joblogdir, options.workdir):
+    for name in ("logdir", "joblogdir", "workdir"):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            print(f"p3s-pilot: error: cannot create {directory}: {exc.strerror}", file=sys.stderr)
+            setattr(options, name, private_dir(getattr(options, name)))
+        except UnsafePath as exc:
+            print(f"p3s-pilot: error: {exc}", file=sys.stderr)
             return 2
-    client = Client(options.server, options.token, timeout=30, retries=0)
+    client = Client(options.server, options.token, timeout=30, retries=0, ca_file=args.ca_file)
     pilot = Pilot(options, client)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbosity, logging.DEBUG)
     logging.basicConfig(level=level, force=True, format="%(asctime)s %(levelname)s pilot: %(message)s",

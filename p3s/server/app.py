@@ -24,7 +24,9 @@ from p3s.reaper import Reaper
 from p3s.reconcile import reconcile
 from p3s.retention import Retention
 from p3s.server import admin
+from p3s.server import exposure, proxies
 from p3s.server.base import NotFoundHandler
+from p3s.sessions import Sessions
 from p3s import events
 from p3s.server.handlers import ROUTES, url_specs
 from p3s.hosts import HostWatch
@@ -48,6 +50,13 @@ class P3SServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # Refused here, before anything is opened: an unsafe exposure or an unusable certificate.
+        self.open_warning = exposure.check_no_auth(config)
+        self.ssl_context = exposure.ssl_context(config)
+        try:
+            self.trusted_proxies = proxies.networks(config.trusted_proxies)
+        except ValueError as exc:
+            raise exposure.ExposureError(str(exc)) from None
         self.db = Database(config.db, config.data_path, config.db_name)
         self.started = time.time()
         self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -62,6 +71,8 @@ class P3SServer:
         self.authenticator = Authenticator(self.config)
         self.db.open()
         self.authenticator.open()
+        self.sessions = Sessions(self.authenticator, self.config.session_days)
+        self.job_log_roots = web_api.log_roots(self.config.job_log_dirs)
         self.lifecycle = Lifecycle()
         if self.db.embedded:
             self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}
@@ -111,7 +122,9 @@ class P3SServer:
         sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host, family=socket.AF_INET,
                                                backlog=4096)
         # Bodies are size-checked by the handlers (413 in the API's error shape), not by Tornado.
-        self.http = tornado.httpserver.HTTPServer(self.make_app(), max_body_size=1 << 30, xheaders=True,
+        # Forwarded-address headers are read by client_address, from the configured proxies only.
+        self.http = tornado.httpserver.HTTPServer(self.make_app(), max_body_size=1 << 30, xheaders=False,
+                                                  ssl_options=self.ssl_context,
                                                   idle_connection_timeout=max(3600, self.config.long_poll_max * 4))
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
@@ -125,6 +138,14 @@ class P3SServer:
         self._every(kept.SAVE_PERIOD, self.save_stats, jitter=0.1)
         self._every(self.config.retention_period, self.retention.tick, jitter=0.1)
         return self.port
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+    def client_address(self, request: Any) -> str:
+        """The request's client: its peer, or what a trusted proxy forwarded."""
+        return proxies.client_address(request.remote_ip, request.headers, self.trusted_proxies)
 
     def _every(self, seconds: float, callback: Any, jitter: float = 0.0) -> None:
         if seconds > 0:
