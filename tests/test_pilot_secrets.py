@@ -60,3 +60,33 @@ def test_a_token_file_others_can_read_is_refused(server, tmp_path):
     done = run_pilot(server, tmp_path, "--token-file", str(token_file))
     assert done.returncode == 0, done.stderr
     assert server.ok("GET", "/pilots")["total"] == 1
+
+
+def test_a_fleet_hands_its_pilots_a_bootstrap_token_from_a_private_file(make_server, tmp_path):
+    from fleet_support import Fleet
+
+    server = make_server(tokens=[{"token": "admin-token-0123456789", "role": "admin", "name": "boss"},
+                                 {"token": "pilot-token-01234567890", "role": "pilot", "name": "lab-pilots",
+                                  "site": "lab", "max_pilots": 2}])
+    server.ok("POST", "/sites", {"name": "lab"}, 201)
+    fleet = Fleet(tmp_path / "fleet", server)
+    try:
+        token_file = tmp_path / "pilot-token"
+        token_file.write_text("pilot-token-01234567890\n")
+        token_file.chmod(0o644)
+        done = fleet.run("up", "-w", "wn01", "-n", "2", "--site", "lab", "--pilot-token-file", str(token_file),
+                         "--", "-c", "0", "-p", "5")
+        assert done.returncode == 2 and "chmod 600" in done.stderr and fleet.pids() == []
+        done = fleet.run("up", "-w", "wn01", "-n", "1", "--pilot-token", "pilot-token-01234567890")
+        assert done.returncode == 2 and "--pilot-token is refused" in done.stderr
+        token_file.chmod(0o600)
+        done = fleet.run("up", "-w", "wn01", "-n", "2", "--site", "lab", "--pilot-token-file", str(token_file),
+                         "--", "-c", "0", "-p", "5")
+        assert done.returncode == 0, done
+        pilots = server.ok("GET", "/pilots?state=idle,running")["items"]
+        assert len(pilots) == 2 and {p["registrar"] for p in pilots} == {"lab-pilots"}
+        for pid in fleet.pilot_pids():                 # the token is in no pilot's visible environment
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                assert b"pilot-token-0123" not in handle.read()
+    finally:
+        fleet.cleanup()
