@@ -90,3 +90,16 @@ def test_a_fleet_hands_its_pilots_a_bootstrap_token_from_a_private_file(make_ser
                 assert b"pilot-token-0123" not in handle.read()
     finally:
         fleet.cleanup()
+
+
+def test_clients_read_their_token_from_a_private_file_too(server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    command = [sys.executable, "-m", "p3s.cli.job", "list", "-S", server.url, "--token-file", str(token_file)]
+    token_file.chmod(0o640)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "chmod 600" in done.stderr
+    token_file.chmod(0o600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
