@@ -20,11 +20,12 @@ def run_pilot(server, tmp: Path, *args: str, env: dict | None = None, timeout: f
 def test_a_payload_never_sees_the_pilots_token(server, tmp_path):
     job = server.submit({"payload": "env", "env": {"MINE": "visible"}})[0]["uuid"]
     site_job = server.submit({"payload": "echo token=$P3S_TOKEN file=$P3S_TOKEN_FILE", "env": SHELL})[0]["uuid"]
-    done = run_pilot(server, tmp_path, env={"P3S_TOKEN": server.token})
+    done = run_pilot(server, tmp_path, env={"P3S_TOKEN": server.token, "P3S_PILOT_TOKEN": "fleet-secret"})
     assert done.returncode == 0, done.stderr
     shown = server.job(job)
     assert shown["state"] == "finished" and "MINE=visible" in shown["stdout_tail"]
     assert server.token not in shown["stdout_tail"] and "P3S_TOKEN" not in shown["stdout_tail"]
+    assert "fleet-secret" not in shown["stdout_tail"]
     assert server.job(site_job)["stdout_tail"] == "token= file="
     # nor through a token file, nor through the full log the pilot wrote
     token_file = tmp_path / "token"
