@@ -105,6 +105,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_file", "", str, "Also log to this file (empty: stderr only)."),
     *SECURITY_SETTINGS,
     *RETENTION_SETTINGS,
+    Setting("jobtype_defaults", {}, dict,
+            "Freshness defaults per job type ('*' for every type): {TYPE: {eta, order, stale, stop_running, "
+            "shed, alarm_within_eta}}; the job type's own settings (API, p3s-job types) win."),
+    Setting("alarm_within_eta", 0.9, float,
+            "Alarm when a job type's share of jobs within its ETA over 10 minutes falls below this."),
+    Setting("result_dirs", ["~/.p3s", "/tmp/p3s"], list,
+            "Directories under which the monitor may serve jobs' output files (the server must see them)."),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -132,6 +139,15 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
         if number < 0:
             raise ConfigError(f"{problem}: must not be negative, got {number}")
         return number
+    if kind is dict:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{problem}: not a YAML/JSON mapping: {exc}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{problem}: expected a mapping, got {type(value).__name__}")
+        return value
     if kind is list:
         if isinstance(value, str):
             try:
@@ -178,6 +194,20 @@ def _check_tokens(tokens: list, where: str) -> list[dict]:
                 raise ConfigError(f"{here}: '{key}' must be {'a string' if kind is str else 'a non-negative integer'}")
             item[key] = value
         checked.append(item)
+    return checked
+
+
+def _check_jobtype_defaults(table: dict, where: str) -> dict[str, dict]:
+    """Each entry validated as a job type's settings would be by the API."""
+    from p3s import schema
+    from p3s.errors import ApiError
+
+    checked = {}
+    for name, entry in table.items():
+        try:
+            checked[str(name)] = schema.JOBTYPE_PATCH.validate(entry if entry else {"eta": None}, str(name))
+        except ApiError as exc:
+            raise ConfigError(f"{where}: key 'jobtype_defaults': {exc.message}") from None
     return checked
 
 
@@ -267,6 +297,7 @@ def load_config(
         if value is not None:
             values[key] = _coerce(BY_NAME[key], value, f"option --{key.replace('_', '-')}")
     values["tokens"] = _check_tokens(values["tokens"], source or "tokens")
+    values["jobtype_defaults"] = _check_jobtype_defaults(values["jobtype_defaults"], source or "jobtype_defaults")
     level = str(values["log_level"]).upper()
     if level not in LOG_LEVELS:
         raise ConfigError(f"{source or 'log_level'}: key 'log_level': expected one of {', '.join(LOG_LEVELS)}")

@@ -53,6 +53,23 @@ class ServerCollector:
             count = sum(n for (m, _s), n in server.requests.items() if m == method)
             durations.add_metric([method], count_value=count, sum_value=seconds)
         yield durations
+        yield from freshness_families(server.freshness)
+
+
+def freshness_families(freshness: Any) -> Iterator[Metric]:
+    """Turnaround (data arrival to job finished) per job type, and jobs dropped by reason (p3s.freshness)."""
+    data = freshness.metrics_data()
+    turnaround = HistogramMetricFamily("p3s_turnaround_seconds", "Data arrival to job finished, by job type.",
+                                       labels=["jobtype"])
+    for jobtype, (buckets, total) in data["turnaround"].items():
+        turnaround.add_metric([jobtype], buckets, sum_value=total)
+    yield turnaround
+    dropped = GaugeMetricFamily("p3s_dropped", "Jobs dropped to keep others fresh in the last 24 h, by job type "
+                                               "and reason (stale, shed; injector_*: files the injector dropped).",
+                                labels=["jobtype", "reason"])
+    for (jobtype, reason), n in data["dropped"].items():
+        dropped.add_metric([jobtype, reason], n)
+    yield dropped
 
 
 def render(server: Any) -> tuple[bytes, str]:

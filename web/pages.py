@@ -15,7 +15,7 @@ from p3s.sessions import COOKIE
 from p3s.web import metrics
 
 HERE = Path(__file__).resolve().parent
-PAGES = ("", "jobs", "pilots", "workflows", "templates", "data", "events", "sites", "hosts", "errors")
+PAGES = ("", "jobs", "pilots", "workflows", "templates", "data", "events", "sites", "hosts", "errors", "results")
 
 
 class PageBase(tornado.web.RequestHandler):

@@ -37,6 +37,9 @@ def run_parser() -> argparse.ArgumentParser:
                         help="directory of job stdout/stderr files [$P3S_JOBLOG or /tmp/p3s/jobs]")
     parser.add_argument("-w", "--workdir", type=Path, default=Path(env("P3S_WORKDIR", "/tmp/p3s/work")),
                         help="parent of the per-job work directories [$P3S_WORKDIR or /tmp/p3s/work]")
+    parser.add_argument("-R", "--resultdir", type=Path, default=Path(env("P3S_RESULTDIR", "/tmp/p3s/results")),
+                        help="parent of the per-job output directories ($P3S_OUTPUT_DIR), which the monitor "
+                             "shows [$P3S_RESULTDIR or /tmp/p3s/results]")
     parser.add_argument("-c", "--cycles", type=int, default=None,
                         help="consecutive idle requests before stopping; 0 = never [default 3]")
     parser.add_argument("-p", "--period", type=float, default=None,
@@ -78,12 +81,12 @@ def run_pilot(argv: list[str]) -> int:
     options = PilotOptions(
         server=args.server or os.environ.get("P3S_SERVER_URL") or "http://127.0.0.1:8470",
         token=token, site=args.site, host=args.host or socket.getfqdn(), logdir=args.logdir,
-        joblogdir=args.joblogdir, workdir=args.workdir, extra=args.extra,
+        joblogdir=args.joblogdir, workdir=args.workdir, resultdir=args.resultdir, extra=args.extra,
         jobtypes=[t for t in args.jobtypes.split(",") if t], register_deadline=args.register_deadline,
         outage=args.outage, grace=args.grace, shell=args.shell)
     for name in explicit - {"server"}:
         setattr(options, name, getattr(args, name))
-    for name in ("logdir", "joblogdir", "workdir"):
+    for name in ("logdir", "joblogdir", "workdir", "resultdir"):
         try:
             setattr(options, name, private_dir(getattr(options, name)))
         except UnsafePath as exc:

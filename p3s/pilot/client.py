@@ -222,7 +222,11 @@ class Client:
         return self.call("POST", f"/jobs/{uuid}/kill")
 
     def set_limit(self, jobtype: str, limit: int | None, comment: str = "") -> dict:
-        return self.call("PUT", f"/jobtypes/{urllib.parse.quote(jobtype, safe='')}", {"limit": limit, "comment": comment})
+        return self.set_jobtype(jobtype, limit=limit, comment=comment)
+
+    def set_jobtype(self, jobtype: str, **settings: Any) -> dict:
+        """Change the given settings of a job type (limit, eta, order, stale, shed, …); others are kept."""
+        return self.call("PATCH", f"/jobtypes/{urllib.parse.quote(jobtype, safe='')}", settings)
 
     # --- pilots -------------------------------------------------------------------------------
     def register_pilot(self, **fields: Any) -> dict:

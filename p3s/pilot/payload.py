@@ -64,15 +64,18 @@ class Payload:
     """One running payload and its process tree."""
 
     def __init__(self, job: dict, pilot_uuid: str, base_env: dict[str, str], joblogdir: Path, workroot: Path,
-                 force_shell: bool = False) -> None:
+                 force_shell: bool = False, resultroot: Path | None = None) -> None:
         self.job = job
         self.uuid = job["uuid"]
         self.workdir = workroot / self.uuid
+        # Results the monitor shows (the original's monitor/<job uuid>/): $P3S_OUTPUT_DIR.
+        self.output_dir = (resultroot or workroot.parent / "results") / self.uuid
         self.out_path = joblogdir / f"{self.uuid}.out"
         self.err_path = joblogdir / f"{self.uuid}.err"
         inherited = {k: v for k, v in base_env.items() if k not in CREDENTIAL_VARIABLES}
         self.env = {**inherited, **(job.get("env") or {}), "P3S_JOB_UUID": self.uuid,
-                    MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir)}   # P3S_PILOT_UUID
+                    MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir),   # P3S_PILOT_UUID
+                    "P3S_OUTPUT_DIR": str(self.output_dir)}
         self.force_shell = force_shell
         self.proc: subprocess.Popen | None = None
         self._logs: tuple[Any, Any] | None = None
@@ -88,10 +91,11 @@ class Payload:
     def start(self) -> None:
         """Start the payload; raises NonStarter with the reason (also written to the .err file)."""
         try:
-            for parent in (self.out_path.parent, self.workdir.parent):
+            for parent in (self.out_path.parent, self.workdir.parent, self.output_dir.parent):
                 if not parent.is_dir():          # normally made private at the pilot's start
                     private_dir(parent)
             job_dir(self.workdir)
+            job_dir(self.output_dir)
             command, shell = command_for(self.job, self.workdir, self.force_shell)
             # Kept open (read back for the tails): two file opens fewer per job. Created afresh,
             # never through a link planted under a name the submitter chose (the job's uuid).

@@ -16,6 +16,7 @@ from p3s import API_PREFIX
 from p3s.auth import Authenticator
 from p3s.broker import Broker
 from p3s.config import Config
+from p3s.freshness import Freshness
 from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle
 from p3s.pilots import PilotService, Registry
@@ -34,7 +35,7 @@ from p3s.web import api as web_api
 from p3s.web import control as web_control
 from p3s.web import loginlink
 from p3s.web.alarms import AlarmBoard
-from p3s.web import pages
+from p3s.web import pages, results
 from p3s.web.live import Broadcaster
 from p3s.web.stats import Stats
 from p3s.store import Database
@@ -90,6 +91,7 @@ class P3SServer:
         self.reaper.load()
         self.templates = TemplateStore()
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
+        self._open_freshness()
         self.stats = Stats()
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
@@ -105,9 +107,20 @@ class P3SServer:
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
 
+    def _open_freshness(self) -> None:
+        """Arrival, ETA and deadline of jobs, and the policies that keep them fresh (p3s.freshness)."""
+        self.freshness = Freshness(self.lifecycle, self.config, lambda: self.registry.pilots.values())
+        self.freshness.load()
+        self.freshness.broker = self.broker
+        self.freshness.kill_job = self.pilot_service.kill_job
+        for jobtype in self.freshness.newest_first_types():
+            self.broker.queue.reorder(jobtype, True)
+        self.broker.gate = self.freshness.drop_if_stale
+        self.jobs.freshness = self.workflows.freshness = self.freshness
+
     @property
     def api_routes(self) -> list:
-        return web_control.ROUTES + ROUTES + web_api.ROUTES + admin.ROUTES + loginlink.ROUTES
+        return web_control.ROUTES + ROUTES + web_api.ROUTES + admin.ROUTES + loginlink.ROUTES + results.ROUTES
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(
@@ -129,6 +142,7 @@ class P3SServer:
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
+        self._every(min(1.0, self.config.reaper_period), self.freshness.tick)
         self.live.start()
         self._every(ALARM_PERIOD, self.check_alarms)
         if self.db.embedded:
@@ -162,6 +176,7 @@ class P3SServer:
     def resync(self) -> None:
         self.lifecycle.counters.load()
         self.broker.resync()
+        self.freshness.reload_policies()
         self.retention.load()
 
     def save_stats(self) -> None:
@@ -179,6 +194,7 @@ class P3SServer:
         self.broker.stop_all_waiting()
         self.live.stop()
         events.subscribers.remove(self.live.event_recorded)
+        self.freshness.close()
         if self.http is not None:
             try:
                 await self.http.close_all_connections()
