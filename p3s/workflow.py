@@ -157,7 +157,7 @@ class WorkflowEngine(Listener):
                 "env": {**vertex.env, **extra.get("env", {}), **wiring}, "priority": extra.get("priority", vertex.priority),
                 "timelimit": extra.get("timelimit", vertex.timelimit) or self.jobs.config.default_timelimit,
                 "eta": extra.get("eta", vertex.eta),
-                "state": states.TEMPLATE, "user": body["user"] or user,
+                "state": states.TEMPLATE, "user": body["user"] or user, "secret_env": extra.get("secret_env", []),
                 "input_file": next(iter(inputs.values()), "") if inputs else ""})
             children = sorted({job_ids[e.target] for e in template.edges if e.source == name})
             job_docs.append(self.jobs.new_job(clean, user, workflow=wf_uuid, vertex=name, noop=vertex.noop,
