@@ -328,6 +328,8 @@ def test_the_injector_asks_the_server_and_skips_what_would_be_shed(server, pilot
     wf = server.ok("GET", "/workflows")["items"][0]
     assert wf["arrived"] == record["arrived"]
     server.wait_for(lambda: server.ok("GET", f"/workflows/{wf['uuid']}")["state"] == "finished", timeout=30)
+    server.wait_for(lambda: (server.ok("GET", "/freshness")["workflows"].get("monitor") or {}).get("10m", {}).get("done") == 1)
+    assert server.ok("GET", "/freshness")["workflows"]["monitor"]["10m"]["turnaround_p95_s"] >= 0
 
 
 def test_deadlines_policies_and_figures_survive_a_server_kill(server, pilots):

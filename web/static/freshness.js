@@ -48,8 +48,11 @@
           h("td", {class: "wrap muted"}, policy));
       });
       const injected = Object.entries(report.injector_dropped["1h"] || {}).map(([reason, n]) => `${reason} ${n}`).join(", ");
+      const flows = Object.entries(report.workflows).filter(([_t, w]) => w["1h"]).map(([template, w]) =>
+        `${template}: ${w["1h"].done} finished, p50 ${secs(w["1h"].turnaround_p50_s)}, p95 ${secs(w["1h"].turnaround_p95_s)}`).join("; ");
       card.replaceChildren(h("h2", {}, "Freshness: turnaround from data arrival against each type's ETA"),
         types.length ? h("table", {}, h("tr", {}, head.map((x) => h("th", {}, x))), rows) : h("p", {class: "muted"}, "no job types yet"),
+        flows ? h("p", {class: "muted", "data-workflows": "turnaround"}, `Workflows, data arrival to finished (last hour): ${flows}`) : "",
         h("p", {class: "muted", "data-injector": "dropped"}, `Files the injector dropped in the last hour: ${injected || "none"}`));
     }
     const timer = setInterval(() => { if (card.isConnected) load(); else if (location.pathname !== "/") clearInterval(timer); }, 10000);
