@@ -254,7 +254,7 @@ def test_shedding_drops_what_cannot_meet_its_deadline(server, pilots):
     idle = pilots(server, "-c", "0", "-p", "2")
     server.wait_for(lambda: server.ok("GET", "/summary")["pilots"]["idle"] == 1, timeout=20)
     hopeless, fine = server.submit({"payload": "true", "jobtype": "evdisp", "arrived": time.time() - 29.5},
-                                   {"payload": "true", "jobtype": "evdisp"})
+                                   {"payload": "sleep 1", "jobtype": "evdisp"})
     assert hopeless["state"] == "stale" and hopeless["dropped"] == "shed" and hopeless["error"].startswith("shed:")
     server.wait_for(lambda: server.job(fine["uuid"])["state"] == "finished", timeout=30)
     assert hopeless["uuid"] in {e["job"] for e in events(server, "job.shed")}
@@ -262,6 +262,13 @@ def test_shedding_drops_what_cannot_meet_its_deadline(server, pilots):
     answer = server.ok("GET", f"/freshness/admission?jobtype=evdisp&arrived={time.time() - 29.5}")
     assert answer["admit"] is False and "deadline" in answer["reason"]
     assert server.ok("GET", "/freshness/admission?jobtype=evdisp")["admit"] is True
+    # in one request, each job admitted is ahead of the next: one pilot and ~1 s jobs meet an ETA of
+    # 5 s for the first few, the rest are shed
+    server.ok("PATCH", "/jobtypes/evdisp", {"eta": 5})
+    batch = server.submit(*({"payload": "true", "jobtype": "evdisp"} for _ in range(10)))
+    admitted = [j["state"] == "defined" for j in batch]
+    assert 2 <= sum(admitted) <= 5 and admitted == sorted(admitted, reverse=True), admitted
+    assert all(j["error"].startswith("shed: predicted wait") for j in batch if j["state"] == "stale")
     idle.close()
 
 
