@@ -159,6 +159,23 @@ def test_p3s_job_types_sets_and_lists_policies(server, tmp_path):
     assert server.ok("GET", "/jobtypes/evdisp")["stale"] is True
 
 
+def test_p3s_dataset_registers_files_with_their_arrival(server, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    raw = tmp_path / "run9.raw"
+    raw.write_text("data")
+    os.utime(raw, (1_700_000_000, 1_700_000_000))
+
+    def p3s_dataset(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "p3s.cli.dataset", *args, "-S", server.url, "--token", server.token],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    assert p3s_dataset("register", str(raw), "--arrived", "mtime").returncode == 0
+    assert server.ok("GET", "/data?name=run9.raw")["items"][0]["arrived"] == "2023-11-14T22:13:20.000Z"
+    bad = p3s_dataset("register", str(tmp_path / "other.raw"), "--arrived", "soon")
+    assert bad.returncode == 1 and "arrived" in bad.stderr
+    assert server.ok("GET", "/data?name=other.raw")["total"] == 0
+
+
 # --- policies, with real pilots ------------------------------------------------------------------
 def test_newest_first_serves_the_freshest_data_first(server, pilots):
     server.ok("PATCH", "/jobtypes/mon", {"order": "newest-first"})
