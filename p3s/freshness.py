@@ -117,12 +117,16 @@ class Freshness(Listener):
                              {"state": 1, "jobtype": 1, "priority": 1, "deadline": 1}):
             if doc["state"] == states.DEFINED:
                 self._ready_in(doc)
+            self.priority.setdefault(doc.get("jobtype", ""), doc.get("priority", 0))
             self._watch(doc)
         since = utcnow() - _dt.timedelta(days=1)
         fields = {"jobtype": 1, "state": 1, "arrived": 1, "deadline": 1, "eta": 1, "ts_sta": 1, "ts_sto": 1,
                   "dropped": 1, "noop": 1}
-        for doc in jobs.find({"state": {"$in": [states.FINISHED, states.STALE]}, "ts_sto": {"$gte": since}}, fields):
-            self._ended(doc, epoch(doc["ts_sto"]))
+        for doc in jobs.find({"state": {"$in": [states.FINISHED, states.STALE]}, "ts_sto": {"$gte": since}},
+                             {**fields, "priority": 1}):
+            if not doc.get("noop"):
+                self._ended(doc, epoch(doc["ts_sto"]))
+                self.priority.setdefault(doc.get("jobtype", ""), doc.get("priority", 0))
         for doc in models.Workflow._get_collection().find(
                 {"state": states.WF_FINISHED, "ts_sto": {"$gte": since}}, {"template": 1, "arrived": 1, "ts_sto": 1}):
             self._workflow_ended(doc)
