@@ -6,6 +6,7 @@ and the cron-driven pilot top-up).
     p3s-fleet report [-w NODES] [--site S] [--pilots] [--json]
     p3s-fleet kill (-w NODES | --site S | --all) [--wait S] [--grace S]
     p3s-fleet top-up --site S [-w NODES] [--every SECONDS] [--max-per-node N] [-- PILOT OPTIONS]
+    p3s-fleet zipapp [-o p3s-pilot.pyz]
 
 Results go to stdout, progress and errors to stderr; the exit status is 1 when any host failed.
 """
@@ -53,7 +54,7 @@ def _common_parser(backends: dict[str, type[BackendBase]]) -> argparse.ArgumentP
     hosts.add_argument("--fleet", default="default", metavar="NAME",
                        help="fleet name: the fleet's pilots carry it, other fleets' pilots are left alone "
                             "[default: default]")
-    hosts.add_argument("-f", "--fanout", type=number_type(int, 1), default=DEFAULT_FANOUT, metavar="N",
+    hosts.add_argument("--fanout", type=number_type(int, 1), default=DEFAULT_FANOUT, metavar="N",
                        help=f"hosts worked on at once [default {DEFAULT_FANOUT}]")
     hosts.add_argument("--python", metavar="PATH",
                        help="Python 3.11+ on the hosts (the pilot is shipped to them) [default: python3 over ssh, this Python locally]")
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Start, count and stop p3s pilots on many hosts.",
         epilog="Backends: " + "; ".join(f"{n}: {c.description}" for n, c in backends.items()))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{up,report,kill,top-up}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{up,report,kill,top-up,zipapp}")
     start = sub.add_parser("up", parents=[common], help="start pilots on hosts",
                            description="Start N pilots on each host, then wait for them to register.")
     start.add_argument("-n", "--per-node", type=number_type(int, 1), default=1, metavar="N",
@@ -136,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--max-per-node", type=number_type(int, 1), metavar="N",
                      help="at most this many of the site's pilots per host")
     _launch_arguments(top)
+    pyz = sub.add_parser("zipapp", help="write the pilot zipapp (what every backend ships to the nodes)",
+                         description="Write p3s-pilot.pyz: the pilot package as one file that any python3 "
+                                     "(3.11+) runs with nothing else installed: python3 p3s-pilot.pyz -S URL …")
+    pyz.add_argument("-o", "--output", default="p3s-pilot.pyz", metavar="FILE", help="[default: p3s-pilot.pyz]")
     return parser
 
 
@@ -315,6 +320,19 @@ def cmd_top_up(args: argparse.Namespace, backend: Backend, view: ServerView, pil
     return service.run(args, view, backend.name, one_round)
 
 
+def _configured_options(args: argparse.Namespace) -> list[str]:
+    """The config's ``fleet_options`` (file or $P3S_FLEET_OPTIONS), as words."""
+    from p3s.config import ConfigError, load_config
+
+    try:
+        options = load_config(args.config).fleet_options
+    except ConfigError as exc:
+        fail(str(exc))
+    if not all(isinstance(o, (str, int, float)) for o in options):
+        fail("config: key 'fleet_options': expected a list of words, e.g. [--backend, slurm, --partition, short]")
+    return [str(o) for o in options]
+
+
 COMMANDS = {"up": cmd_up, "report": cmd_report, "kill": cmd_kill, "top-up": cmd_top_up}
 
 
@@ -326,6 +344,17 @@ def main(argv: list[str] | None = None) -> None:
         argv, pilot_args = argv[:at], argv[at + 1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    defaults = _configured_options(args) if args.command != "zipapp" else []
+    if defaults:                       # the config's fleet_options first: the command line's own win
+        args = parser.parse_args(argv[:1] + defaults + argv[1:])
+    if args.command == "zipapp":
+        from p3s.backends import pyz
+
+        try:
+            print(pyz.write(args.output))
+        except OSError as exc:
+            fail(f"cannot write {args.output}: {exc.strerror}", 1)
+        sys.exit(0)
     if pilot_args and args.command not in ("up", "top-up"):
         parser.error(f"pilot options (after --) are for up and top-up, not {args.command}")
     client = make_client(args)

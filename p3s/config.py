@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -85,12 +86,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("blackhole_jobs", 5, int,
             "A host whose last this many jobs were all unsuccessful is flagged a black hole (0: never)."),
     Setting("blackhole_drain", True, bool, "Give a flagged black-hole host's pilots no new work until it is cleared."),
+    Setting("fleet_options", [], list, "Default p3s-fleet options, read before the command line's own (which win), "
+                                       "e.g. [--backend, slurm, --partition, short, --time, '2:00:00']."),
     Setting("log_file", "", str, "Also log to this file (empty: stderr only)."),
     *RETENTION_SETTINGS,
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-ROLES = ("admin", "client", "pilot")
+ROLES = ("admin", "client", "pilot", "metrics")
 
 
 def _coerce(setting: Setting, value: Any, where: str) -> Any:
@@ -136,15 +139,30 @@ def _check_tokens(tokens: list, where: str) -> list[dict]:
         here = f"{where}: key 'tokens[{i}]'"
         if not isinstance(entry, dict):
             raise ConfigError(f"{here}: expected a mapping with token and role")
-        unknown = set(entry) - {"token", "role", "name"}
+        unknown = set(entry) - {"token", "token_sha256", "role", "name", "site", "max_pilots"}
         if unknown:
             raise ConfigError(f"{here}: unknown field(s) {', '.join(sorted(unknown))}")
-        token, role = entry.get("token"), entry.get("role")
-        if not isinstance(token, str) or len(token) < 16:
+        token, hashed, role = entry.get("token"), entry.get("token_sha256"), entry.get("role")
+        if (token is None) == (hashed is None):
+            raise ConfigError(f"{here}: give exactly one of 'token' and 'token_sha256'")
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
             raise ConfigError(f"{here}: 'token' must be a string of at least 16 characters")
+        if hashed is not None and not (isinstance(hashed, str) and re.fullmatch(r"[0-9a-f]{64}", hashed)):
+            raise ConfigError(f"{here}: 'token_sha256' must be 64 lower-case hex digits (sha256sum of the token)")
         if role not in ROLES:
             raise ConfigError(f"{here}: 'role' must be one of {', '.join(ROLES)}, got {role!r}")
-        checked.append({"token": token, "role": role, "name": str(entry.get("name") or role)})
+        item = {"role": role, "name": str(entry.get("name") or role)}
+        item.update({"token": token} if token is not None else {"token_sha256": hashed})
+        for key, kind in (("site", str), ("max_pilots", int)):
+            value = entry.get(key)
+            if value is None:
+                continue
+            if role != "pilot":
+                raise ConfigError(f"{here}: '{key}' limits a pilot (bootstrap) token only")
+            if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):
+                raise ConfigError(f"{here}: '{key}' must be {'a string' if kind is str else 'a non-negative integer'}")
+            item[key] = value
+        checked.append(item)
     return checked
 
 

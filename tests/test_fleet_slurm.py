@@ -146,6 +146,9 @@ def test_slurm_refusals_come_back_with_slurms_words(server, fleet: Fleet, slurm:
     done = fleet.run("up", "--partition", "nosuch", "--register-timeout", "0", backend="slurm", env=env)
     assert done.returncode == 1 and "sbatch failed (exit status 1)" in done.stderr
     assert "invalid partition" in done.stderr.lower(), done.stderr
+    configured = fleet.run("up", "--register-timeout", "0", backend="slurm",
+                           env={**env, "P3S_FLEET_OPTIONS": "[--partition, nosuch, --time, '5']"})
+    assert configured.returncode == 1 and "invalid partition" in configured.stderr.lower(), configured.stderr
     wrong = fleet.run("up", "--queue", "all.q", backend="slurm", env=env)
     assert wrong.returncode == 2 and "--queue is not an option of the slurm backend" in wrong.stderr
     gone = fleet.run("report", backend="slurm", env={**env, "SLURM_CONF": "/nonexistent/slurm.conf"})
