@@ -166,7 +166,8 @@ class BatchBackend(BackendBase):
             lines += [f'pyz="$logdir/{pyz.file_name()}"',
                       f'if [ -O "$pyz" ] && echo "{pyz.sha256()}  $pyz" | sha256sum -c --status 2>/dev/null; then :',
                       f"else {python} -c 'import base64, os, sys; tmp = sys.argv[1] + \".\" + str(os.getpid()); "
-                      f"open(tmp, \"wb\").write(base64.b64decode(sys.stdin.read())); os.replace(tmp, sys.argv[1])' "
+                      f"fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644); "
+                      f"os.write(fd, base64.b64decode(sys.stdin.read())); os.close(fd); os.replace(tmp, sys.argv[1])' "
                       f'"$pyz" <<\'P3S_PILOT_PYZ\' || exit 1']
             encoded = pyz.encoded()
             lines += [encoded[i:i + 76] for i in range(0, len(encoded), 76)]

@@ -55,6 +55,7 @@ class SGECell:
         spool = self.tmp / "spool"
         for sub in ("qmaster", "execd", "db"):
             (spool / sub).mkdir(parents=True)
+        (self.tmp / "jobtmp").mkdir()
         (common / "bootstrap").write_text(f"""# Version: 8.1.9
 admin_user              none
 default_domain          none
@@ -119,7 +120,7 @@ scheduler_threads       1
         queue = self.run("qconf", "-sq").stdout       # the template of a queue
         values = {"qname": "all.q", "hostlist": self.host, "slots": str(self.slots), "pe_list": "NONE",
                   "load_thresholds": "NONE", "shell": "/bin/sh", "shell_start_mode": "posix_compliant",
-                  "tmpdir": "/tmp"}
+                  "tmpdir": str(self.tmp / "jobtmp")}    # job ids start at 1 in every cell: private TMPDIRs
         lines = [f"{key:18} {values.pop(key)}" if line.split()[:1] and (key := line.split()[0]) in values else line
                  for line in queue.splitlines()]
         (self.tmp / "queue").write_text("\n".join(lines) + "\n")

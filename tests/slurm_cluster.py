@@ -14,6 +14,7 @@ the cluster raises ``default_queue_depth`` (160 pilots in one go: 101 started, 5
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -76,6 +77,9 @@ class SlurmCluster:
         self.names = [f"{prefix}{i:02d}" for i in range(1, nodes + 1)]
         self.cpus = cpus
         self.proctrack = "proctrack/cgroup" if cgroup_freezer_writable() else "proctrack/linuxproc"
+        # Slurm names a node's cgroups slurm_<node>/uid_<uid>/job_<id>: two test clusters at once (two
+        # worktrees' suites) share node names, so their job ids must differ
+        self.first_job_id = random.randrange(1_000, 60_000_000)
         self.procs: list[subprocess.Popen] = []
         self.conf = self.tmp / "etc" / "slurm.conf"
         self.munge_socket = self.tmp / "munge" / "munge.socket"
@@ -128,6 +132,7 @@ InactiveLimit=0
 SlurmdTimeout=60
 MessageTimeout=20
 MaxArraySize=10001
+FirstJobId={self.first_job_id}
 NodeName={nodes} NodeHostname={host} NodeAddr=127.0.0.1 Port=[{first}-{last}] CPUs={self.cpus} State=UNKNOWN
 PartitionName=p3s Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=other Nodes=ALL Default=NO MaxTime=INFINITE State=UP
@@ -206,6 +211,21 @@ PartitionName=other Nodes=ALL Default=NO MaxTime=INFINITE State=UP
                 proc.wait(5)
         self.procs = []
         kill_marked("SLURM_CONF", str(self.conf))
+        if self.proctrack == "proctrack/cgroup":
+            for name in self.names:
+                remove_empty_cgroups(Path("/sys/fs/cgroup/freezer") / f"slurm_{name}")
+
+
+def remove_empty_cgroups(top: Path) -> None:
+    """rmdir ``top`` and the cgroups under it, deepest first; a cgroup still in use (by another
+    test cluster with the same node names) cannot be removed and stays."""
+    if not top.is_dir():
+        return
+    for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
+        try:
+            path.rmdir()
+        except OSError:
+            pass
 
 
 def kill_marked(key: str, value: str) -> None:

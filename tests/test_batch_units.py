@@ -166,10 +166,30 @@ def test_the_factory_backs_off_a_failing_backend_and_records_every_round():
             raise KeyboardInterrupt
 
     view = View()
-    args = argparse.Namespace(every=5.0, json=False, site="lab")
+    args = argparse.Namespace(every=5.0, json=False)
     with pytest.raises(KeyboardInterrupt):
-        service.run(args, view, "slurm", one_round, sleep=sleep)
+        service.run(args, view, "slurm", {"lab": one_round}, sleep=sleep)
     assert sleeps == [10.0, 20.0, 5.0]
     assert [e["severity"] for e in view.events] == ["error", "error", "info"]
     assert view.events[0]["data"] == {"backend": "slurm", "error": "sbatch failed: down"}
     assert view.events[2]["data"]["submitted"] == 3 and view.events[2]["kind"] == "fleet.topup"
+
+
+def test_ended_jobs_come_from_sacct_only_when_accounting_works(tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "squeue").write_text("#!/bin/sh\necho squeue >> %s\necho '12_1|RUNNING|None|wn01|p3s-f1=lab'\n" % calls)
+    (tools / "sacct").write_text(
+        "#!/bin/sh\necho sacct >> %s\n[ -e %s/no-accounting ] && { echo 'Slurm accounting storage is disabled' >&2; "
+        "exit 1; }\nprintf '12_0|FAILED|wn02|p3s-f1=lab\\n12_1|RUNNING|wn01|p3s-f1=lab\\n9|COMPLETED|wn03|other\\n'\n"
+        % (calls, tmp_path))
+    for tool in ("squeue", "sacct"):
+        (tools / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+    jobs = {j.id: j for j in _slurm().jobs()}
+    assert sorted(jobs) == ["12_0", "12_1"] and jobs["12_0"].state == "failed" and jobs["12_1"].state == "running"
+    (tmp_path / "no-accounting").touch()
+    backend = _slurm()
+    assert [j.id for j in backend.jobs()] == ["12_1"] and [j.id for j in backend.jobs()] == ["12_1"]
+    assert calls.read_text().split().count("sacct") == 2          # tried once per backend, then not again

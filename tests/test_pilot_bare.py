@@ -61,8 +61,10 @@ def test_a_bare_interpreter_runs_the_zipapp_pilot_with_usage_from_proc(server, t
                               "-l", str(dirs["log"]), "-L", str(dirs["jobs"]), "-w", str(dirs["work"])],
                              stderr=open(tmp_path / "pilot.stderr", "w"), env=env)
     try:
-        # Spin for 1.5 s of CPU time, not of wall time: on a loaded machine wall time buys less CPU.
-        busy = "import time; x = bytearray(40_000_000)\nwhile time.process_time() < 1.5: pass"
+        # Spin for 1 s of CPU time (a loaded machine gives less CPU per wall second) and 2.5 s of wall
+        # time (heartbeats, which carry the usage samples, come every wall second after the first).
+        busy = ("import time; x = bytearray(40_000_000); t = time.time()\n"
+                "while time.process_time() < 1 or time.time() - t < 2.5: pass")
         (job,) = server.submit({"payload": f"python3 -c '{busy}'", "name": "bare"})
         server.wait_for(lambda: server.job(job["uuid"])["state"] == "finished", timeout=30)
         record = server.job(job["uuid"])

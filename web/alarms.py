@@ -227,3 +227,27 @@ class AlarmBoard:
 def summary(items: list[dict]) -> dict[str, int]:
     return {"firing": sum(i["status"] == "alarm" and not i["silenced"] for i in items),
             "silenced": sum(i["silenced"] for i in items)}
+
+
+WITHIN_ETA_MIN = 5        # jobs with an ETA ended in 10 minutes before a type's share can alarm
+
+
+def within_eta(server: Any) -> Iterable[Finding]:
+    """Per job type with an ETA (p3s.freshness): the share of its jobs finished within their ETA over
+    10 minutes, against the type's alarm_within_eta (else the configuration's)."""
+    for name, row in server.freshness.report()["types"].items():
+        window = row["windows"]["10m"]
+        share, threshold = window["share_within_eta"], row["alarm_within_eta"]
+        if not row["eta"] or share is None:
+            continue
+        dropped = sum(window["dropped"].values())
+        yield Finding(f"within_eta:{name}", f"within ETA: {name}",
+                      f"share of {name} jobs finished within their ETA ({row['eta']} s from data arrival) in the "
+                      f"last 10 min is at least {threshold:g}, with at least {WITHIN_ETA_MIN} jobs counted",
+                      window["done"] + dropped >= WITHIN_ETA_MIN and share < threshold, share,
+                      f">= {threshold:g} (ETA {row['eta']} s)",
+                      f"{window['within_eta']} of {window['done']} {name} jobs within {row['eta']} s in the last "
+                      f"10 minutes; {dropped} dropped")
+
+
+RULES.append(within_eta)

@@ -11,14 +11,16 @@ const P3S = window.P3S = window.P3S || {};
 P3S.routes = P3S.routes || [];                  // [regexp, (…groups) => page]
 P3S.panels = P3S.panels || [];                  // dashboard panels: {id, order, make() -> {node, update(summary, stats)}}
 P3S.listActions = P3S.listActions || {};        // resource -> (titleElement) => (params, total) => void
+P3S.jobCards = P3S.jobCards || [];              // (container, job) => void: more cards on a job's page
 const MAIN = document.getElementById("main");
 const JOB_STATES = ["template", "defined", "dispatched", "running", "finished", "failed", "timelimit",
-  "pilot_lost", "killed", "nonstarter", "cancelled"];
+  "pilot_lost", "killed", "nonstarter", "cancelled", "stale"];
 const PILOT_STATES = ["idle", "running", "stopped", "lost"];
-const WORKFLOW_STATES = ["template", "defined", "running", "finished", "failed", "cancelled"];
+const WORKFLOW_STATES = ["template", "defined", "running", "finished", "failed", "cancelled", "dropped"];
 const COLOURS = {finished: "#2e9e4f", running: "#1c8fb8", dispatched: "#5fb7d6", defined: "#3f63c9",
   template: "#a5adbd", failed: "#d13b3b", timelimit: "#e0732c", pilot_lost: "#9b3bd1", killed: "#b33a6a",
-  nonstarter: "#7a2e2e", cancelled: "#c9a227", idle: "#3f63c9", stopped: "#a5adbd", lost: "#9b3bd1"};
+  nonstarter: "#7a2e2e", cancelled: "#c9a227", idle: "#3f63c9", stopped: "#a5adbd", lost: "#9b3bd1",
+  stale: "#8a6d3b", dropped: "#8a6d3b"};
 const PER_PAGE = [25, 50, 100, 200, 400];
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -387,7 +389,9 @@ function jobPage(uuid) {
       h("div", {class: "grid"},
         h("div", {class: "card"}, h("h2", {}, "Job"), fields(job, [["uuid"], ["name"], ["jobtype", "type"], ["user"], ["priority"],
           ["payload", "payload"], ["params"], ["env", "env"], ["input_file", "input file"], ["site", "site wanted"],
-          ["timelimit", "time limit (s)"], ["attempts", "attempts", (v, j) => `${v} of ${j.max_attempts}`],
+          ["timelimit", "time limit (s)"], ["arrived", "data arrived", when],
+          ["deadline", "deadline", (v, j) => (v ? `${when(v)} (ETA ${j.eta} s)` : "–")],
+          ["attempts", "attempts", (v, j) => `${v} of ${j.max_attempts}`],
           ["workflow", "workflow", (v, j) => v ? link(`/workflows/${v}`, `${short(v)} (${j.vertex})`) : "–"],
           ["error"]])),
         h("div", {class: "card"}, h("h2", {}, "Where and when"), fields(job, [["pilot", "pilot", (v) => v ? link(`/pilots/${v}`, v) : "–"],
@@ -400,6 +404,7 @@ function jobPage(uuid) {
         h("div", {class: "card"}, h("h2", {}, "CPU (%)"), cpu.node),
         h("div", {class: "card"}, h("h2", {}, "Memory, RSS (MB)"), rss.node)) : "",
       failed ? h("div", {class: "grid"}, stdoutCard, stderrCard) : "");
+    for (const add of P3S.jobCards) add(MAIN, job);       // freshness.js: the job's outputs
     const xs = series.map((x) => x.t);
     cpu.update(xs, [series.map((x) => x.cpu_percent ?? null)]);
     rss.update(xs, [series.map((x) => (x.rss === undefined ? null : x.rss / 1048576))]);
