@@ -243,6 +243,9 @@ class Retention:
             gone = set(lifecycle.delete_jobs({"_id": {"$in": ids}}))
         elif kind.name == "pilots":
             gone = set(lifecycle.delete_pilots({"_id": {"$in": ids}}))
+            authenticator = getattr(self.server, "authenticator", None)
+            if authenticator is not None and authenticator.credentials is not None:
+                authenticator.credentials.revoke_pilots(sorted(gone))      # their credentials go with them
         else:
             # Another server on the same MongoDB may have removed some first: count what this one did.
             deleted = kind.model._get_collection().delete_many({"_id": {"$in": ids}}).deleted_count

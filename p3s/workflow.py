@@ -157,7 +157,7 @@ class WorkflowEngine(Listener):
                 "env": {**vertex.env, **extra.get("env", {}), **wiring}, "priority": extra.get("priority", vertex.priority),
                 "timelimit": extra.get("timelimit", vertex.timelimit) or self.jobs.config.default_timelimit,
                 "eta": extra.get("eta", vertex.eta),
-                "state": states.TEMPLATE, "user": body["user"] or user,
+                "state": states.TEMPLATE, "user": body["user"] or user, "secret_env": extra.get("secret_env", []),
                 "input_file": next(iter(inputs.values()), "") if inputs else ""})
             children = sorted({job_ids[e.target] for e in template.edges if e.source == name})
             job_docs.append(self.jobs.new_job(clean, user, workflow=wf_uuid, vertex=name, noop=vertex.noop,
@@ -280,9 +280,10 @@ class WorkflowEngine(Listener):
         self._drain()
         return self.get(uuid)
 
-    def cancel(self, uuid: str) -> dict:
+    def cancel(self, uuid: str, by: str = "") -> dict:
         """Cancel a workflow: its waiting jobs are cancelled, its running ones killed through their pilots."""
-        workflow = self.move(uuid, states.WF_CANCELLED, {"ts_sto": utcnow(), "error": "cancelled on request"})
+        reason = f"cancelled on request of {by}" if by else "cancelled on request"
+        workflow = self.move(uuid, states.WF_CANCELLED, {"ts_sto": utcnow(), "error": reason})
         for job in self.jobs.collection.find({"workflow": uuid, "state": {"$in": [states.TEMPLATE, states.DEFINED,
                                                                                    *states.JOB_ACTIVE]}},
                                              {"state": 1}):
@@ -290,7 +291,7 @@ class WorkflowEngine(Listener):
                 self.jobs.kill(job["_id"])
             except (IllegalTransition, ApiError):
                 continue
-        events.record("workflow.cancelled", f"workflow {uuid} ({workflow['name']}) cancelled")
+        events.record("workflow.cancelled", f"workflow {uuid} ({workflow['name']}) {reason}")
         return self.get(uuid)
 
     def delete(self, uuid: str) -> None:

@@ -69,6 +69,8 @@ def test_a_pilot_credential_is_not_a_client(s):
         reply = s.call(method, path, body, token=cred)
         assert reply.status == 403 and "role agent" in reply.error["message"], (path, reply)
     assert s.ok("GET", "/whoami", token=cred)["role"] == "agent"
+    s.ok("POST", "/sites", {"name": "other", "env": {"SITE_SECRET": "x"}}, 201, token=ADMIN)
+    assert s.call("GET", "/sites/other", token=cred).status == 403           # not its pilot's site
     assert s.call("GET", "/jobs", token=BOOT).status == 403          # nor is the bootstrap token
 
 

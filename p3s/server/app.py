@@ -74,6 +74,7 @@ class P3SServer:
         self.authenticator.open()
         self.sessions = Sessions(self.authenticator, self.config.session_days)
         self.job_log_roots = web_api.log_roots(self.config.job_log_dirs)
+        results.roots(self.config)          # resolved now, once
         self.lifecycle = Lifecycle()
         if self.db.embedded:
             self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}

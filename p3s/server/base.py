@@ -107,9 +107,12 @@ class ApiHandler(tornado.web.RequestHandler):
             raise ApiError(403, f"this credential belongs to pilot {self.identity.pilot}; it cannot act for {uuid}")
 
     def require_site(self, site: str) -> None:
-        """A site-bound pilot token or credential reads only its own site."""
-        limit = self.identity.site if self.identity is not None and self.identity.role in ("pilot", "agent") else None
-        if limit and limit != site:
+        """A site-bound pilot token reads only its site; a pilot's credential only its pilot's site."""
+        who = self.identity
+        if who is None or who.role not in ("pilot", "agent"):
+            return
+        limit = who.site if who.role == "pilot" else (who.site or "")    # a pilot's credential: its own site only
+        if limit is not None and (limit or who.role == "agent") and limit != site:
             raise ApiError(403, f"this pilot token is limited to site {limit!r}; it cannot read site {site!r}")
 
     def data_received(self, chunk: bytes) -> None:

@@ -631,7 +631,7 @@ class WorkflowCancelHandler(ApiHandler):
 
     def post(self, uuid: str) -> None:
         self.require_owner(self.server.workflows.get(uuid), "workflow", uuid)
-        self.reply(document(self.server.workflows.cancel(uuid)), 202)
+        self.reply(document(self.server.workflows.cancel(uuid, self.user)), 202)
 
 
 class SummaryHandler(ApiHandler):

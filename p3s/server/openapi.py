@@ -87,7 +87,10 @@ def _components() -> dict:
                                                     "database": {"type": "string"}, "auth": {"type": "boolean"}}},
         "Deleted": {"type": "object", "properties": {"deleted": strings}},
         "Killed": {"type": "object", "properties": {"killed": strings}},
-        "Registration": {"type": "object", "properties": {"pilot": _ref("Pilot"), "settings": {"type": "object"}}},
+        "Registration": {"type": "object", "properties": {
+            "pilot": _ref("Pilot"), "settings": {"type": "object"},
+            "credential": {"type": "string", "description": "The pilot's own bearer token for its /pilots/{uuid}/… "
+                                                            "routes (shown only here; stored hashed)."}}},
         "Instructions": {"type": "object", "properties": {**instructions, "stopped": {"type": "boolean"}}},
         "JobForPilot": job_for_pilot,
         "JobOffer": {"type": "object", "properties": {
@@ -104,7 +107,9 @@ def _components() -> dict:
                        "started, failed, wait_p50_s, wait_p95_s, latency_p50_s, latency_p95_s (seconds)."},
             "limits": {"type": "object"}, "summary": _ref("Summary")}},
         "WhoAmI": {"type": "object", "properties": {"role": {"type": "string"}, "name": {"type": "string"},
-                                                    "auth": {"type": "boolean"}}},
+                                                    "auth": {"type": "boolean"},
+                                                    "address": {"type": "string", "description": "The caller's "
+                                                                "address (from trusted_proxies' headers only)."}}},
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["status", "message"],
             "properties": {"status": {"type": "integer"}, "message": {"type": "string"},
