@@ -249,8 +249,9 @@ class Retention:
             if authenticator is not None and authenticator.credentials is not None:
                 authenticator.credentials.revoke_pilots(sorted(gone))      # their credentials go with them
         else:
-            kind.model._get_collection().delete_many({"_id": {"$in": ids}})
-            gone = set(ids)
+            # Another server on the same MongoDB may have removed some first: count what this one did.
+            deleted = kind.model._get_collection().delete_many({"_id": {"$in": ids}}).deleted_count
+            gone = set(ids[:deleted])
         removed = [d for d in doomed if d["_id"] in gone]
         self._add_totals(kind.name, removed)
         self.removed[kind.name] += len(removed)

@@ -254,3 +254,24 @@ def test_counters_are_kept_over_a_clean_stop_and_counted_after_a_kill(make_serve
     after = s.ok("GET", "/summary")
     assert after["jobs"]["defined"] == summary["jobs"]["defined"] + 1
     assert after["jobs"]["finished"] == 2 and after["pilots"]["stopped"] == 1
+
+
+def test_pilots_data_and_events_come_back_with_their_counters(make_server):
+    s = make_server(**OFF)
+    pilots = [s.register(site="np04") for _ in range(2)]
+    for pilot in pilots:
+        assert s.report(pilot, "stopped").status == 200
+    s.ok("POST", "/data", [{"name": "a.txt", "dirpath": "/d"}, {"name": "b.txt", "dirpath": "/d"}], 201)
+    events = s.ok("GET", "/events")["total"]
+    assert events > 0
+    time.sleep(0.2)
+    reply = s.ok("POST", "/admin/purge", {"kinds": ["pilots", "data", "events"], "older_than_days": 0.000001})
+    assert {k: v["removed"] for k, v in reply["kinds"].items()} == {"pilots": 2, "data": 2, "events": events}
+    assert s.ok("GET", "/summary")["pilots_by_site"] == {}
+    for kind, expected in (("pilots", 2), ("data", 2), ("events", events)):
+        assert s.ok("POST", "/admin/restore", {"kind": kind, "days": [TODAY()]})["restored"] == expected
+    assert s.ok("GET", "/summary")["pilots_by_site"] == {"np04": {"stopped": 2}}
+    assert sorted(d["name"] for d in s.ok("GET", "/data")["items"]) == ["a.txt", "b.txt"]
+    assert s.ok("GET", "/pilots/" + pilots[0])["state"] == "stopped"
+    assert s.ok("GET", "/summary")["archived"] | {"jobs_by_state": {}} == {
+        "jobs": 0, "pilots": 0, "workflows": 0, "data": 0, "events": 0, "jobs_by_state": {}}
