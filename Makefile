@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/freshness.py --quick
 	$(BIN)/python bench/control.py
+	$(BIN)/python bench/mongo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
