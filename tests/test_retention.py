@@ -275,3 +275,23 @@ def test_pilots_data_and_events_come_back_with_their_counters(make_server):
     assert s.ok("GET", "/pilots/" + pilots[0])["state"] == "stopped"
     assert s.ok("GET", "/summary")["archived"] | {"jobs_by_state": {}} == {
         "jobs": 0, "pilots": 0, "workflows": 0, "data": 0, "events": 0, "jobs_by_state": {}}
+
+
+def test_compact_gives_the_space_back_with_the_server_stopped(make_server):
+    s = make_server(**OFF)
+    for batch in range(3):
+        s.submit(*({"payload": "x" * 4000, "name": f"big{batch}.{i}"} for i in range(100)))
+    s.ok("DELETE", "/jobs?all=true")
+    kept = s.submit({"payload": "still here"})[0]["uuid"]
+    cmd = [sys.executable, "-m", "p3s.cli.admin", "compact", "--config", str(s.config_path), "--json"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    busy = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert busy.returncode == 2 and "stop it first" in busy.stderr
+    port = s.port
+    s.stop()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    jobs = next(r for r in json.loads(done.stdout) if r["file"].endswith("/jobs"))
+    assert jobs["bytes_after"] < jobs["bytes_before"] - 500_000
+    s.start(port)
+    assert [j["uuid"] for j in s.ok("GET", "/jobs")["items"]] == [kept]
