@@ -25,7 +25,7 @@ def test_data_directory_and_database_are_private(make_server, tmp_path):
     data = tmp_path / "s0" / "data"
     data.mkdir(parents=True, mode=0o755)           # made open by an earlier version
     data.chmod(0o755)
-    server = make_server()
+    server = make_server(db="")      # the embedded store: its database files live in the data directory
     server.submit({"payload": "true", "env": {"KEY": "value"}})
     server.register()
     server.stop()                                   # every file written and flushed
@@ -128,6 +128,7 @@ def test_result_files_never_include_the_servers_own_data_directory(make_server, 
     server = make_server(tokens=[{"token": "admin-token-0123456789", "role": "admin", "name": "boss"},
                                  {"token": client, "role": "client", "name": "mallory"}],
                          result_dirs=[str(tmp_path)])
+    server.data_dir.mkdir(parents=True, exist_ok=True)                      # on MongoDB nothing made it yet
     (server.data_dir / "token").write_text("admin-token-0123456789\n")      # as a generated one would be
     record = server.ok("POST", "/data", {"name": "token", "dirpath": str(server.data_dir)}, 201,
                        token=client)["items"][0]
