@@ -6,9 +6,11 @@ server heard from in the meantime is not declared lost.
 """
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import heapq
 import logging
+from typing import Any
 
 from tornado.ioloop import IOLoop
 
@@ -33,6 +35,9 @@ class Reaper(Listener):
         self.config = config
         self._deadlines: list[tuple[_dt.datetime, str]] = []
         self.started = utcnow()
+        self.loop_watch: Any = None               # a p3s.loopwatch.LoopWatch, set by the server
+        self._late_seen = 0.0
+        self._excused: collections.deque[tuple[float, float]] = collections.deque(maxlen=1000)
         lifecycle.listeners.append(self)
 
     def load(self) -> None:
@@ -58,20 +63,42 @@ class Reaper(Listener):
     def tick(self) -> None:
         """One round of both checks (run by a PeriodicCallback)."""
         try:
+            self.excuse_stalls()
             self.reap_pilots()
             self.reap_overdue()
             self.reap_undispatched()
         except Exception:
             log.exception("reaper round failed")
 
+    def excuse_stalls(self) -> None:
+        """Silence the server caused is not the pilots' fault: the time the loop ran late since the
+        last round is added to every pilot's deadline (and kept to widen the database's cutoff)."""
+        if self.loop_watch is None:
+            return
+        late = self.loop_watch.late_so_far()
+        stall, self._late_seen = late - self._late_seen, late
+        if stall <= 0.05:
+            return
+        now = IOLoop.current().time()
+        for pilot in self.registry.pilots.values():
+            pilot.last_seen = min(now, pilot.last_seen + stall)
+        self._excused.append((now, stall))
+        if stall > 1:
+            log.warning("the server's loop ran %.1f s late; pilots' deadlines extended by as much", stall)
+
+    def _excused_recently(self, now: float) -> float:
+        horizon = 2 * self.config.pilot_lost_timeout
+        return sum(s for t, s in self._excused if now - t < horizon + s)
+
     def reap_pilots(self) -> list[str]:
         now = IOLoop.current().time()
         timeout = self.config.pilot_lost_timeout
+        excused = self._excused_recently(now)
         silent = [p for p in self.registry.pilots.values()
                   if now - p.last_seen > timeout and not self.broker.is_waiting(p.uuid)]
         lost = []
         for pilot in silent:
-            cutoff = utcnow() - _dt.timedelta(seconds=timeout)
+            cutoff = utcnow() - _dt.timedelta(seconds=timeout + excused)
             try:
                 self.lifecycle.move_pilot(pilot.uuid, states.LOST, where={"ts_lhb": {"$lt": cutoff}},
                                           set_={"ts_stop": utcnow(), "reason": f"no contact for {timeout} s"})

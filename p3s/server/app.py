@@ -18,6 +18,7 @@ from p3s.broker import Broker
 from p3s.config import Config
 from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle
+from p3s.loopwatch import LoopWatch
 from p3s.pilots import PilotService, Registry
 from p3s import kept
 from p3s.reaper import Reaper
@@ -54,6 +55,7 @@ class P3SServer:
         self.request_seconds: collections.Counter[str] = collections.Counter()
         self._callbacks: list[PeriodicCallback] = []
         self.http: tornado.httpserver.HTTPServer | None = None
+        self.loop_watch = LoopWatch()
         self.port: int | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -75,6 +77,7 @@ class P3SServer:
         self.jobs = JobService(self.lifecycle, self.broker, self.pilot_service, self.config)
         self.reaper = Reaper(self.lifecycle, self.registry, self.broker, self.pilot_service, self.config)
         self.reaper.load()
+        self.reaper.loop_watch = self.loop_watch
         self.templates = TemplateStore()
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
         self.stats = Stats()
@@ -114,6 +117,7 @@ class P3SServer:
         self.port = sockets[0].getsockname()[1]
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
         self.live.start()
+        self.loop_watch.start()
         self._every(ALARM_PERIOD, self.check_alarms)
         if self.db.embedded:
             self._every(self.config.checkpoint_period, self.db.checkpoint)
@@ -150,6 +154,7 @@ class P3SServer:
         """Stop serving, release waiting pilots, flush and close the database."""
         for periodic in self._callbacks:
             periodic.stop()
+        self.loop_watch.stop()
         if self.http is not None:
             self.http.stop()
         self.broker.stop_all_waiting()
@@ -171,7 +176,8 @@ class P3SServer:
         out["queue"] = {"ready": len(self.broker.queue), "waiting_pilots": self.broker.waiting,
                         "limits": dict(self.broker.limits)}
         out["archived"] = self.retention.totals()
-        out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description}
+        out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description,
+                         "loop": self.loop_watch.summary()}
         return out
 
     def metrics_response(self, method: str, status: int, seconds: float) -> None:
