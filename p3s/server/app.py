@@ -25,6 +25,7 @@ from p3s.reaper import Reaper
 from p3s.reconcile import reconcile
 from p3s.retention import Retention
 from p3s.server import admin
+from p3s.server import connections
 from p3s.server.base import NotFoundHandler
 from p3s import events
 from p3s.server.handlers import ROUTES, url_specs
@@ -107,12 +108,17 @@ class P3SServer:
 
     def listen(self) -> int:
         """Start serving; returns the port (useful with port 0)."""
+        fds = connections.raise_fd_limit()
+        log.info("open-files limit %d: room for about %d pilots and clients at once", fds,
+                 max(0, fds - connections.RESERVED_FDS))
         # A deep accept queue: a fleet of pilots (re)connecting at once must not be refused.
         sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host, family=socket.AF_INET,
                                                backlog=4096)
-        # Bodies are size-checked by the handlers (413 in the API's error shape), not by Tornado.
-        self.http = tornado.httpserver.HTTPServer(self.make_app(), max_body_size=1 << 30, xheaders=True,
-                                                  idle_connection_timeout=max(3600, self.config.long_poll_max * 4))
+        # Any body over SMALL_BODY is refused before it is buffered; API handlers raise the cap to
+        # max_body_size for their requests (and answer 413 in the API's error shape).
+        self.http = connections.BoundedHTTPServer(
+            self.make_app(), max_body_size=connections.SMALL_BODY, xheaders=True,
+            idle_connection_timeout=self.config.idle_timeout, body_timeout=self.config.body_timeout)
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)

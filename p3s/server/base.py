@@ -66,6 +66,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         limit = self.server.config.max_body_size
+        self.request.connection.set_max_body_size(limit)     # the server's default cap is small
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > limit:
             raise ApiError(413, f"request body of {length} bytes is over the limit of {limit} bytes")
