@@ -36,7 +36,7 @@ setup(
         "p3s.web": "web",
         "p3s.conf": "conf",
     },
-    package_data={"p3s.conf": ["*.yaml", "dags/*.yaml", "jobs/*.json"], "p3s.web": ["static/*", "templates/*"]},
+    package_data={"p3s.conf": ["*.yaml", "dags/*.yaml", "jobs/*.json"], "p3s.web": ["static/*.*", "static/vendor/uplot/*", "templates/*"]},
     install_requires=[
         "tornado>=6.3",
         "mongoengine>=0.27",

@@ -16,7 +16,8 @@ so the node needs only ``python3``; without it the agent uses the node's install
 agent imports the pilot once and forks the pilots from it (a fork costs
 milliseconds, a fresh interpreter a tenth of a second of CPU); each pilot gets its own session,
 stdin from /dev/null and stdout/stderr into ``<stderr_dir>/<pid>.stderr``, and lives on after the
-agent exits. The token travels on stdin, never on a command line or in the environment.
+agent exits. The token travels on stdin, never on a command line; the pilots find it in their memory's copy
+of the environment (``os.environ``, not the process's visible one) and drop it before any payload.
 """
 from __future__ import annotations
 
@@ -300,7 +301,7 @@ def start_pilots(request: dict) -> dict:
         return {"error": "the agent was not started with the pilot's arguments"}
     pilot_args = argv[next(i for i in range(len(argv) - 1) if argv[i] == "-m" and argv[i + 1] in _PILOT_MODULES) + 2:]
     if request.get("token"):
-        pilot_args += ["--token", request["token"]]
+        os.environ["P3S_TOKEN"] = request["token"]     # read by each pilot, and removed before any payload
     stderr_dir = request["stderr_dir"]
     try:
         os.makedirs(stderr_dir, exist_ok=True)

@@ -53,7 +53,7 @@ def _common_parser(backends: dict[str, type[BackendBase]]) -> argparse.ArgumentP
     hosts.add_argument("--fleet", default="default", metavar="NAME",
                        help="fleet name: the fleet's pilots carry it, other fleets' pilots are left alone "
                             "[default: default]")
-    hosts.add_argument("-f", "--fanout", type=number_type(int, 1), default=DEFAULT_FANOUT, metavar="N",
+    hosts.add_argument("--fanout", type=number_type(int, 1), default=DEFAULT_FANOUT, metavar="N",
                        help=f"hosts worked on at once [default {DEFAULT_FANOUT}]")
     hosts.add_argument("--python", metavar="PATH",
                        help="Python 3.11+ on the hosts (the pilot is shipped to them) [default: python3 over ssh, this Python locally]")

@@ -1,20 +1,57 @@
-"""Bearer tokens and the roles they carry: admin (everything), client (submit and read), pilot."""
+"""Who is calling: bearer tokens, the roles they carry, and a pilot's own credential.
+
+Roles:
+
+- ``admin``: everything;
+- ``client``: read everything, submit, and change what it owns (see ``p3s.ownership``);
+- ``pilot``: a *bootstrap* token: register pilots (optionally only for one site and only so many
+  live at once) and read its site; nothing else;
+- ``agent``: the credential registration returns, bound to that one pilot: that pilot's own
+  routes (``/pilots/{its uuid}/…``) and its site, nothing else;
+- ``metrics``: ``/metrics`` only.
+
+The server keeps only SHA-256 digests of tokens (configured ones may be given as
+``token_sha256``), and pilots' credentials hashed in the database (``p3s.credentials``).
+"""
 from __future__ import annotations
 
-import hmac
+import dataclasses
 import os
 import secrets
 from pathlib import Path
 
 from p3s.config import Config
+from p3s.credentials import PILOT as PILOT_CREDENTIAL, CredentialStore, digest
 
 # What each kind of access needs: the roles allowed.
 READ = frozenset({"admin", "client"})
 SUBMIT = frozenset({"admin", "client"})
-PILOT = frozenset({"admin", "pilot"})
-PILOT_OR_READ = READ | PILOT
+PILOT = frozenset({"admin", "pilot"})                   # register a pilot
+AGENT = frozenset({"admin", "agent"})                   # one pilot's own routes (uuid checked too)
+PILOT_OR_READ = READ | PILOT | {"agent"}                # a site's record: pilots bootstrap from it
 ADMIN = frozenset({"admin"})
+METRICS = frozenset({"admin", "metrics"})
 PUBLIC = frozenset()          # no token needed
+ANY = READ | PILOT | AGENT | METRICS
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """The caller: role and name; a bootstrap token's limits; an agent's pilot."""
+
+    role: str
+    name: str
+    site: str | None = None          # pilot: the only site it may register; agent: its pilot's site
+    max_pilots: int | None = None    # pilot: live pilots it may have at once
+    pilot: str | None = None         # agent: the pilot uuid it is bound to
+    session: str | None = None       # logged in through the monitor: the session's digest
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+ANONYMOUS = Identity("admin", "anonymous")
 
 
 def token_file(config: Config) -> Path:
@@ -26,7 +63,7 @@ def ensure_generated_token(config: Config) -> str:
     path = token_file(config)
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_hex(32)           # hex: never starts with "-", safe as a flag value
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -35,7 +72,7 @@ def ensure_generated_token(config: Config) -> str:
 
 
 def client_token(config: Config) -> str | None:
-    """The token a client or pilot sends: the configured one, else the server's generated file."""
+    """The token a client sends: the configured one, else the server's generated file."""
     if config.token:
         return config.token
     try:
@@ -44,26 +81,54 @@ def client_token(config: Config) -> str | None:
         return None
 
 
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header."""
+    if not header or not header.startswith("Bearer "):
+        return None
+    return header[len("Bearer "):].strip() or None
+
+
 class Authenticator:
-    """Maps a request's bearer token to (role, name)."""
+    """Maps a request's bearer token to an Identity."""
 
     def __init__(self, config: Config) -> None:
         self.disabled = bool(config.no_auth)
-        self.tokens: list[tuple[str, str, str]] = [(t["token"], t["role"], t["name"]) for t in config.tokens]
+        self.static: dict[str, Identity] = {}       # token digest -> identity
+        for entry in config.tokens:
+            key = entry.get("token_sha256") or digest(entry["token"])
+            self.static[key] = Identity(entry["role"], entry["name"], site=entry.get("site"),
+                                        max_pilots=entry.get("max_pilots"))
         self.generated_file: Path | None = None
-        if not self.disabled and not self.tokens:
-            self.tokens.append((ensure_generated_token(config), "admin", "admin"))
+        if not self.disabled and not self.static:
+            self.static[digest(ensure_generated_token(config))] = Identity("admin", "admin")
             self.generated_file = token_file(config)
+        self.credentials: CredentialStore | None = None
 
-    def identify(self, header: str | None) -> tuple[str, str] | None:
-        """(role, name) for an ``Authorization: Bearer …`` header, or None."""
+    @property
+    def tokens(self) -> list[Identity]:
+        return list(self.static.values())
+
+    def open(self) -> None:
+        """Attach the credential store (after the database is open)."""
+        self.credentials = CredentialStore()
+
+    def identify_token(self, token: str | None) -> Identity | None:
+        """The identity a token stands for: a configured token or a pilot's credential."""
         if self.disabled:
-            return ("admin", "anonymous")
-        if not header or not header.startswith("Bearer "):
+            return ANONYMOUS
+        if not token:
             return None
-        offered = header[len("Bearer "):].strip().encode()
-        found = None
-        for token, role, name in self.tokens:
-            if hmac.compare_digest(token.encode(), offered):
-                found = (role, name)
-        return found
+        found = self.static.get(digest(token))
+        if found is not None:
+            return found
+        if self.credentials is not None:
+            doc = self.credentials.lookup(token, PILOT_CREDENTIAL)
+            if doc is not None:
+                return Identity("agent", f"pilot {doc['pilot']}", site=doc.get("site") or "", pilot=doc["pilot"])
+        return None
+
+    def identify(self, header: str | None) -> Identity | None:
+        """The identity for an ``Authorization: Bearer …`` header, or None."""
+        if self.disabled:
+            return ANONYMOUS
+        return self.identify_token(bearer(header))

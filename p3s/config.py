@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,8 +34,8 @@ class Setting:
 
 # Retention (p3s.retention): what ended is archived to <data_dir>/archive and removed, by age and by count.
 RETENTION_SETTINGS = (
-    Setting("retention_period", 5, float, "Seconds between retention slices (0: retention off)."),
-    Setting("retention_slice", 200, int, "Most records of a kind archived and removed per slice."),
+    Setting("retention_period", 2, float, "Seconds between retention slices (0: retention off)."),
+    Setting("retention_slice", 50, int, "Most records of a kind archived and removed per slice (each slice holds the server for about 0.4 ms a record)."),
     *(setting for kind, days, what in (
         ("jobs", 30, "ended jobs that are not part of a workflow"),
         ("pilots", 30, "stopped and lost pilots"),
@@ -93,7 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-ROLES = ("admin", "client", "pilot")
+ROLES = ("admin", "client", "pilot", "metrics")
 
 
 def _coerce(setting: Setting, value: Any, where: str) -> Any:
@@ -139,15 +140,30 @@ def _check_tokens(tokens: list, where: str) -> list[dict]:
         here = f"{where}: key 'tokens[{i}]'"
         if not isinstance(entry, dict):
             raise ConfigError(f"{here}: expected a mapping with token and role")
-        unknown = set(entry) - {"token", "role", "name"}
+        unknown = set(entry) - {"token", "token_sha256", "role", "name", "site", "max_pilots"}
         if unknown:
             raise ConfigError(f"{here}: unknown field(s) {', '.join(sorted(unknown))}")
-        token, role = entry.get("token"), entry.get("role")
-        if not isinstance(token, str) or len(token) < 16:
+        token, hashed, role = entry.get("token"), entry.get("token_sha256"), entry.get("role")
+        if (token is None) == (hashed is None):
+            raise ConfigError(f"{here}: give exactly one of 'token' and 'token_sha256'")
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
             raise ConfigError(f"{here}: 'token' must be a string of at least 16 characters")
+        if hashed is not None and not (isinstance(hashed, str) and re.fullmatch(r"[0-9a-f]{64}", hashed)):
+            raise ConfigError(f"{here}: 'token_sha256' must be 64 lower-case hex digits (sha256sum of the token)")
         if role not in ROLES:
             raise ConfigError(f"{here}: 'role' must be one of {', '.join(ROLES)}, got {role!r}")
-        checked.append({"token": token, "role": role, "name": str(entry.get("name") or role)})
+        item = {"role": role, "name": str(entry.get("name") or role)}
+        item.update({"token": token} if token is not None else {"token_sha256": hashed})
+        for key, kind in (("site", str), ("max_pilots", int)):
+            value = entry.get(key)
+            if value is None:
+                continue
+            if role != "pilot":
+                raise ConfigError(f"{here}: '{key}' limits a pilot (bootstrap) token only")
+            if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):
+                raise ConfigError(f"{here}: '{key}' must be {'a string' if kind is str else 'a non-negative integer'}")
+            item[key] = value
+        checked.append(item)
     return checked
 
 

@@ -64,6 +64,7 @@ class JobService:
             **clean,
             "timelimit": clean.get("timelimit") or self.config.default_timelimit,
             "user": clean.get("user") or user,
+            "owner": user,
             "input_file": clean.get("input_file") or clean["env"].get("P3S_INPUT_FILE", ""),
             "seq": next_seq(), "workflow": None, "vertex": None, "noop": False, "children": [], "n_parents": 0,
             "n_parents_done": 0, "attempts": 0, "pilot": None, "host": None, "pilot_site": None, "pid": None,

@@ -15,13 +15,38 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import Any
+from typing import Any, Iterator
+
+import bson
 
 from p3s import models
+from p3s.fastpath import _is_embedded
 from p3s.web.stats import MINUTES, Stats, _minute
 
 log = logging.getLogger("p3s.kept")
 SAVE_PERIOD = 10.0       # seconds between saves of the statistics
+
+
+def walk(collection: Any, projection: dict | None = None, batch: int = 2000) -> Iterator[dict]:
+    """Every document of a collection, in insertion order, read a batch at a time.
+
+    On the embedded store this reads the SQLite rows directly: mongomock's own ``find`` and
+    ``aggregate`` materialise every document (and ``$group`` took 130 s for 10^5 jobs), where this
+    takes about 14 µs a document in constant memory. Elsewhere it is a plain cursor."""
+    if not _is_embedded(collection):
+        yield from collection.find({}, projection)
+        return
+    store = collection._store
+    codec = store._documents._codec_options
+    position = 0
+    while True:
+        rows = store._connection.execute(
+            "SELECT rowid, doc FROM documents WHERE rowid > ? ORDER BY rowid LIMIT ?", (position, batch)).fetchall()
+        if not rows:
+            return
+        position = rows[-1][0]
+        for _rowid, blob in rows:
+            yield bson.decode(blob, codec_options=codec)
 
 
 def _db() -> Any:
@@ -38,7 +63,7 @@ def load_stats(stats: Stats) -> str:
     statistics is counted once from the jobs (and kept from then on). Returns which it did."""
     marker = kept_collection().find_one({"_id": "stats"})
     if marker is None:
-        stats.load()
+        stats.load(walk(models.Job._get_collection()))
         stats.dirty = set(stats.counts) | set(stats.waits) | set(stats.latencies) | set(stats.lost_pilots)
         save_stats(stats)
         kept_collection().update_one({"_id": "stats"}, {"$set": {"since": time.time()}}, upsert=True)
@@ -71,11 +96,20 @@ def load_counters(counters: Any) -> str:
     collection = kept_collection()
     snapshot = collection.find_one_and_update({"_id": "counters", "clean": True}, {"$set": {"clean": False}})
     if snapshot is None:
-        counters.load()
+        count(counters)
         return "counted"
     counters.jobs = collections.Counter({(s, t): n for s, t, n in snapshot.get("jobs", [])})
     counters.pilots = collections.Counter({(s, t): n for s, t, n in snapshot.get("pilots", [])})
     return "kept"
+
+
+def count(counters: Any) -> None:
+    """Count jobs by (state, jobtype) and pilots by (state, site) in one pass over each."""
+    for attr, model, group in (("jobs", models.Job, "jobtype"), ("pilots", models.Pilot, "site")):
+        tally: collections.Counter = collections.Counter()
+        for doc in walk(model._get_collection(), {"state": 1, group: 1}):
+            tally[(doc.get("state"), doc.get(group) or "")] += 1
+        setattr(counters, attr, tally)
 
 
 def save_counters(counters: Any) -> None:

@@ -28,10 +28,12 @@ class Job(me.Document):
     uuid = me.StringField(primary_key=True)
     name = me.StringField(default="")
     user = me.StringField(default="")
+    owner = me.StringField(null=True)            # the creating token's name: who may change it
     jobtype = me.StringField(default="default")
     payload = me.StringField(required=True)
     params = me.StringField(default="")
     env = me.DictField()
+    secret_env = me.ListField(me.StringField())  # env names whose values the API never shows
     priority = me.IntField(default=0)
     timelimit = me.IntField(required=True)
     state = me.StringField(choices=states.JOB_STATES, default=states.DEFINED)
@@ -88,6 +90,7 @@ class Pilot(me.Document):
     pid = me.IntField(null=True)
     extra = me.StringField(default="")           # e.g. the batch system's job id
     jobtypes = me.ListField(me.StringField())    # empty = any jobtype
+    registrar = me.StringField(default="")       # name of the bootstrap token that registered it
     state = me.StringField(choices=states.PILOT_STATES, default=states.IDLE)
     job = me.StringField(null=True)              # current job
     njobs = me.IntField(default=0)               # jobs run so far
@@ -123,6 +126,7 @@ class DataFile(me.Document):
     comment = me.StringField(default="")
     metadata = me.DictField()
     size = me.IntField(null=True)
+    owner = me.StringField(null=True)
     workflow = me.StringField(null=True)
     datatag = me.StringField(null=True)
     edge = me.StringField(null=True)             # the template edge this file instantiates
@@ -184,6 +188,7 @@ class Workflow(me.Document):
     name = me.StringField(default="")
     description = me.StringField(default="")
     user = me.StringField(default="")
+    owner = me.StringField(null=True)
     template = me.StringField(required=True)
     template_version = me.IntField(required=True)
     state = me.StringField(choices=states.WORKFLOW_STATES, default=states.WF_TEMPLATE)

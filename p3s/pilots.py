@@ -14,7 +14,9 @@ from tornado.ioloop import IOLoop
 
 from p3s import events, faults, models, schema, states
 from p3s.broker import Broker, PilotInfo
+from p3s.auth import Identity
 from p3s.config import Config
+from p3s.credentials import PILOT as PILOT_CREDENTIAL, CredentialStore, digest
 from p3s.errors import ApiError, invalid, not_found
 from p3s.fastpath import ByIdCollection
 from p3s.lifecycle import Lifecycle, build_update, equals, job_filter, pilot_filter
@@ -93,27 +95,58 @@ class PilotService:
         self.lifecycle, self.broker, self.registry, self.config = lifecycle, broker, registry, config
         self.collection = ByIdCollection(models.Pilot._get_collection())
         self.jobs = ByIdCollection(models.Job._get_collection())
+        self.credentials: CredentialStore | None = None     # set by the server once the store is open
 
     # --- registration -------------------------------------------------------------------------
-    def register(self, body: dict) -> dict:
+    def register(self, body: dict, who: Identity | None = None) -> tuple[dict, str]:
+        """Register a pilot; returns its document and its credential (the only time it is shown).
+
+        A bootstrap token limited to a site registers pilots of that site only, and no more than
+        its ``max_pilots`` live at once. A live uuid is never registered again, except by the same
+        pilot retrying (it proves that with the same ``key``)."""
+        who = who or Identity("admin", "admin")
+        key = body.get("key")
+        if key is not None and len(key) < 32:
+            raise invalid("key", "must be at least 32 characters (a random secret)")
+        site = body["site"]
+        if who.role == "pilot" and who.site is not None:
+            if site and site != who.site:
+                raise ApiError(403, f"this pilot token registers pilots of site {who.site!r} only, not {site!r}",
+                               "site")
+            site = who.site
         now = utcnow()
         uuid = body.get("uuid") or str(_uuid.uuid4())
+        credentials = self.credentials
         existing = self.collection.find_one({"_id": uuid}, {"state": 1})
         if existing is not None:
             if existing["state"] not in states.PILOT_ALIVE:
                 raise ApiError(409, f"pilot {uuid} is {existing['state']}; a pilot id cannot be reused", "uuid")
-            doc = self.collection.find_one({"_id": uuid})   # a retried registration: same pilot
+            if key is None or credentials is None or not credentials.owns(key, pilot=uuid):
+                raise ApiError(409, f"pilot {uuid} is registered and alive; it cannot be registered again", "uuid")
+            doc = self.collection.find_one({"_id": uuid})   # a retried registration: same pilot, same key
+            credential = key
         else:
-            doc = {"_id": uuid, "host": body["host"], "site": body["site"], "pid": body["pid"],
+            if who.role == "pilot" and who.max_pilots is not None:
+                live = self.collection.count_documents(
+                    {"registrar": who.name, "state": {"$in": sorted(states.PILOT_ALIVE)}})
+                if live >= who.max_pilots:
+                    raise ApiError(403, f"pilot token {who.name!r} may have at most {who.max_pilots} live pilots "
+                                        f"({live} are)")
+            doc = {"_id": uuid, "host": body["host"], "site": site, "pid": body["pid"],
                    "extra": body["extra"], "jobtypes": body["jobtypes"], "version": body["version"],
                    "state": states.IDLE, "job": None, "njobs": 0, "kill_requested": False, "kill_job": None,
-                   "ts_reg": now, "ts_lhb": now, "ts_stop": None, "usage": {}, "reason": None}
+                   "ts_reg": now, "ts_lhb": now, "ts_stop": None, "usage": {}, "reason": None,
+                   "registrar": who.name}
+            if credentials is not None and key is not None and credentials.collection.find_one(
+                    {"_id": digest(key)}, {"_id": 1}) is not None:
+                raise ApiError(409, "that key is already in use; choose a fresh random one", "key")
             self.lifecycle.insert_pilot(doc)
+            credential = credentials.issue(PILOT_CREDENTIAL, key, pilot=uuid, site=site) if credentials else ""
             events.record("pilot.registered", f"pilot {uuid} registered on {doc['host']} (site {doc['site'] or '-'})",
                           pilot=uuid, site=doc["site"] or None)
         self.registry.pilots[uuid] = self.registry._info(
             doc, IOLoop.current().time(), self.registry.held_job(uuid) if existing is not None else None)
-        return doc
+        return doc, credential
 
     def settings(self) -> dict[str, Any]:
         """Server settings a pilot follows."""

@@ -312,10 +312,7 @@ class Retention:
         excess = max(0, self._count(kind) - rule.keep) if rule.keep else 0
         cutoff = utcnow() - _dt.timedelta(days=rule.days) if rule.days > 0 else None
         collection = kind.model._get_collection()
-        if _is_embedded(collection):
-            rows = self._walk_rows(collection)
-        else:
-            rows = collection.find(kind.query)
+        rows = kept.walk(collection) if _is_embedded(collection) else collection.find(kind.query)
         due = 0
         for i, doc in enumerate(rows):
             if not kind.removable(doc):
@@ -328,20 +325,6 @@ class Retention:
             if i % 1000 == 999:
                 await asyncio.sleep(0)
         return due
-
-    @staticmethod
-    def _walk_rows(collection: Any) -> Iterable[dict]:
-        store = collection._store
-        codec = store._documents._codec_options
-        position = 0
-        while True:
-            rows = store._connection.execute(
-                "SELECT rowid, doc FROM documents WHERE rowid > ? ORDER BY rowid LIMIT 1000", (position,)).fetchall()
-            if not rows:
-                return
-            for rowid, blob in rows:
-                position = rowid
-                yield bson.decode(blob, codec_options=codec)
 
     async def restore(self, kind: str, days: list[str]) -> dict[str, int]:
         """Put archived records of ``kind`` from the day files back; ``_id``\\ s already present are skipped."""

@@ -80,6 +80,10 @@ class Field:
             if not isinstance(value, dict):
                 raise invalid(where, f"must be an object, got {_json_type(value)}")
             return value
+        if kind == "envnames":
+            if not isinstance(value, list) or not all(isinstance(v, str) and ENV_NAME_RE.match(v) for v in value):
+                raise invalid(where, "must be a list of environment variable names")
+            return list(value)
         if kind == "strlist":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise invalid(where, "must be a list of strings")
@@ -97,6 +101,7 @@ class Field:
             "env": {"type": "object", "additionalProperties": {"type": "string"}},
             "object": {"type": "object"},
             "strlist": {"type": "array", "items": {"type": "string"}},
+            "envnames": {"type": "array", "items": {"type": "string", "pattern": ENV_NAME_RE.pattern}},
         }[self.kind].copy()
         schema["description"] = self.help + (f" (alias: {', '.join(self.aliases)})" if self.aliases else "")
         if self.choices:
@@ -196,6 +201,8 @@ _JOB_COMMON = (
     Field("timelimit", "int", "Seconds the payload may run (default: the server's default_timelimit).",
           minimum=1, aliases=("timeout",)),
     Field("env", "env", "Environment variables for the payload.", default=dict),
+    Field("secret_env", "envnames", "Names of env variables whose values are secret: the pilot gets them, "
+                                    "but no API answer or page ever shows them (shown as <secret>).", default=list),
     Field("max_attempts", "int", "Runs allowed after unsuccessful ends (1 = no retry).", minimum=1, default=1),
 )
 JOB_CREATE = Body("JobCreate", (
@@ -226,6 +233,9 @@ PILOT_REGISTER = Body("PilotRegister", (
     Field("extra", "str", "Free text, e.g. the batch system's job id.", default="", max_length=256),
     Field("jobtypes", "strlist", "Run only these job types (empty = any).", default=list),
     Field("version", "str", "Pilot software version.", default="", max_length=64),
+    Field("key", "str", "A secret of at least 32 characters the pilot chose: it becomes the pilot's credential, "
+                        "and a retried registration of the same uuid with the same key is the same pilot "
+                        "(the server makes a credential otherwise).", nullable=True, default=None, max_length=256),
 ))
 PILOT_EVENT = Body("PilotEvent", (
     Field("event", "str", "What happened.", required=True,

@@ -140,7 +140,7 @@ class WorkflowEngine(Listener):
                 "state": "ready" if given is not None else "template", "comment": edge.comment, "metadata": {},
                 "size": None, "workflow": wf_uuid, "datatag": edge.datatag or None, "edge": edge.id,
                 "source": edge.source, "target": edge.target, "source_job": job_ids[edge.source],
-                "target_job": job_ids[edge.target], "ts_reg": now, "ts_upd": now})
+                "target_job": job_ids[edge.target], "ts_reg": now, "ts_upd": now, "owner": user})
         job_docs = []
         for name, vertex in template.vertices.items():
             wiring = {e.datatag: paths[e.id] for e in template.edges if e.datatag and name in (e.source, e.target)}
@@ -159,7 +159,7 @@ class WorkflowEngine(Listener):
                                               children=children, n_parents=len(template.parents(name))))
         roots = [job_ids[name] for name in template.roots()]
         workflow = {"_id": wf_uuid, "name": body["name"] or template.name, "description": body["description"],
-                    "user": body["user"] or user, "template": template.name, "template_version": tdoc["version"],
+                    "user": body["user"] or user, "owner": user, "template": template.name, "template_version": tdoc["version"],
                     "state": states.WF_TEMPLATE, "njobs": len(job_docs), "ndone": 0, "vertices": job_ids,
                     "roots": roots, "error": None, "ts_def": now, "ts_sta": None, "ts_sto": None}
         try:

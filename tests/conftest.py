@@ -96,7 +96,7 @@ class ServerProcess:
             self.proc.wait(5)
             raise RuntimeError(f"server did not start: {line!r}\n{self.log_path.read_text()[-3000:]}")
         self.url = line.strip().rsplit(" ", 1)[-1]
-        configured = [t["token"] for t in self.settings.get("tokens", []) if t["role"] == "admin"]
+        configured = [t["token"] for t in self.settings.get("tokens", []) if t["role"] == "admin" and "token" in t]
         if configured:
             self.token = configured[0]
         elif self.auth:

@@ -62,7 +62,7 @@ class Fleet:
         self.dirs = {d: tmp / d for d in ("logs", "jobs", "work")}
 
     def args(self, command: str, *extra: str, backend: str = "local") -> list[str]:
-        common = [command, "-b", backend, "--fleet", self.name, "-S", self.server.url, "--token", self.server.token]
+        common = [command, "-b", backend, "--fleet", self.name, "-S", self.server.url]
         if command in ("up", "top-up"):
             common += ["--logdir", str(self.dirs["logs"]), "--joblogdir", str(self.dirs["jobs"]),
                        "--workdir", str(self.dirs["work"])]
@@ -70,7 +70,8 @@ class Fleet:
 
     def run(self, command: str, *extra: str, backend: str = "local", timeout: float = 60,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("P3S_", "SSH_AUTH"))}, **(env or {})}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("P3S_", "SSH_AUTH"))},
+               "P3S_TOKEN": self.server.token, **(env or {})}
         argv = self.args(command, *extra, backend=backend)
         return subprocess.run([sys.executable, "-m", "p3s.cli.fleet", *argv], capture_output=True, text=True,
                               timeout=timeout, env=env)

@@ -32,13 +32,16 @@ def test_roles(make_server):
     job = server.ok("POST", "/jobs", {"payload": "x"}, 201, token=client)["items"][0]
     assert job["user"] == "shifter"                                  # submitter from the token's name
     assert server.call("GET", f"/jobs/{job['uuid']}", token=client).status == 200
-    assert server.call("DELETE", f"/jobs/{job['uuid']}", token=client).status == 403
-    assert server.call("PATCH", f"/jobs/{job['uuid']}", {"priority": 3}, token=client).status == 403
+    others = server.ok("POST", "/jobs", {"payload": "x"}, 201, token=admin)["items"][0]["uuid"]
+    assert server.call("DELETE", f"/jobs/{others}", token=client).status == 403      # not its own
+    assert server.call("PATCH", f"/jobs/{others}", {"priority": 3}, token=client).status == 403
+    assert server.call("PATCH", f"/jobs/{job['uuid']}", {"priority": 3}, token=client).status == 200
     assert server.call("POST", "/pilots", {"host": "h"}, token=client).status == 403
     assert server.call("GET", "/jobs", token=pilot).status == 403
     registered = server.ok("POST", "/pilots", {"host": "h", "site": "s"}, 201, token=pilot)
-    uuid = registered["pilot"]["uuid"]
-    assert server.call("POST", f"/pilots/{uuid}/request", {"wait": 0}, token=pilot).body["job"]["uuid"] == job["uuid"]
+    uuid, own = registered["pilot"]["uuid"], registered["credential"]
+    assert server.call("POST", f"/pilots/{uuid}/request", {"wait": 0}, token=pilot).status == 403
+    assert server.call("POST", f"/pilots/{uuid}/request", {"wait": 0}, token=own).body["job"]["uuid"] == job["uuid"]
     assert server.call("POST", "/pilots/kill", {"uuid": uuid}, token=pilot).status == 403
     assert server.call("POST", "/sites", {"name": "s"}, token=admin).status == 201
     assert server.call("GET", "/sites/s", token=pilot).status == 200   # pilots bootstrap from their site

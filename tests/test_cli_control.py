@@ -54,13 +54,13 @@ def test_job_log_rerun_kill_and_errors(server):
     errors = command(server, "job", "errors", "--by", "error_line")
     assert errors.returncode == 0 and "ERROR: no calibration" in errors.stdout and errors.stdout.split("\n")[1].startswith("2")
     assert command(server, "job", "errors", "--by", "colour").returncode == 2
-    counted = command(server, "job", "rerun", "-s", "failed", "-T", "reco")
+    counted = command(server, "job", "rerun", "-A", "failed", "-T", "reco")
     assert counted.returncode == 1 and "2 job(s) match" in counted.stderr
     assert server.job(first)["state"] == "failed"
-    done = command(server, "job", "rerun", "-s", "failed", "-T", "reco", "--yes")
+    done = command(server, "job", "rerun", "-A", "failed", "-T", "reco", "--yes")
     assert done.returncode == 0 and "rerun: 2 of 2" in done.stdout
     assert server.job(first)["state"] == "defined"
-    assert command(server, "job", "rerun", "-s", "bogus", "--yes").returncode == 2
+    assert command(server, "job", "rerun", "-A", "bogus", "--yes").returncode == 2
     killed = command(server, "job", "kill", "-T", "reco", "--yes")
     assert killed.returncode == 0 and "kill: 2 of 2" in killed.stdout
     assert server.job(second)["state"] == "cancelled"
@@ -112,7 +112,8 @@ def test_a_wrong_flag_value_is_refused_not_passed_silently(server):
     wrong = command(server, "pilot", "list", "-s", "running")
     assert wrong.returncode == 2 and "-A running" in wrong.stderr
     assert command(server, "pilot", "list", "-A", "sleeping").returncode == 2
-    assert command(server, "job", "list", "-s", "runing").returncode == 2
+    assert command(server, "job", "list", "-A", "runing").returncode == 2
+    assert command(server, "job", "list", "-s", "running").returncode == 2          # -s is the site
     server.register(host="wn01", site="np04")
     assert command(server, "pilot", "list", "-s", "np04").returncode == 0
 
@@ -145,3 +146,23 @@ def test_server_on_a_taken_port_says_so_in_one_line(server, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{server.port}" in lines[0] and "in use" in lines[0], lines
+
+
+def test_the_readme_examples_work_verbatim_on_a_fresh_server(server, tmp_path):
+    """The shell lines the README gives for workflows and job files, as written there."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    wanted = [b for b in blocks if "add-type TXT" in b or "conf/jobs/example.json" in b]
+    assert len(wanted) == 2
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")},
+           "P3S_SERVER_URL": server.url, "P3S_TOKEN": server.token,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for block in wanted:
+        done = subprocess.run(["bash", "-euc", block], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (block, done.stderr)
+    assert server.ok("GET", "/workflows")["total"] == 1
+    assert {j["name"] for j in server.ok("GET", "/jobs?limit=100")["items"]} >= {"hello", "count-lines"}

@@ -86,7 +86,7 @@ def test_show_adjust_delete(server, p3s_dataset):
     [record] = server.ok("POST", "/data", [{"name": "a.root", "metadata": {"run": "1"}}], 201)["items"]
     shown = p3s_dataset("show", record["uuid"])
     assert shown.returncode == 0 and "name:" in shown.stdout and "a.root" in shown.stdout
-    adjusted = p3s_dataset("adjust", record["uuid"], "-s", "ready", "--comment", "checked", "--meta", "det=np04")
+    adjusted = p3s_dataset("adjust", record["uuid"], "-A", "ready", "--comment", "checked", "--meta", "det=np04")
     assert adjusted.returncode == 0, adjusted.stderr
     now = server.ok("GET", f"/data/{record['uuid']}")
     assert (now["state"], now["comment"], now["metadata"]) == ("ready", "checked", {"run": "1", "det": "np04"})

@@ -67,7 +67,7 @@ def test_one_job_per_input_file(server, p3s_job, seed, tmp_path):
 
 
 def test_overrides(server, p3s_job, seed):
-    result = p3s_job("submit", "-j", str(seed), "-s", "template", "-P", "5", "-T", "calib", "-t", "30",
+    result = p3s_job("submit", "-j", str(seed), "-A", "template", "-P", "5", "-T", "calib", "-t", "30",
                      "--env", "RUN=7")
     assert result.returncode == 0, result.stderr
     job = server.job(result.stdout.strip())
@@ -132,7 +132,7 @@ def test_adjust(server, p3s_job):
         job = server.job(uuid)
         assert (job["priority"], job["timelimit"], job["env"]["NEW"]) == (5, 60, "2")
     assert server.job(a["uuid"])["env"] == {"KEEP": "1", "NEW": "2"}
-    held = p3s_job("adjust", "-u", "no-such-job", "-u", a["uuid"], "-s", "template")
+    held = p3s_job("adjust", "-u", "no-such-job", "-u", a["uuid"], "-A", "template")
     assert held.returncode == 1 and "no-such-job" in held.stderr
     assert server.job(a["uuid"])["state"] == "template"
     nothing = p3s_job("adjust", "-u", a["uuid"])

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 
 def run(server, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "p3s.cli.pilot", *args, "-S", server.url, "--token", server.token],
-                          capture_output=True, text=True, timeout=30)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
+    return subprocess.run([sys.executable, "-m", "p3s.cli.pilot", *args, "-S", server.url],
+                          capture_output=True, text=True, timeout=30, env=env)
 
 
 def test_list_show_kill_delete(server):

@@ -22,11 +22,11 @@ def test_templates_workflows_and_drawing(server, tmp_path):
     shown = run(server, "show-template", "3filters")
     assert shown.returncode == 0 and "filter2" in shown.stdout and "INPTXT" in shown.stdout
     exported = tmp_path / "3f.graphml"
-    assert run(server, "export-template", "3filters", "--format", "graphml", "-o", str(exported)).returncode == 0
+    assert run(server, "export-template", "3filters", "--format", "graphml", "--output", str(exported)).returncode == 0
     copy = run(server, "add-template", str(exported), "--name", "3filters-copy")
     assert copy.returncode == 0, copy.stderr
     started = run(server, "start", "3filters", "-i", "INPTXT=/data/run1.txt", "-o", "filter1.priority=7",
-                  "-f", "derived")
+                  "--filenames", "derived")
     assert started.returncode == 0, started.stderr
     uuid = started.stdout.strip()
     drawing = run(server, "show", uuid).stdout

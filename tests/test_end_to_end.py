@@ -34,10 +34,10 @@ def test_dropped_file_runs_through_a_three_step_dag(server, tmp_path):
     inbox, outputs = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
     outputs.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
-    common = ["-S", server.url, "--token", server.token]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
+    common = ["-S", server.url]
     injector = subprocess.Popen([sys.executable, "-m", "p3s.cli.injector", *common, "-d", str(inbox),
-                                 "--pattern", "*.txt", "-t", "dqm-chain", "--datatype", "TXT",
+                                 "--pattern", "*.txt", "--template", "dqm-chain", "--datatype", "TXT",
                                  "--outdir", str(outputs)],
                                 stderr=open(tmp_path / "injector.log", "w"), env=env, cwd=REPO)
     pilots = [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", *common, "-c", "0", "-p", "5",

@@ -213,7 +213,7 @@ def _line_with(lines: queue.Queue, text: str, timeout: float) -> str:
 
 def test_top_up_every_n_seconds_replaces_a_lost_pilot(server, fleet: Fleet):
     server.ok("POST", "/sites", {"name": "lab", "pilots": 2, "cycles": 0, "period": 5, "beat": 1}, 201)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
     loop = subprocess.Popen([sys.executable, "-m", "p3s.cli.fleet",
                              *fleet.args("top-up", "--site", "lab", "-w", "wn01", "--every", "1", *FAST_PILOT)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

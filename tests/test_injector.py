@@ -38,7 +38,7 @@ class InjectorProcess:
         self.log_path = log_path
         self._log = open(log_path, "w")
         command = [sys.executable, "-m", "p3s.cli.injector", "-S", server.url, "--token", server.token,
-                   "-t", "1filter", "--datatype", "TXT", *args]
+                   "--template", "1filter", "--datatype", "TXT", *args]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log, env=env, cwd=REPO)
 
     def log(self) -> str:
@@ -77,7 +77,7 @@ def injector(tmp_path):
 def run_once(server, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
     command = [sys.executable, "-m", "p3s.cli.injector", "-S", server.url, "--token", server.token,
-               "-t", "1filter", "--datatype", "TXT", "--once", *args]
+               "--template", "1filter", "--datatype", "TXT", "--once", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
 
 
@@ -289,7 +289,7 @@ def test_stops_cleanly_while_the_server_is_away(wf_server, injector, tmp_path):
 
 
 def test_configuration_errors_exit_2(wf_server, tmp_path):
-    unknown = run_once(wf_server, "-d", str(tmp_path), "-t", "nosuch")
+    unknown = run_once(wf_server, "-d", str(tmp_path), "--template", "nosuch")
     assert unknown.returncode == 2 and "nosuch" in unknown.stderr
     tag = run_once(wf_server, "-d", str(tmp_path), "--input-tag", "NOPE")
     assert tag.returncode == 2 and "NOPE" in tag.stderr
@@ -302,7 +302,7 @@ def test_gives_up_after_max_outage(wf_server, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "p3s.cli.injector", "-S", f"http://127.0.0.1:{port}", "--token", "x",
-               "-t", "1filter", "--once", "-d", str(tmp_path), "--max-outage", "1", "--max-backoff", "0.3"]
+               "--template", "1filter", "--once", "-d", str(tmp_path), "--max-outage", "1", "--max-backoff", "0.3"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=30)
     assert result.returncode == 1 and "unreachable for more than 1 s" in result.stderr
 

@@ -16,10 +16,10 @@ class PilotProcess:
     def __init__(self, server, tmp: Path, *args: str) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.dirs = {name: tmp / name for name in ("log", "jobs", "work")}
-        command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url, "--token", server.token,
+        command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url,
                    "-l", str(self.dirs["log"]), "-L", str(self.dirs["jobs"]), "-w", str(self.dirs["work"]),
                    "--grace", "1", *args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
         self.stderr_path = tmp / "pilot.stderr"
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(command, stderr=self._stderr, stdout=subprocess.DEVNULL, env=env)

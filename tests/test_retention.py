@@ -236,3 +236,17 @@ def test_an_interrupted_archive_write_is_cut_off_and_never_read(tmp_path):
     assert list(archive.read_file(path))[0]["ts"] == dt.datetime(2026, 12, 1, 10)
     with pytest.raises(archive.ArchiveError):
         store.path("events", "../x")
+
+
+def test_counters_are_kept_over_a_clean_stop_and_counted_after_a_kill(make_server):
+    s = make_server(**OFF)
+    run_jobs(s, n_ok=2, n_fail=1, n_cancel=1, n_waiting=2)
+    summary = s.ok("GET", "/summary")
+    s.restart()                                    # clean stop: the counters are kept
+    assert s.ok("GET", "/summary")["jobs"] == summary["jobs"]
+    assert "counters: kept" in s.log_path.read_text()
+    s.submit({"payload": "one more"})
+    s.restart(signal.SIGKILL)                      # no clean stop: the snapshot must not be used
+    after = s.ok("GET", "/summary")
+    assert after["jobs"]["defined"] == summary["jobs"]["defined"] + 1
+    assert after["jobs"]["finished"] == 2 and after["pilots"]["stopped"] == 1

@@ -191,6 +191,7 @@ def test_templates_are_immutable_once_used(wf_server):
 
 def test_workflow_runs_for_real_with_pilots(wf_server, tmp_path):
     """A 3-step chain through real pilot processes: files are produced and consumed for real."""
+    import os
     import subprocess
     import sys
     s = wf_server
@@ -214,9 +215,9 @@ def test_workflow_runs_for_real_with_pilots(wf_server, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     wf = start(s, "chain", inputs={"INTXT": str(source)}, dirpath=str(out), filenames="derived")
-    pilot = subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", s.url, "--token", s.token, "-c", "2",
+    pilot = subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", s.url, "-c", "2",
                               "-p", "1", "-l", str(tmp_path / "l"), "-L", str(tmp_path / "j"), "-w", str(tmp_path / "w")],
-                             stderr=subprocess.DEVNULL)
+                             stderr=subprocess.DEVNULL, env={**os.environ, "P3S_TOKEN": s.token})
     assert pilot.wait(60) == 0
     assert s.ok("GET", f"/workflows/{wf['uuid']}")["state"] == "finished"
     assert (out / "run9.count.COUNTS.txt").read_text().strip() == "3"

@@ -25,11 +25,12 @@ class StatsHandler(ApiHandler):
         minutes = self.int_arg("minutes", 60, 1, 1440)
         stats = self.server.stats
         self.reply({"windows": stats.windows(), "series": stats.series(minutes),
-                    "limits": dict(self.server.broker.limits), "summary": self.server.summary()})
+                    "limits": dict(self.server.broker.limits), "summary": self.server.summary(),
+                    "lost_pilots_1h": stats.lost_by_site(3600)})
 
 
 class WhoAmIHandler(ApiHandler):
-    roles = {"GET": auth.READ | auth.PILOT}
+    roles = {"GET": auth.ANY}
     doc = {"GET": {"summary": "The caller's role and name", "response": "WhoAmI"}}
 
     def get(self) -> None:

@@ -19,6 +19,9 @@ from p3s.server.base import jsonable
 log = logging.getLogger("p3s.live")
 PERIOD = 0.5
 MAX_ITEMS = 500          # per message and kind; beyond, pages are told to reload their lists
+PING_EVERY = 5.0         # seconds: a quiet stream still says it is alive (pages show stale data otherwise)
+ROW_FIELDS = ("state", "jobtype", "workflow", "pilot", "name", "host", "exit_code", "priority", "ts_def", "ts_dis",
+              "ts_sta", "ts_sto", "error", "user")
 
 
 class Broadcaster(Listener):
@@ -27,6 +30,7 @@ class Broadcaster(Listener):
     def __init__(self, summary: Callable[[], dict]) -> None:
         self.summary = summary
         self.subscribers: set[asyncio.Queue] = set()
+        self._quiet = 0.0
         self._reset()
         self._timer = PeriodicCallback(self.flush, PERIOD * 1000)
 
@@ -62,9 +66,10 @@ class Broadcaster(Listener):
             self.overflow = True
 
     def job_moved(self, before: dict, after: dict) -> None:
-        self._note(self.jobs, after["_id"], {"state": after["state"], "jobtype": after.get("jobtype"),
-                                             "workflow": after.get("workflow"), "pilot": after.get("pilot"),
-                                             "name": after.get("name")})
+        # What a list row shows, so that a page redraws the whole row from the message; a field
+        # the change did not touch is left out (the page keeps its value).
+        change = {k: after[k] for k in ROW_FIELDS if k in after}
+        self._note(self.jobs, after["_id"], {**self.jobs.get(after["_id"], {}), **change})
 
     def job_created(self, doc: dict) -> None:
         self.created += 1
@@ -91,7 +96,16 @@ class Broadcaster(Listener):
             self._reset()
             return
         if not (self.jobs or self.pilots or self.workflows or self.events):
+            self._quiet += PERIOD
+            if self._quiet >= PING_EVERY:
+                self._quiet = 0.0
+                for queue in list(self.subscribers):
+                    try:
+                        queue.put_nowait(PING)
+                    except asyncio.QueueFull:
+                        pass
             return
+        self._quiet = 0.0
         message = json.dumps(jsonable({"jobs": self.jobs, "pilots": self.pilots, "workflows": self.workflows,
                                        "events": self.events, "created": self.created, "overflow": self.overflow,
                                        "summary": self.summary()}), default=str)
@@ -113,7 +127,12 @@ def queue_close(queue: asyncio.Queue) -> None:
     queue.put_nowait(None)
 
 
+PING = "ping"            # a queue item that is sent as a ping event
+
+
 def stream_message(data: str, event: str = "change") -> bytes:
+    if data is PING:
+        return b"event: ping\ndata: {}\n\n"
     return f"event: {event}\ndata: {data}\n\n".encode()
 
 

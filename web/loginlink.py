@@ -70,7 +70,7 @@ class LinkPage(PageBase):
         self.set_header("Cache-Control", "no-store")
         token = self.server.login_links.redeem(self.get_argument("code", ""))
         who = self.server.authenticator.identify(f"Bearer {token}") if token else None
-        if who is None or who[0] not in ("admin", "client"):
+        if who is None or who.role not in ("admin", "client"):
             self.redirect("/login?expired=1")
             return
         self.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", expires_days=30)

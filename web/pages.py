@@ -13,7 +13,7 @@ from p3s.server.base import TOKEN_COOKIE
 from p3s.web import metrics
 
 HERE = Path(__file__).resolve().parent
-PAGES = ("", "jobs", "pilots", "workflows", "templates", "data", "events", "sites")
+PAGES = ("", "jobs", "pilots", "workflows", "templates", "data", "events", "sites", "hosts", "errors")
 
 
 class PageBase(tornado.web.RequestHandler):
@@ -37,10 +37,10 @@ class PageHandler(PageBase):
 
     def get(self, *_parts: str) -> None:
         who = self.identity()
-        if who is None or who[0] not in ("admin", "client"):
+        if who is None or who.role not in ("admin", "client"):
             self.redirect("/login?next=" + tornado.escape.url_escape(self.request.uri))
             return
-        self.render("index.html", version=__version__, role=who[0], name=who[1])
+        self.render("index.html", version=__version__, role=who.role, name=who.name)
 
 
 class LoginHandler(PageBase):
@@ -50,7 +50,7 @@ class LoginHandler(PageBase):
     def post(self) -> None:
         token = self.get_body_argument("token", "").strip()
         who = self.server.authenticator.identify(f"Bearer {token}")
-        if who is None or who[0] not in ("admin", "client"):
+        if who is None or who.role not in ("admin", "client"):
             self.set_status(401)
             self.render("login.html", error="That token is not known here (a pilot token cannot log in).",
                         next=self._next(), version=__version__)

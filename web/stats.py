@@ -94,11 +94,13 @@ class Stats(Listener):
             if dispatched is not None:
                 self._sample(self.waits, max(0.0, dispatched - defined), started)
 
-    def load(self) -> None:
-        """Count the last 24 hours once, from the jobs' timestamps."""
+    def load(self, jobs: Iterable[dict] | None = None) -> None:
+        """Count the last 24 hours once, from the jobs' timestamps (``jobs``: all of them, else a query)."""
         since = _dt.datetime.utcnow() - _dt.timedelta(days=1)
         fields = {"jobtype": 1, "state": 1, "ts_def": 1, "ts_dis": 1, "ts_sta": 1, "ts_sto": 1, "noop": 1}
-        for job in models.Job._get_collection().find({"ts_def": {"$gte": since - _dt.timedelta(days=1)}}, fields):
+        if jobs is None:
+            jobs = models.Job._get_collection().find({"ts_def": {"$gte": since - _dt.timedelta(days=1)}}, fields)
+        for job in jobs:
             if job.get("noop"):
                 continue
             jobtype = job.get("jobtype", "")

@@ -125,6 +125,15 @@ def run_command(func, args: argparse.Namespace) -> None:
         pass
 
 
+def check_site(client: Any, site: str, states: Iterable[str] = ()) -> None:
+    """Exit 2 when ``site`` names no defined site (a mistyped flag must not pass as "0 found")."""
+    known = {s["name"] for s in client.list("sites")["items"]}
+    if site in known:
+        return
+    hint = f" (-s is the site; for the state say -A {site})" if site in states else ""
+    fail(f"no site {site!r} is defined and nothing matched it{hint}; sites: {', '.join(sorted(known)) or 'none'}")
+
+
 def json_type(value: Any) -> str:
     """How a decoded JSON value is called in messages: 'an object', 'a list', …"""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",

@@ -173,7 +173,7 @@ def _register_parser(sub: Any) -> None:
     p.add_argument("-T", "--type", "--datatype", dest="type", metavar="DATATYPE",
                    help="data type of every file (registered with add-type)")
     p.add_argument("--dirpath", metavar="DIR", help="directory of every file [default: each PATH's directory]")
-    p.add_argument("-s", "--state", choices=DATA_STATES, help="state of every file [default defined]")
+    p.add_argument("-A", "--state", choices=DATA_STATES, help="state of every file [default defined]")
     p.add_argument("--comment", help="comment on every file")
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata of every file; repeatable")
 
@@ -183,7 +183,7 @@ def _list_parser(sub: Any) -> None:
     p.add_argument("--name", help="file name (exact)")
     p.add_argument("--dirpath", metavar="DIR", help="directory (exact)")
     p.add_argument("-T", "--datatype", "--type", dest="type", metavar="DATATYPE", help="data type")
-    p.add_argument("-s", "--state", choices=DATA_STATES, help="state")
+    p.add_argument("-A", "--state", choices=DATA_STATES, help="state")
     p.add_argument("--workflow", metavar="UUID", help="workflow")
     p.add_argument("--limit", type=int, default=100, help="most files to show (1–1000) [default 100]")
     p.add_argument("--offset", type=int, default=0, help="files to skip [default 0]")
@@ -197,7 +197,7 @@ def _adjust_parser(sub: Any) -> None:
     p.add_argument("uuid", metavar="UUID")
     p.add_argument("--name", help="new file name")
     p.add_argument("--dirpath", metavar="DIR", help="new directory")
-    p.add_argument("-s", "--state", choices=DATA_STATES, help="new state")
+    p.add_argument("-A", "--state", choices=DATA_STATES, help="new state")
     p.add_argument("--comment", help="new comment")
     p.add_argument("-T", "--datatype", "--type", dest="type", metavar="DATATYPE", help="new data type")
     p.add_argument("--meta", action="append", metavar="KEY=VALUE",

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="files smaller than this are skipped [default 1: empty files are skipped]")
 
     work = parser.add_argument_group("workflows")
-    work.add_argument("-t", "--template", required=True, help="workflow template to instantiate per file")
+    work.add_argument("--template", required=True, help="workflow template to instantiate per file")
     work.add_argument("--input-tag", metavar="TAG",
                       help="data tag or edge id the file is bound to [default: the template's first input]")
     work.add_argument("--filenames", choices=("derived", "generated", "template"), default="derived",

@@ -1,14 +1,14 @@
 """`p3s-job`: submit, list, show, adjust, kill and delete jobs; list and set per-jobtype limits.
 
-    p3s-job submit -j FILE [-N N] [-f F1,F2 | --files-from LIST] [-s STATE] [-P N] [-T TYPE]
-    p3s-job list [-s STATES] [-T TYPE] [--user U] [--workflow W] [--site S] [--pilot P] …
+    p3s-job submit -j FILE [-N N] [-f F1,F2 | --files-from LIST] [-A STATE] [-P N] [-T TYPE]
+    p3s-job list [-A STATES] [-T TYPE] [--user U] [--workflow W] [-s SITE] [--pilot P] …
     p3s-job show UUID
-    p3s-job adjust -u UUID[,UUID…] [-P N] [-s STATE] [-t SECONDS] [--env K=V] [--max-attempts N]
-    p3s-job kill -u UUID[,UUID…] | kill [-s STATES] [-T TYPE] [-H HOST] [--user U] … --yes
-    p3s-job rerun -u UUID[,UUID…] | rerun [-s STATES] [-T TYPE] [-H HOST] … --yes
+    p3s-job adjust -u UUID[,UUID…] [-P N] [-A STATE] [-t SECONDS] [--env K=V] [--max-attempts N]
+    p3s-job kill -u UUID[,UUID…] | kill [-A STATES] [-T TYPE] [-H HOST] [--user U] … --yes
+    p3s-job rerun -u UUID[,UUID…] | rerun [-A STATES] [-T TYPE] [-H HOST] … --yes
     p3s-job log UUID [--err] [--follow]
     p3s-job errors [--hours N] [--by exit_code,error_line,host] [-T TYPE]
-    p3s-job delete -u UUID[,UUID…] | delete [-s STATES] [-T TYPE] [--user U] [--workflow W] --yes
+    p3s-job delete -u UUID[,UUID…] | delete [-A STATES] [-T TYPE] [--user U] [--workflow W] --yes
     p3s-job limits [-T TYPE] [-L N|none]
 
 The original system's flag style works too: ``-j FILE`` submits, ``-a`` adjusts, ``-d`` deletes,
@@ -21,7 +21,7 @@ import argparse
 import sys
 from typing import Any, Iterable
 
-from p3s.cli.common import (Failures, add_client_arguments, add_input_file_arguments, fail, json_type,
+from p3s.cli.common import (Failures, add_client_arguments, check_site, add_input_file_arguments, fail, json_type,
                             load_json_list, make_client, number_type, parse_pairs, print_json, print_record,
                             print_table, run_command, split_csv)
 from p3s.cli import job_ops
@@ -137,6 +137,8 @@ def cmd_list(args: argparse.Namespace) -> None:
     reply = make_client(args).list("jobs", state=args.state, jobtype=args.jobtype, user=args.user,
                                    workflow=args.workflow, site=args.site, pilot=args.pilot, host=args.host,
                                    q=args.name, limit=args.limit, offset=args.offset, sort=args.sort)
+    if args.site and not reply["total"]:
+        check_site(make_client(args), args.site, JOB_STATES)
     if args.json:
         print_json(reply)
         return
@@ -157,7 +159,7 @@ def _changes(args: argparse.Namespace) -> dict:
     changes = {name: getattr(args, name) for name in ("priority", "state", "timelimit", "max_attempts", "name",
                                                       "site") if getattr(args, name) is not None}
     if not changes and not args.env:
-        args.parser.error("nothing to change: give -P, -s, -t, --env, --max-attempts, --name or --site")
+        args.parser.error("nothing to change: give -P, -A, -t, --env, --max-attempts, --name or --site")
     return changes
 
 
@@ -195,8 +197,8 @@ def cmd_kill(args: argparse.Namespace) -> None:
     if not uuids and job_ops.kill_by_filter(args):
         return
     if not uuids:
-        args.parser.error("give the job(s) to kill: -u UUID[,UUID...] or a filter (-s, -T, -H, --user, "
-                          "--workflow, --site) with --yes")
+        args.parser.error("give the job(s) to kill: -u UUID[,UUID...] or a filter (-A, -T, -H, --user, "
+                          "--workflow, -s) with --yes")
     client = make_client(args)
     failures = Failures(PROG)
     jobs = failures.each(uuids, client.kill_job)
@@ -232,7 +234,7 @@ def cmd_delete(args: argparse.Namespace) -> None:
     if uuids and (filters or args.all):
         args.parser.error("give either uuids or a filter, not both")
     if not uuids and not filters and not args.all:
-        args.parser.error("give -u UUID[,UUID...], a filter (-s, -T, --user, --workflow, --site) or --all")
+        args.parser.error("give -u UUID[,UUID...], a filter (-A, -T, --user, --workflow, -s) or --all")
     client = make_client(args)
     if uuids:
         failures = Failures(PROG)
@@ -298,12 +300,12 @@ def _uuid_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def _filter_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-s", "--state", metavar="STATE[,STATE...]", type=job_ops.states_type(JOB_STATES),
+    parser.add_argument("-A", "--state", metavar="STATE[,STATE...]", type=job_ops.states_type(JOB_STATES),
                         help=f"states ({', '.join(JOB_STATES)})")
     parser.add_argument("-T", "--jobtype", metavar="TYPE", help="job type")
     parser.add_argument("--user", help="submitter")
     parser.add_argument("--workflow", metavar="UUID", help="workflow")
-    parser.add_argument("--site", help="required or executing site")
+    parser.add_argument("-s", "--site", help="required or executing site")
 
 
 def _submit_parser(sub: Any) -> argparse.ArgumentParser:
@@ -319,12 +321,12 @@ def _submit_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("-f", "--files", action="append", metavar="F1,F2",
                    help="one job per input file (env P3S_INPUT_FILE); repeatable, comma-separated")
     p.add_argument("--files-from", metavar="LISTFILE", help="input files, one per line ('-' = standard input)")
-    p.add_argument("-s", "--state", choices=("defined", "template"), help="initial state of every job")
+    p.add_argument("-A", "--state", choices=("defined", "template"), help="initial state of every job")
     p.add_argument("-P", "--priority", type=int, metavar="N", help="priority of every job")
     p.add_argument("-T", "--jobtype", metavar="TYPE", help="job type of every job")
     p.add_argument("-t", "--timelimit", type=_positive_int, metavar="SECONDS", help="time limit of every job")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="add to every job's env; repeatable")
-    p.add_argument("-n", "--dry-run", action="store_true", help="print the jobs as JSON, submit nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the jobs as JSON, submit nothing")
     p.set_defaults(func=cmd_submit, parser=p)
     return p
 
@@ -356,7 +358,7 @@ def _adjust_parser(sub: Any) -> None:
                                    "change only before a job is dispatched; -s defined reruns an ended job.")
     _uuid_arguments(p, "adjust")
     p.add_argument("-P", "--priority", type=int, metavar="N", help="new priority (higher runs first)")
-    p.add_argument("-s", "--state", choices=("defined", "template", "cancelled"),
+    p.add_argument("-A", "--state", choices=("defined", "template", "cancelled"),
                    help="new state: defined (release a template, rerun an ended job), template (hold), cancelled")
     p.add_argument("-t", "--timelimit", type=_positive_int, metavar="SECONDS", help="new time limit")
     p.add_argument("--env", action="append", metavar="KEY=VALUE",

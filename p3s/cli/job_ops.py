@@ -1,6 +1,6 @@
 """`p3s-job` sub-commands of the control room: rerun, kill by filter, log, errors.
 
-    p3s-job rerun -u UUID[,UUID…] | rerun FILTERS [--yes]
+    p3s-job rerun -u UUID[,UUID…] | rerun FILTERS [--yes]      (FILTERS: -A STATES -T TYPE -s SITE -H HOST --user U --workflow W)
     p3s-job kill  -u UUID[,UUID…] | kill FILTERS [--yes]
     p3s-job log UUID [--err] [--follow]
     p3s-job errors [--hours N] [--by exit_code,error_line,host] [-T TYPE]
@@ -38,7 +38,7 @@ def bulk(args: argparse.Namespace, verb: str, one: Any, filters: dict) -> None:
         failures.exit_if_any()
         return
     if not filters:
-        args.parser.error(f"give -u UUID[,UUID...] or a filter (-s, -T, --user, --workflow, --site, -H)")
+        args.parser.error("give -u UUID[,UUID...] or a filter (-A, -T, --user, --workflow, -s, -H)")
     reply = client.call("POST", f"/jobs/{verb}", {"dry_run": not args.yes}, query=filters)
     if args.json:
         print_json(reply)
@@ -110,12 +110,12 @@ def _job_filters(p: argparse.ArgumentParser) -> None:
     from p3s.states import JOB_STATES
     p.add_argument("uuids", nargs="*", metavar="UUID", help="job(s)")
     p.add_argument("-u", "--uuid", action="append", metavar="UUID[,UUID...]", help="job(s); repeatable")
-    p.add_argument("-s", "--state", metavar="STATE[,STATE...]", type=states_type(JOB_STATES),
+    p.add_argument("-A", "--state", metavar="STATE[,STATE...]", type=states_type(JOB_STATES),
                    help=f"states ({', '.join(JOB_STATES)})")
     p.add_argument("-T", "--jobtype", metavar="TYPE", help="job type")
     p.add_argument("--user", help="submitter")
     p.add_argument("--workflow", metavar="UUID", help="workflow")
-    p.add_argument("--site", help="required or executing site")
+    p.add_argument("-s", "--site", help="required or executing site")
     p.add_argument("-H", "--host", help="host that ran the job")
     p.add_argument("-y", "--yes", action="store_true", help="really act on the jobs a filter matches")
 
@@ -162,11 +162,11 @@ def add_parsers(sub: Any) -> None:
 def add_kill_filters(p: argparse.ArgumentParser) -> None:
     """Filters and --yes for ``kill`` (its -u and positional uuids are already there)."""
     from p3s.states import JOB_STATES
-    p.add_argument("-s", "--state", metavar="STATE[,STATE...]", type=states_type(JOB_STATES), help="states")
+    p.add_argument("-A", "--state", metavar="STATE[,STATE...]", type=states_type(JOB_STATES), help="states")
     p.add_argument("-T", "--jobtype", metavar="TYPE", help="job type")
     p.add_argument("--user", help="submitter")
     p.add_argument("--workflow", metavar="UUID", help="workflow")
-    p.add_argument("--site", help="required or executing site")
+    p.add_argument("-s", "--site", help="required or executing site")
     p.add_argument("-H", "--host", help="host running the job")
     p.add_argument("-y", "--yes", action="store_true", help="really kill the jobs a filter matches")
 

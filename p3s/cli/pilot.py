@@ -15,7 +15,7 @@ from p3s.pilot.cli import ADMIN_COMMANDS, run_pilot
 
 
 def _admin(argv: list[str]) -> None:
-    from p3s.cli.common import add_client_arguments, fail, make_client, print_json, print_table, run_command
+    from p3s.cli.common import add_client_arguments, check_site, make_client, print_json, print_table, run_command
     from p3s.cli.job_ops import states_type
     from p3s.states import PILOT_STATES
 
@@ -48,11 +48,7 @@ def _admin(argv: list[str]) -> None:
         if args.command == "list":
             reply = client.list("pilots", state=args.state, site=args.site, host=args.host, limit=args.limit)
             if args.site and not reply["total"]:
-                known = {x["name"] for x in client.list("sites")["items"]}
-                if args.site not in known:
-                    hint = f" (-s is the site; for the state say -A {args.site})" if args.site in PILOT_STATES else ""
-                    fail(f"no site {args.site!r} is defined and no pilot has it{hint}; "
-                         f"sites: {', '.join(sorted(known)) or 'none'}")
+                check_site(client, args.site, PILOT_STATES)
             if args.json:
                 print_json(reply)
             else:

@@ -98,19 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("name")
     export.add_argument("--version", type=int)
     export.add_argument("--format", choices=("yaml", "graphml"), default="yaml")
-    export.add_argument("-o", "--output", help="write to this file instead of standard output")
+    export.add_argument("--output", help="write to this file instead of standard output")
     start = sub.add_parser("start", aliases=["instantiate"], help="make a workflow from a template")
     start.add_argument("template")
     start.add_argument("--version", type=int)
-    start.add_argument("-n", "--name", default="")
+    start.add_argument("--name", default="")
     start.add_argument("-D", "--description", default="")
-    start.add_argument("-s", "--state", choices=("defined", "template"), default="defined",
+    start.add_argument("-A", "--state", choices=("defined", "template"), default="defined",
                        help="defined starts it now (default); template creates it stopped")
     start.add_argument("-i", "--input", action="append", metavar="TAG=PATH",
                        help="input file for an edge (by data tag or edge id); repeatable")
     start.add_argument("-o", "--override", action="append", metavar="VERTEX.FIELD=VALUE",
                        help="change a vertex: payload, priority, timelimit, jobtype or env.NAME; repeatable")
-    start.add_argument("-f", "--filenames", choices=("generated", "template", "derived"), default="generated",
+    start.add_argument("--filenames", choices=("generated", "template", "derived"), default="generated",
                        help="names of produced files [generated: uuid + extension]")
     start.add_argument("--dirpath", default="", help="directory for produced files")
     listing = sub.add_parser("list", help="list workflows")

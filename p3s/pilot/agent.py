@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import time
@@ -62,6 +63,7 @@ class Pilot:
     def __init__(self, options: PilotOptions, client: Client | None = None) -> None:
         self.options = options
         self.uuid = str(_uuid.uuid4())
+        self._key = secrets.token_hex(32)     # becomes this pilot's credential; a retry proves it is us
         self.client = client or Client(options.server, options.token, timeout=30, retries=0)
         self.payload: Payload | None = None
         self.stop_requested = False
@@ -116,7 +118,7 @@ class Pilot:
             try:
                 reply = self.client.register_pilot(
                     uuid=self.uuid, host=self.options.host, site=self.options.site, pid=os.getpid(),
-                    extra=self.options.extra, jobtypes=self.options.jobtypes, version=__version__)
+                    extra=self.options.extra, jobtypes=self.options.jobtypes, version=__version__, key=self._key)
                 break
             except P3SError as exc:
                 if (exc.status != 0 and exc.status < 500) or time.monotonic() > deadline:
@@ -124,6 +126,10 @@ class Pilot:
                 log.warning("registration failed: %s; retrying in %.1f s", exc, delay)
                 time.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, 30)
+        # From now on the pilot speaks with its own credential, good for this pilot only; the
+        # bootstrap token is forgotten.
+        self.client.token = reply.get("credential") or self._key
+        self.options.token = None
         settings = reply.get("settings", {})
         self.long_poll_max = float(settings.get("long_poll_max", self.options.period))
         # After an outage the server gives live pilots pilot_lost_timeout seconds to call again.

@@ -22,7 +22,10 @@ def run_parser() -> argparse.ArgumentParser:
         f"Management: p3s-pilot {{{','.join(ADMIN_COMMANDS)}}} --help.")
     parser.add_argument("-S", "--server", default=None, metavar="URL",
                         help="server URL [default: $P3S_SERVER_URL or http://127.0.0.1:8470]")
-    parser.add_argument("--token", default=None, help="bearer token [default: $P3S_TOKEN or the server's token file]")
+    parser.add_argument("--token-file", default=env("P3S_TOKEN_FILE"), metavar="FILE",
+                        help="file holding the pilot (bootstrap) token, readable by its owner only "
+                             "[$P3S_TOKEN_FILE; default: $P3S_TOKEN, else the server's token file]")
+    parser.add_argument("--token", default=None, help=argparse.SUPPRESS)
     parser.add_argument("-s", "--site", default=env("P3S_SITE", ""),
                         help="site: period, beat, cycles and env are bootstrapped from its record [$P3S_SITE]")
     parser.add_argument("-H", "--host", default=None, help="host name to report [default: this host's name]")
@@ -51,16 +54,27 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def run_pilot(argv: list[str]) -> int:
-    from p3s.pilot.client import Client, P3SError, find_token
+    from p3s.pilot.client import (CREDENTIAL_VARIABLES, Client, P3SError, TokenFileError, find_token,
+                                  read_token_file)
     from p3s.pilot.agent import Pilot, PilotOptions, PilotStop, bootstrap_site
 
-    args = run_parser().parse_args(argv)
+    parser = run_parser()
+    args = parser.parse_args(argv)
+    if args.token is not None:
+        parser.error("--token is refused: a token on the command line is shown to every user of this node "
+                     "(ps); put it in a file only you can read (--token-file FILE, chmod 600) or in $P3S_TOKEN")
+    try:
+        token = read_token_file(args.token_file) if args.token_file else find_token()
+    except TokenFileError as exc:
+        parser.error(str(exc))
+    for name in CREDENTIAL_VARIABLES:        # nothing this pilot starts may inherit a credential
+        os.environ.pop(name, None)
     explicit = {name for name in ("cycles", "period", "beat") if getattr(args, name) is not None}
     if args.server:
         explicit.add("server")
     options = PilotOptions(
         server=args.server or os.environ.get("P3S_SERVER_URL") or "http://127.0.0.1:8470",
-        token=args.token or find_token(), site=args.site, host=args.host or socket.getfqdn(), logdir=args.logdir,
+        token=token, site=args.site, host=args.host or socket.getfqdn(), logdir=args.logdir,
         joblogdir=args.joblogdir, workdir=args.workdir, extra=args.extra,
         jobtypes=[t for t in args.jobtypes.split(",") if t], register_deadline=args.register_deadline,
         outage=args.outage, grace=args.grace, shell=args.shell)

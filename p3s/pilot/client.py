@@ -9,6 +9,8 @@ import http.client
 import json
 import os
 import random
+import ssl
+import stat
 import time
 import urllib.parse
 import uuid as _uuid
@@ -28,6 +30,34 @@ class P3SError(Exception):
     def __str__(self) -> str:
         where = "server unreachable" if self.status == 0 else f"HTTP {self.status}"
         return f"{self.message} ({where})"
+
+
+# Every variable that carries a p3s credential: the pilot removes them from its payloads' environment.
+CREDENTIAL_VARIABLES = ("P3S_TOKEN", "P3S_TOKEN_FILE")
+
+
+class TokenFileError(Exception):
+    """A token file that must not be used (unreadable, empty, or readable by other users)."""
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path``; refused when the file is a symlink, not a regular file, or open to
+    the group or others (any of mode 077): a token others can read is no longer a secret."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY)
+    except OSError as exc:
+        raise TokenFileError(f"cannot read token file {path}: {exc.strerror}") from None
+    with os.fdopen(fd) as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise TokenFileError(f"token file {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise TokenFileError(f"token file {path} has mode {stat.S_IMODE(info.st_mode):04o}: other users can "
+                                 f"read or change it; make it private (chmod 600 {path})")
+        token = handle.read().strip()
+    if not token:
+        raise TokenFileError(f"token file {path} is empty")
+    return token
 
 
 def find_token(data_dir: str | None = None) -> str | None:

@@ -23,6 +23,7 @@ try:
 except ImportError:                     # a bare node: the same figures from /proc
     from p3s.pilot import procfs as psutil  # type: ignore[no-redef]
 
+from p3s.pilot.client import CREDENTIAL_VARIABLES
 from p3s.pilot.guard import MARKER_VARIABLE
 
 TAIL_LINES = 20
@@ -68,7 +69,8 @@ class Payload:
         self.workdir = workroot / self.uuid
         self.out_path = joblogdir / f"{self.uuid}.out"
         self.err_path = joblogdir / f"{self.uuid}.err"
-        self.env = {**base_env, **(job.get("env") or {}), "P3S_JOB_UUID": self.uuid,
+        inherited = {k: v for k, v in base_env.items() if k not in CREDENTIAL_VARIABLES}
+        self.env = {**inherited, **(job.get("env") or {}), "P3S_JOB_UUID": self.uuid,
                     MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir)}   # P3S_PILOT_UUID
         self.force_shell = force_shell
         self.proc: subprocess.Popen | None = None

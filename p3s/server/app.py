@@ -64,6 +64,7 @@ class P3SServer:
         """Open the database and rebuild the in-memory state (must run on the loop's thread)."""
         self.authenticator = Authenticator(self.config)
         self.db.open()
+        self.authenticator.open()
         self.lifecycle = Lifecycle()
         if self.db.embedded:
             self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}
@@ -75,6 +76,7 @@ class P3SServer:
         self.registry = Registry()
         self.registry.load()
         self.pilot_service = PilotService(self.lifecycle, self.broker, self.registry, self.config)
+        self.pilot_service.credentials = self.authenticator.credentials
         self.jobs = JobService(self.lifecycle, self.broker, self.pilot_service, self.config)
         self.reaper = Reaper(self.lifecycle, self.registry, self.broker, self.pilot_service, self.config)
         self.reaper.load()
@@ -85,6 +87,7 @@ class P3SServer:
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
         self.retention.load()
+        log.info("counters: %s, statistics: %s", self.counted["counters"], self.counted["stats"])
         self.hosts = HostWatch(self.config, self.broker)
         self.hosts.load()
         self.live = Broadcaster(self.summary)

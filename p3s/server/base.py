@@ -9,8 +9,9 @@ from typing import Any
 import tornado.web
 from bson import ObjectId
 
-from p3s import auth
+from p3s import auth, ownership
 from p3s.errors import ApiError, invalid
+from p3s.ownership import redact
 from p3s.states import IllegalTransition
 
 log = logging.getLogger("p3s.server")
@@ -36,7 +37,9 @@ def jsonable(value: Any) -> Any:
 
 
 def document(doc: dict, key: str = "uuid", heavy: bool = True) -> dict:
-    """A stored document as the API shows it: ``_id`` under its name, times in ISO 8601 UTC."""
+    """A stored document as the API shows it: ``_id`` under its name, times in ISO 8601 UTC, the
+    values of environment variables marked secret hidden."""
+    doc = redact(doc)
     out = {key: jsonable(doc["_id"])}
     for field, value in doc.items():
         if field == "_id" or (not heavy and field in HEAVY_FIELDS):
@@ -54,6 +57,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def initialize(self, server: Any) -> None:
         self.server = server
+        self.identity: auth.Identity | None = None
         self.role: str | None = None
         self.user = ""
         self._chunks: list[bytes] = []
@@ -86,9 +90,24 @@ class ApiHandler(tornado.web.RequestHandler):
         if who is None:
             self.set_header("WWW-Authenticate", 'Bearer realm="p3s"')
             raise ApiError(401, "missing or unknown bearer token (send 'Authorization: Bearer <token>')")
-        self.role, self.user = who
+        self.identity, self.role, self.user = who, who.role, who.name
         if self.role not in allowed:
             raise ApiError(403, f"role {self.role} may not {self.request.method} {self.request.path}")
+
+    def require_owner(self, doc: dict, kind: str, key: str) -> None:
+        """Changing a job, workflow or data record: its owner or an admin only (403)."""
+        ownership.check(self.identity, doc, kind, key)
+
+    def require_pilot(self, uuid: str) -> None:
+        """A pilot's own routes: a pilot's credential acts only for the pilot it was issued to."""
+        if self.identity is not None and self.identity.role == "agent" and self.identity.pilot != uuid:
+            raise ApiError(403, f"this credential belongs to pilot {self.identity.pilot}; it cannot act for {uuid}")
+
+    def require_site(self, site: str) -> None:
+        """A site-bound pilot token or credential reads only its own site."""
+        limit = self.identity.site if self.identity is not None and self.identity.role in ("pilot", "agent") else None
+        if limit and limit != site:
+            raise ApiError(403, f"this pilot token is limited to site {limit!r}; it cannot read site {site!r}")
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)

@@ -10,7 +10,7 @@ import re
 import uuid as _uuid
 from typing import Any
 
-from p3s import API_PREFIX, __version__, auth, faults, models, schema, slices, states
+from p3s import API_PREFIX, __version__, auth, faults, listing, models, schema, slices, states
 from p3s.errors import ApiError, invalid, not_found
 from p3s.models import utcnow
 from p3s.server.base import ApiHandler, document
@@ -43,10 +43,10 @@ class ListMixin:
         field = sort.lstrip("-")
         if field not in self.sortable and field != "_id":
             raise invalid("sort", f"cannot sort by {field!r} (sortable: {', '.join(self.sortable)})")
-        cursor = collection.find(query, {"usage_series": 0} if not heavy else None)
-        cursor = cursor.sort([(field, -1 if sort.startswith("-") else 1), ("_id", 1)]).skip(offset).limit(limit)
-        items = [document(d, key, heavy) for d in cursor]
-        self.reply({"total": collection.count_documents(query), "offset": offset, "limit": limit, "items": items})
+        found, total = listing.page(collection, query, {"usage_series": 0} if not heavy else None, field,
+                                    sort.startswith("-"), offset, limit)
+        items = [document(d, key, heavy) for d in found]
+        self.reply({"total": total, "offset": offset, "limit": limit, "items": items})
 
 
 def _eq_filters(handler: ApiHandler, names: dict[str, str]) -> dict:
@@ -111,7 +111,7 @@ class JobsHandler(ListMixin, ApiHandler):
 
 
 class JobHandler(ApiHandler):
-    roles = {"GET": auth.READ, "PATCH": auth.ADMIN, "DELETE": auth.ADMIN}
+    roles = {"GET": auth.READ, "PATCH": auth.SUBMIT, "DELETE": auth.SUBMIT}
     doc = {
         "GET": {"summary": "Get one job", "response": "Job"},
         "PATCH": {"summary": "Adjust a job (priority, state, timelimit, env, …): one write or nothing",
@@ -124,10 +124,12 @@ class JobHandler(ApiHandler):
 
     def patch(self, uuid: str) -> None:
         changes = schema.JOB_PATCH.validate(self.body())
+        self.require_owner(self.server.jobs.get(uuid), "job", uuid)
         self.reply(document(self.server.jobs.patch(uuid, changes)))
 
     def delete(self, uuid: str) -> None:
         job = self.server.jobs.get(uuid)
+        self.require_owner(job, "job", uuid)
         deleted = self.server.jobs.delete({"_id": uuid})
         if not deleted:
             raise ApiError(409, f"job {uuid} is {job['state']}; kill it before deleting it", "state")
@@ -135,11 +137,12 @@ class JobHandler(ApiHandler):
 
 
 class JobKillHandler(ApiHandler):
-    roles = {"POST": auth.ADMIN}
+    roles = {"POST": auth.SUBMIT}
     doc = {"POST": {"summary": "Cancel a job not yet dispatched, or ask its pilot to stop it",
                     "response": "Job", "status": 202}}
 
     def post(self, uuid: str) -> None:
+        self.require_owner(self.server.jobs.get(uuid), "job", uuid)
         self.reply(document(self.server.jobs.kill(uuid)), 202)
 
 
@@ -200,11 +203,15 @@ class PilotsHandler(ListMixin, ApiHandler):
         self.page(self.server.pilot_service.collection, pilot_query(self), "uuid")
 
     def post(self) -> None:
-        doc = self.server.pilot_service.register(schema.PILOT_REGISTER.validate(self.body()))
-        self.reply({"pilot": document(doc), "settings": self.server.pilot_service.settings()}, 201)
+        doc, credential = self.server.pilot_service.register(schema.PILOT_REGISTER.validate(self.body()),
+                                                             self.identity)
+        self.reply({"pilot": document(doc), "credential": credential,
+                    "settings": self.server.pilot_service.settings()}, 201)
 
     def delete(self) -> None:
-        self.reply({"deleted": self.server.lifecycle.delete_pilots(pilot_query(self))})
+        deleted = self.server.lifecycle.delete_pilots(pilot_query(self))
+        self.server.authenticator.credentials.revoke_pilots(deleted)
+        self.reply({"deleted": deleted})
 
 
 class PilotHandler(ApiHandler):
@@ -225,17 +232,19 @@ class PilotHandler(ApiHandler):
         deleted = self.server.lifecycle.delete_pilots({"_id": uuid})
         if not deleted:
             raise ApiError(409, f"pilot {uuid} is {doc['state']}; kill it before deleting it", "state")
+        self.server.authenticator.credentials.revoke_pilots(deleted)
         self.reply({"deleted": deleted})
 
 
 class PilotRequestHandler(ApiHandler):
-    roles = {"POST": auth.PILOT}
+    roles = {"POST": auth.AGENT}
     doc = {"POST": {"summary": "Ask for a job, optionally reporting the last one first (one round trip); "
                                "waits up to `wait` seconds for work (long poll)",
                     "body": "PilotRequest", "response": "JobOffer"}}
     _waiting: str | None = None
 
     async def post(self, uuid: str) -> None:
+        self.require_pilot(uuid)
         body = self.object_body(optional=True)
         unknown = set(body) - {"wait", "report"}
         if unknown:
@@ -257,12 +266,13 @@ class PilotRequestHandler(ApiHandler):
 
 
 class PilotEventsHandler(ApiHandler):
-    roles = {"POST": auth.PILOT}
+    roles = {"POST": auth.AGENT}
     doc = {"POST": {"summary": "Report an event: heartbeat (with usage), jobstart, jobstop, timelimit, "
                                "nonstarter, killed, stopped; the reply carries kill requests",
                     "body": schema.PILOT_EVENT, "response": "Instructions"}}
 
     def post(self, uuid: str) -> None:
+        self.require_pilot(uuid)
         self.reply(self.server.pilot_service.report(uuid, schema.PILOT_EVENT.validate(self.body())))
 
 
@@ -339,7 +349,7 @@ class DataListHandler(ListMixin, ApiHandler):
             where = f"[{i}]" if isinstance(body, list) else ""
             clean = schema.DATA_CREATE.validate(item, where)
             _check_datatype(clean["datatype"], f"{where}.datatype" if where else "datatype")
-            docs.append({"_id": str(_uuid.uuid4()), **clean, "workflow": None, "datatag": None, "source": None,
+            docs.append({"_id": str(_uuid.uuid4()), **clean, "owner": self.user, "workflow": None, "datatag": None, "source": None,
                          "target": None, "source_job": None, "target_job": None, "ts_reg": now, "ts_upd": now})
         models.DataFile._get_collection().insert_many(docs)
         self.reply({"items": [document(d) for d in docs]}, 201)
@@ -355,7 +365,7 @@ class DataListHandler(ListMixin, ApiHandler):
 
 
 class DataHandler(ApiHandler):
-    roles = {"GET": auth.READ, "PATCH": auth.SUBMIT, "DELETE": auth.ADMIN}
+    roles = {"GET": auth.READ, "PATCH": auth.SUBMIT, "DELETE": auth.SUBMIT}
     doc = {"GET": {"summary": "Get one data file", "response": "DataFile"},
            "PATCH": {"summary": "Adjust a data file", "body": schema.DATA_PATCH, "response": "DataFile"},
            "DELETE": {"summary": "Delete a data file record", "response": "Deleted"}}
@@ -368,6 +378,7 @@ class DataHandler(ApiHandler):
 
     def patch(self, uuid: str) -> None:
         changes = schema.DATA_PATCH.validate(self.body())
+        self._owned(uuid)
         if "datatype" in changes:
             _check_datatype(changes["datatype"], "datatype")
         doc = models.DataFile._get_collection().find_one_and_update(
@@ -377,9 +388,16 @@ class DataHandler(ApiHandler):
         self.reply(document(doc))
 
     def delete(self, uuid: str) -> None:
+        self._owned(uuid)
         if models.DataFile._get_collection().delete_one({"_id": uuid}).deleted_count == 0:
             raise not_found("data file", uuid)
         self.reply({"deleted": [uuid]})
+
+    def _owned(self, uuid: str) -> None:
+        doc = models.DataFile._get_collection().find_one({"_id": uuid}, {"owner": 1})
+        if doc is None:
+            raise not_found("data file", uuid)
+        self.require_owner(doc, "data file", uuid)
 
 
 class DataTypesHandler(ApiHandler):
@@ -457,6 +475,7 @@ class SiteHandler(ApiHandler):
            "DELETE": {"summary": "Delete a site", "response": "Deleted"}}
 
     def get(self, name: str) -> None:
+        self.require_site(name)
         doc = models.Site._get_collection().find_one({"_id": name})
         if doc is None:
             raise not_found("site", name)
@@ -576,7 +595,7 @@ class WorkflowsHandler(ListMixin, ApiHandler):
 
 
 class WorkflowHandler(ApiHandler):
-    roles = {"GET": auth.READ, "DELETE": auth.ADMIN}
+    roles = {"GET": auth.READ, "DELETE": auth.SUBMIT}
     doc = {"GET": {"summary": "Get a workflow with its jobs, data files and DAG edges", "response": "WorkflowDetail"},
            "DELETE": {"summary": "Delete a workflow with its jobs and data (none may be running)",
                       "response": "Deleted"}}
@@ -589,6 +608,7 @@ class WorkflowHandler(ApiHandler):
         self.reply(out)
 
     def delete(self, uuid: str) -> None:
+        self.require_owner(self.server.workflows.get(uuid), "workflow", uuid)
         self.server.workflows.delete(uuid)
         self.reply({"deleted": [uuid]})
 
@@ -598,15 +618,17 @@ class WorkflowStartHandler(ApiHandler):
     doc = {"POST": {"summary": "Start a workflow created in state template", "response": "Workflow"}}
 
     def post(self, uuid: str) -> None:
+        self.require_owner(self.server.workflows.get(uuid), "workflow", uuid)
         self.reply(document(self.server.workflows.start(uuid)))
 
 
 class WorkflowCancelHandler(ApiHandler):
-    roles = {"POST": auth.ADMIN}
+    roles = {"POST": auth.SUBMIT}
     doc = {"POST": {"summary": "Cancel a workflow: waiting jobs cancelled, running ones killed via their pilots",
                     "response": "Workflow", "status": 202}}
 
     def post(self, uuid: str) -> None:
+        self.require_owner(self.server.workflows.get(uuid), "workflow", uuid)
         self.reply(document(self.server.workflows.cancel(uuid)), 202)
 
 

@@ -3,6 +3,14 @@
 "use strict";
 
 const ROLE = document.body.dataset.role;
+const USER = document.body.dataset.user;
+// A client may change what it owns; an admin anything (the server checks; this only hides buttons).
+const mayChange = (doc) => ROLE === "admin" || (ROLE === "client" && doc.owner === USER);
+// Extension points, filled by the other scripts of the monitor before the page is drawn.
+const P3S = window.P3S = window.P3S || {};
+P3S.routes = P3S.routes || [];                  // [regexp, (…groups) => page]
+P3S.panels = P3S.panels || [];                  // dashboard panels: {id, order, make() -> {node, update(summary, stats)}}
+P3S.listActions = P3S.listActions || {};        // resource -> (titleElement) => (params, total) => void
 const MAIN = document.getElementById("main");
 const JOB_STATES = ["template", "defined", "dispatched", "running", "finished", "failed", "timelimit",
   "pilot_lost", "killed", "nonstarter", "cancelled"];
@@ -53,17 +61,47 @@ async function api(path, options = {}) {
   return body;
 }
 
+// Every time the monitor shows is UTC, and says so (the server's JSON times end in Z).
 function when(iso) {
   if (!iso) return "–";
   const d = new Date(iso);
   const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+}
+
+// In lists: month, day and time (the column header says UTC).
+function whenShort(iso) {
+  if (!iso) return "–";
+  const full = when(iso);
+  return full.slice(5, 19);
+}
+
+function clock(date) {
+  const d = date || new Date();
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+}
+
+function seconds(s) {
+  return s < 120 ? `${s.toFixed(1)} s` : s < 7200 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`;
 }
 
 function duration(a, b) {
   if (!a || !b) return "–";
-  const seconds = (new Date(b) - new Date(a)) / 1000;
-  return seconds < 120 ? `${seconds.toFixed(1)} s` : seconds < 7200 ? `${(seconds / 60).toFixed(1)} min` : `${(seconds / 3600).toFixed(1)} h`;
+  return seconds((new Date(b) - new Date(a)) / 1000);
+}
+
+// A run time: fixed once stopped; while running, a cell that ticks every second (see tick()).
+function runTime(start, stop) {
+  if (!start) return "–";
+  if (stop) return duration(start, stop);
+  return h("span", {class: "elapsed", "data-since": start}, seconds(Math.max(0, (Date.now() - new Date(start)) / 1000)));
+}
+
+function tick() {
+  for (const el of document.querySelectorAll("[data-since]")) {
+    el.textContent = seconds(Math.max(0, (Date.now() - new Date(el.dataset.since)) / 1000));
+  }
 }
 
 function bytes(n) {
@@ -77,7 +115,9 @@ function bytes(n) {
 const short = (uuid) => (uuid ? uuid.slice(0, 8) : "–");
 const stateBadge = (state) => h("span", {class: `state ${state}`, "data-state": state}, state);
 const link = (href, text) => h("a", {href}, text);
-const debounced = (fn, ms) => { let t = null; return () => { clearTimeout(t); t = setTimeout(fn, ms); }; };
+// Calls coalesced: one run ``ms`` after the first call (never postponed by later ones, so a page
+// under a constant stream of changes still refreshes).
+const debounced = (fn, ms) => { let t = null; return () => { if (t === null) t = setTimeout(() => { t = null; fn(); }, ms); }; };
 
 function failure(error) {
   MAIN.replaceChildren(h("h1", {}, "Error"), h("p", {class: "error"}, error.message || String(error)));
@@ -90,34 +130,7 @@ function confirmAndPost(question, path, done) {
   }}, question.split(" ")[0]);
 }
 
-// --- charts -------------------------------------------------------------------------------------
-function lineChart(series, {width = 560, height = 170, unit = ""} = {}) {
-  const pad = {l: 48, r: 10, t: 10, b: 22};
-  const points = series.flatMap((line) => line.points.filter((p) => p[1] !== null && p[1] !== undefined));
-  const svg = s("svg", {class: "chart", viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img"});
-  if (!points.length) {
-    svg.append(s("text", {x: width / 2, y: height / 2, "text-anchor": "middle", fill: "#6b7386"}, "no data yet"));
-    return svg;
-  }
-  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y1 = (Math.max(...ys) || 1) * 1.1;
-  const X = (x) => pad.l + (x - x0) / (x1 - x0) * (width - pad.l - pad.r);
-  const Y = (y) => height - pad.b - y / y1 * (height - pad.t - pad.b);
-  svg.append(s("line", {class: "axis", x1: pad.l, y1: Y(0), x2: width - pad.r, y2: Y(0)}),
-    s("line", {class: "axis", x1: pad.l, y1: pad.t, x2: pad.l, y2: Y(0)}),
-    s("text", {x: pad.l - 4, y: pad.t + 10, "text-anchor": "end"}, `${+y1.toPrecision(3)}${unit}`),
-    s("text", {x: pad.l - 4, y: Y(0), "text-anchor": "end"}, "0"),
-    s("text", {x: pad.l, y: height - 4}, when(new Date(x0 * 1000).toISOString()).slice(11, 16)),
-    s("text", {x: width - pad.r, y: height - 4, "text-anchor": "end"}, when(new Date(x1 * 1000).toISOString()).slice(11, 16)));
-  for (const line of series) {
-    const valid = line.points.filter((p) => p[1] !== null && p[1] !== undefined);
-    if (!valid.length) continue;
-    svg.append(s("polyline", {class: "series", stroke: line.colour, points: valid.map((p) => `${X(p[0])},${Y(p[1])}`).join(" ")}));
-    if (valid.length < 30) for (const p of valid) svg.append(s("circle", {cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: line.colour}));
-  }
-  return svg;
-}
-
+// --- legends -----------------------------------------------------------------------------------
 function legend(series) {
   const swatch = (colour) => { const i = h("i", {}); i.style.background = colour; return i; };
   return h("div", {class: "legend"}, series.map((line) => h("span", {}, swatch(line.colour), line.name)));
@@ -206,19 +219,19 @@ const LISTS = {
       ["state", "state", (j) => stateBadge(j.state)], ["jobtype", "type"], ["priority", "prio", null, "num"],
       ["host", "host", (j) => j.pilot ? link(`/pilots/${j.pilot}`, j.host || short(j.pilot)) : "–"],
       ["exit_code", "exit", null, "num"], ["workflow", "workflow", (j) => j.workflow ? link(`/workflows/${j.workflow}`, short(j.workflow)) : ""],
-      ["ts_def", "defined", (j) => when(j.ts_def)], ["ts_sta", "started", (j) => when(j.ts_sta)],
-      ["ts_sto", "stopped", (j) => when(j.ts_sto)], [null, "run time", (j) => duration(j.ts_sta, j.ts_sto), "num"]]},
+      ["ts_def", "defined (UTC)", (j) => whenShort(j.ts_def)], ["ts_sta", "started (UTC)", (j) => whenShort(j.ts_sta)],
+      ["ts_sto", "stopped (UTC)", (j) => whenShort(j.ts_sto)], [null, "run time", (j) => runTime(j.ts_sta, j.ts_sto), "num"]]},
   pilots: {title: "Pilots", states: PILOT_STATES, filters: ["site", "host", "job"], sort: "-ts_reg", columns: [
     ["uuid", "pilot", (p) => link(`/pilots/${p.uuid}`, short(p.uuid))], ["state", "state", (p) => stateBadge(p.state)],
-    ["host", "host"], ["site", "site", (p) => p.site ? link(`/sites/${p.site}`, p.site) : "–"],
+    ["host", "host", (p) => [p.host, hostMark(p.host)]], ["site", "site", (p) => p.site ? link(`/sites/${p.site}`, p.site) : "–"],
     ["job", "job", (p) => p.job ? link(`/jobs/${p.job}`, short(p.job)) : "–"], ["njobs", "jobs run", null, "num"],
-    ["ts_reg", "registered", (p) => when(p.ts_reg)], ["ts_lhb", "last contact", (p) => when(p.ts_lhb)],
+    ["ts_reg", "registered (UTC)", (p) => whenShort(p.ts_reg)], ["ts_lhb", "last contact (UTC)", (p) => whenShort(p.ts_lhb)],
     [null, "life", (p) => duration(p.ts_reg, p.ts_lhb), "num"]]},
   workflows: {title: "Workflows", states: WORKFLOW_STATES, filters: ["template", "user", "q"], sort: "-ts_def", columns: [
     ["uuid", "workflow", (w) => link(`/workflows/${w.uuid}`, short(w.uuid))], ["name", "name", null, "wrap"],
     ["state", "state", (w) => stateBadge(w.state)], ["template", "template", (w) => link(`/templates/${w.template}`, `${w.template} v${w.template_version}`)],
-    [null, "done", (w) => `${w.ndone}/${w.njobs}`, "num"], ["ts_def", "defined", (w) => when(w.ts_def)],
-    ["ts_sto", "stopped", (w) => when(w.ts_sto)]]},
+    [null, "done", (w) => `${w.ndone}/${w.njobs}`, "num"], ["ts_def", "defined (UTC)", (w) => whenShort(w.ts_def)],
+    ["ts_sto", "stopped (UTC)", (w) => whenShort(w.ts_sto)], ["error", "why", (w) => w.error || "", "wrap"]]},
   data: {title: "Data files", states: ["defined", "template", "ready", "skipped"], filters: ["q", "datatype", "workflow", "dirpath"],
     sort: "-ts_reg", columns: [
       ["uuid", "file", (d) => link(`/data/${d.uuid}`, short(d.uuid))], ["name", "name", null, "wrap"], ["dirpath", "directory", null, "wrap"],
@@ -226,7 +239,7 @@ const LISTS = {
       ["workflow", "workflow", (d) => d.workflow ? link(`/workflows/${d.workflow}`, short(d.workflow)) : ""],
       ["ts_reg", "registered", (d) => when(d.ts_reg)]]},
   events: {title: "Events", states: null, filters: ["kind", "severity", "job", "pilot", "site"], sort: "-ts", columns: [
-    ["ts", "time", (e) => when(e.ts)], ["severity", "severity", (e) => h("span", {class: e.severity === "info" ? "" : "alarm"}, e.severity)],
+    ["ts", "time (UTC)", (e) => whenShort(e.ts)], ["severity", "severity", (e) => h("span", {class: e.severity === "info" ? "" : "alarm"}, e.severity)],
     ["kind", "kind"], [null, "message", (e) => e.message, "wrap"],
     [null, "about", (e) => [e.job && link(`/jobs/${e.job}`, "job " + short(e.job)), " ", e.pilot && link(`/pilots/${e.pilot}`, "pilot " + short(e.pilot))]]]},
   templates: {title: "DAG templates", states: null, filters: [], plain: true, columns: [
@@ -240,6 +253,12 @@ const LISTS = {
 };
 
 let lastSummary = null;
+let drainedHosts = {};          // host -> its row of /hosts, for the flagged or drained ones
+const hostMark = (host) => {
+  const row = drainedHosts[host];
+  if (!row) return null;
+  return h("span", {class: "badge bad", title: row.reason || ""}, row.drained ? " drained" : " black hole");
+};
 const liveAt = (site) => {
   const counts = (lastSummary && lastSummary.pilots_by_site[site]) || {};
   return (counts.idle || 0) + (counts.running || 0);
@@ -281,10 +300,22 @@ function listPage(resource) {
     load();
   }
 
+  const rowOf = (item) => h("tr", {"data-key": item.uuid || item.name || item.id},
+    spec.columns.map(([key, _l, fmt, cls]) => h("td", {class: cls, "data-col": key}, fmt ? fmt(item) : (item[key] ?? "–"))));
+  let shown = {};                 // key -> the item as last drawn
+
   async function load() {
     let reply;
-    try { reply = await api(`/${resource}?${params}`); } catch (error) { return failure(error); }
+    const query = new URLSearchParams(params);
+    if (!spec.plain && !query.get("limit")) query.set("limit", "25");       // what the select shows
+    try {
+      const extra = [];
+      if (resource === "sites") extra.push(api("/summary").then((x) => { lastSummary = x; }));
+      if (resource === "pilots") extra.push(api("/hosts").then((x) => { drainedHosts = Object.fromEntries(x.items.filter((r) => r.flagged || r.drained).map((r) => [r.host, r])); }));
+      [reply] = await Promise.all([api(`/${resource}?${query}`), ...extra]);
+    } catch (error) { return failure(error); }
     const items = reply.items;
+    shown = Object.fromEntries(items.map((i) => [i.uuid || i.name || i.id, i]));
     const sort = params.get("sort") || spec.sort;
     const head = h("tr", {}, spec.columns.map(([key, label, _f, cls]) => {
       const sortable = key && !spec.plain;
@@ -292,9 +323,9 @@ function listPage(resource) {
       if (sortable) th.addEventListener("click", () => apply({sort: sort === `-${key}` ? key : `-${key}`, offset: null}));
       return th;
     }));
-    const rows = items.map((item) => h("tr", {"data-key": item.uuid || item.name || item.id},
-      spec.columns.map(([key, _l, fmt, cls]) => h("td", {class: cls, "data-col": key}, fmt ? fmt(item) : (item[key] ?? "–")))));
+    const rows = items.map(rowOf);
     table.replaceChildren(h("thead", {}, head), h("tbody", {}, rows));
+    if (actions) actions(params, reply.total);
     if (spec.plain) { pager.replaceChildren(h("span", {class: "muted"}, `${items.length} shown`)); return; }
     const offset = reply.offset, limit = reply.limit;
     pager.replaceChildren(
@@ -303,6 +334,7 @@ function listPage(resource) {
       h("button", {class: "secondary", disabled: offset + items.length >= reply.total, onclick: () => apply({offset: offset + limit})}, "next ›"));
   }
 
+  const actions = P3S.listActions[resource] ? P3S.listActions[resource](title) : null;
   const reload = debounced(load, 700);
   load();
   return {onChange(msg) {
@@ -310,74 +342,14 @@ function listPage(resource) {
     let unseen = false;
     for (const [key, change] of Object.entries(changed)) {
       const row = table.querySelector(`tr[data-key="${CSS.escape(key)}"]`);
-      const cell = row && row.querySelector('td[data-col="state"]');
-      if (cell && change.state) cell.replaceChildren(stateBadge(change.state));
+      if (row && shown[key] && change.state !== "deleted") {
+        shown[key] = {...shown[key], ...change};         // the whole row, redrawn from the change
+        row.replaceWith(rowOf(shown[key]));
+      }
       if (!row) unseen = true;
     }
     if ((unseen || (resource === "events" && msg.events.length) || (resource === "sites")) && !Number(params.get("offset"))) reload();
   }};
-}
-
-// --- dashboard ----------------------------------------------------------------------------------
-function countsCard(title, counts, states, hrefOf) {
-  return h("div", {class: "card"}, h("h2", {}, title), h("div", {class: "counts"},
-    states.map((st) => h("div", {class: "count", "data-count": st}, h("a", {href: hrefOf(st)},
-      h("span", {class: "n"}, counts[st] || 0), stateBadge(st))))));
-}
-
-function dashboard() {
-  const top = h("div", {class: "grid"});
-  const windows = h("div", {class: "card"});
-  const byType = h("div", {class: "card"});
-  const charts = h("div", {class: "grid"});
-  const alarms = h("div", {class: "card"});
-  MAIN.replaceChildren(h("h1", {}, "Dashboard"), alarms, top, h("div", {class: "grid"}, windows, byType), charts);
-
-  function paintSummary(summary) {
-    lastSummary = summary;
-    top.replaceChildren(
-      countsCard(`Jobs (${summary.jobs_total})`, summary.jobs, JOB_STATES, (st) => `/jobs?state=${st}`),
-      countsCard(`Pilots (${summary.pilots_total})`, summary.pilots, PILOT_STATES, (st) => `/pilots?state=${st}`),
-      h("div", {class: "card"}, h("h2", {}, "Broker"), h("dl", {class: "fields"},
-        h("dt", {}, "ready jobs"), h("dd", {"data-count": "ready"}, summary.queue.ready),
-        h("dt", {}, "pilots waiting"), h("dd", {}, summary.queue.waiting_pilots),
-        h("dt", {}, "database"), h("dd", {}, summary.server.database))));
-  }
-
-  async function load() {
-    let stats, alarmList;
-    try { [stats, alarmList] = await Promise.all([api("/stats"), api("/alarms")]); } catch (error) { return failure(error); }
-    paintSummary(stats.summary);
-    const events = ["defined", "started", "finished", "failed", "timelimit", "pilot_lost"];
-    windows.replaceChildren(h("h2", {}, "Jobs in the last …"), h("table", {},
-      h("tr", {}, h("th", {}, ""), events.map((e) => h("th", {class: "num"}, e))),
-      Object.entries(stats.windows).map(([name, w]) => h("tr", {"data-window": name}, h("th", {}, name),
-        events.map((e) => h("td", {class: "num"}, w.total[e]))))));
-    const types = Object.keys(stats.windows["24h"].by_type);
-    byType.replaceChildren(h("h2", {}, "By job type (last hour / 24 h) and limits"), h("table", {},
-      h("tr", {}, h("th", {}, "type"), ["started", "finished", "failed"].map((e) => h("th", {class: "num"}, e)), h("th", {class: "num"}, "limit"), h("th", {class: "num"}, "active")),
-      types.map((t) => h("tr", {}, h("td", {}, link(`/jobs?jobtype=${encodeURIComponent(t)}`, t || "–")),
-        ["started", "finished", "failed"].map((e) => h("td", {class: "num"}, `${(stats.windows["1h"].by_type[t] || {})[e] || 0} / ${stats.windows["24h"].by_type[t][e]}`)),
-        h("td", {class: "num"}, stats.limits[t] ?? "–"),
-        h("td", {class: "num"}, ((stats.summary.jobs_by_type[t] || {}).dispatched || 0) + ((stats.summary.jobs_by_type[t] || {}).running || 0))))));
-    const series = stats.series;
-    const line = (key, name, colour) => ({name, colour, points: series.map((r) => [r.t, r[key]])});
-    const throughput = [line("finished", "finished / min", "#2e9e4f"), line("started", "started / min", "#1c8fb8")];
-    const latency = [line("latency_p50_ms", "defined→started p50", "#3f63c9"), line("latency_p95_ms", "p95", "#d13b3b"),
-      line("wait_p50_ms", "queue wait p50", "#5fb7d6"), line("wait_p95_ms", "queue wait p95", "#e0732c")];
-    charts.replaceChildren(
-      h("div", {class: "card"}, h("h2", {}, "Throughput (last hour)"), lineChart(throughput), legend(throughput)),
-      h("div", {class: "card"}, h("h2", {}, "Dispatch latency and queue wait, ms (last hour)"), lineChart(latency, {unit: ""}), legend(latency)));
-    alarms.replaceChildren(h("h2", {}, `Alarms: ${alarmList.firing} firing`), h("table", {},
-      h("tr", {}, ["check", "status", "value", "threshold", ""].map((x) => h("th", {}, x))),
-      alarmList.items.map((a) => h("tr", {"data-alarm": a.name}, h("td", {}, a.name),
-        h("td", {class: a.status === "alarm" ? "alarm" : "ok"}, a.status.toUpperCase()), h("td", {class: "num"}, a.value),
-        h("td", {}, a.threshold), h("td", {class: "wrap muted"}, a.message)))));
-  }
-
-  const refresh = debounced(load, 2000);
-  load();
-  return {onChange(msg) { if (msg.summary) paintSummary(msg.summary); refresh(); }};
 }
 
 // --- detail pages -------------------------------------------------------------------------------
@@ -386,17 +358,32 @@ function fields(object, keys) {
     [h("dt", {}, label || key), h("dd", {"data-field": key}, fmt ? fmt(object[key], object) : (typeof object[key] === "object" && object[key] !== null ? JSON.stringify(object[key]) : (object[key] ?? "–")))]));
 }
 
+const UNSUCCESSFUL = ["failed", "timelimit", "pilot_lost", "killed", "nonstarter"];
+
 function jobPage(uuid) {
+  const cpu = P3S.chart({unit: "%", series: [{name: "CPU", colour: "#1c8fb8"}], digits: 1});
+  const rss = P3S.chart({unit: "MB", series: [{name: "RSS", colour: "#9b3bd1"}], digits: 1});
   async function load() {
     let job;
     try { job = await api(`/jobs/${uuid}`); } catch (error) { return failure(error); }
     const active = ["dispatched", "running", "defined", "template"].includes(job.state);
     const series = job.usage_series || [];
-    const cpu = [{name: "CPU %", colour: "#1c8fb8", points: series.map((x) => [x.t, x.cpu_percent])}];
-    const rss = [{name: "RSS (MB)", colour: "#9b3bd1", points: series.map((x) => [x.t, x.rss === undefined ? null : x.rss / 1048576])}];
+    const stderrCard = h("div", {class: "card"}, h("h2", {}, "stderr (last lines) ", job.log_dir ? link(`/api/v1/jobs/${uuid}/log/err`, "full log") : ""), h("pre", {class: "stderr"}, job.stderr_tail || ""));
+    const stdoutCard = h("div", {class: "card"}, h("h2", {}, "stdout (last lines) ", job.log_dir ? link(`/api/v1/jobs/${uuid}/log/out`, "full log") : ""), h("pre", {class: "stdout"}, job.stdout_tail || ""));
+    const failed = UNSUCCESSFUL.includes(job.state);
+    const why = failed ? h("div", {class: "card why", id: "why"}, h("h2", {}, `Why it ended ${job.state}`),
+      fields(job, [["error", "error"], ["exit_code", "exit code"], ["host", "host", (v) => [v || "–", hostMark(v)]], ["ts_sto", "ended", when]]),
+      job.stderr_tail ? h("pre", {class: "stderr"}, job.stderr_tail.split("\n").slice(-15).join("\n")) : h("p", {class: "muted"}, "no stderr was reported"),
+      job.log_dir ? h("p", {}, link(`/api/v1/jobs/${uuid}/log/err`, "whole stderr"), " · ", link(`/api/v1/jobs/${uuid}/log/out`, "whole stdout")) : "") : null;
+    const rerunnable = failed || job.state === "cancelled";
     MAIN.replaceChildren(
       h("h1", {}, "Job ", h("span", {class: "job-name"}, job.name || short(job.uuid)), " ", stateBadge(job.state),
-        " ", ROLE === "admin" && active ? confirmAndPost(job.state === "defined" || job.state === "template" ? "Cancel this job?" : "Kill this job?", `/jobs/${uuid}/kill`, load) : ""),
+        " ", mayChange(job) && active ? confirmAndPost(job.state === "defined" || job.state === "template" ? "Cancel this job?" : "Kill this job?", `/jobs/${uuid}/kill`, load) : "",
+        " ", ROLE === "admin" && rerunnable && !job.workflow ? h("button", {class: "rerun", onclick: async () => {
+          if (!window.confirm("Rerun this job as a new attempt?")) return;
+          try { await api(`/jobs/${uuid}/rerun`, {method: "POST"}); load(); } catch (error) { window.alert(error.message); }
+        }}, "Rerun") : ""),
+      why,
       h("div", {class: "grid"},
         h("div", {class: "card"}, h("h2", {}, "Job"), fields(job, [["uuid"], ["name"], ["jobtype", "type"], ["user"], ["priority"],
           ["payload", "payload"], ["params"], ["env", "env"], ["input_file", "input file"], ["site", "site wanted"],
@@ -406,18 +393,20 @@ function jobPage(uuid) {
         h("div", {class: "card"}, h("h2", {}, "Where and when"), fields(job, [["pilot", "pilot", (v) => v ? link(`/pilots/${v}`, v) : "–"],
           ["host"], ["pilot_site", "site"], ["pid"], ["exit_code", "exit code"],
           ["ts_def", "defined", when], ["ts_dis", "dispatched", when], ["ts_sta", "started", when], ["ts_sto", "stopped", when],
-          [null, "queue wait", () => duration(job.ts_def, job.ts_dis)], [null, "run time", () => duration(job.ts_sta, job.ts_sto)],
+          [null, "queue wait", () => duration(job.ts_def, job.ts_dis)], [null, "run time", () => runTime(job.ts_sta, job.ts_sto)],
           ["usage", "peak RSS", (u) => bytes((u || {}).peak_rss)], ["usage", "CPU time", (u) => (u && u.cpu_time !== undefined ? `${u.cpu_time} s` : "–")]]))),
-      h("div", {class: "grid"},
-        h("div", {class: "card"}, h("h2", {}, "CPU"), lineChart(cpu, {unit: "%"})),
-        h("div", {class: "card"}, h("h2", {}, "Memory"), lineChart(rss, {unit: " MB"}))),
-      h("div", {class: "grid"},
-        h("div", {class: "card"}, h("h2", {}, "stdout (last lines) ", job.log_dir ? link(`/api/v1/jobs/${uuid}/log/out`, "full log") : ""), h("pre", {class: "stdout"}, job.stdout_tail || "")),
-        h("div", {class: "card"}, h("h2", {}, "stderr (last lines) ", job.log_dir ? link(`/api/v1/jobs/${uuid}/log/err`, "full log") : ""), h("pre", {class: "stderr"}, job.stderr_tail || ""))));
+      failed ? "" : h("div", {class: "grid"}, stdoutCard, stderrCard),
+      series.length ? h("div", {class: "grid"},
+        h("div", {class: "card"}, h("h2", {}, "CPU (%)"), cpu.node),
+        h("div", {class: "card"}, h("h2", {}, "Memory, RSS (MB)"), rss.node)) : "",
+      failed ? h("div", {class: "grid"}, stdoutCard, stderrCard) : "");
+    const xs = series.map((x) => x.t);
+    cpu.update(xs, [series.map((x) => x.cpu_percent ?? null)]);
+    rss.update(xs, [series.map((x) => (x.rss === undefined ? null : x.rss / 1048576))]);
   }
   const reload = debounced(load, 300);
   load();
-  return {onChange(msg) { if (msg.jobs[uuid]) reload(); }};
+  return {onChange(msg) { if (msg.jobs[uuid]) reload(); }, onReconnect: load};
 }
 
 function pilotPage(uuid) {
@@ -459,7 +448,9 @@ function workflowPage(uuid) {
     picture = dagPicture(nodes, edges, (n) => `/jobs/${n.uuid}`);
     MAIN.replaceChildren(
       h("h1", {}, "Workflow ", h("span", {class: "wf-name"}, wf.name), " ", h("span", {id: "wf-state"}, stateBadge(wf.state)), " ",
-        ROLE === "admin" && ["template", "defined", "running"].includes(wf.state) ? confirmAndPost("Cancel this workflow?", `/workflows/${uuid}/cancel`, load) : ""),
+        mayChange(wf) && ["template", "defined", "running"].includes(wf.state) ? confirmAndPost("Cancel this workflow?", `/workflows/${uuid}/cancel`, load) : ""),
+      wf.error ? h("div", {class: "card why", id: "why"}, h("h2", {}, `Why it ${wf.state === "cancelled" ? "was cancelled" : "ended " + wf.state}`),
+        h("p", {class: "error"}, wf.error)) : "",
       h("div", {class: "card"}, fields(wf, [["uuid"], ["template", "template", (v) => link(`/templates/${v}`, `${v} v${wf.template_version}`)],
         ["user"], ["description"], ["ndone", "done", (v) => `${v} of ${wf.njobs} jobs`], ["error"], ["ts_def", "defined", when],
         ["ts_sta", "started", when], ["ts_sto", "stopped", when]])),
@@ -544,31 +535,69 @@ function dataPage(uuid) {
 
 // --- routing and live updates -------------------------------------------------------------------
 const ROUTES = [
-  [/^\/$/, dashboard], [/^\/jobs\/([^/]+)$/, jobPage], [/^\/pilots\/([^/]+)$/, pilotPage],
+  [/^\/jobs\/([^/]+)$/, jobPage], [/^\/pilots\/([^/]+)$/, pilotPage],
   [/^\/workflows\/([^/]+)$/, workflowPage], [/^\/templates\/([^/]+)$/, templatePage], [/^\/sites\/([^/]+)$/, sitePage],
   [/^\/data\/([^/]+)$/, dataPage], [/^\/(jobs|pilots|workflows|templates|data|events|sites)$/, listPage],
 ];
 
 let page = null;
 function route() {
-  for (const [pattern, make] of ROUTES) {
+  for (const [pattern, make] of [...P3S.routes, ...ROUTES]) {
     const match = location.pathname.match(pattern);
     if (match) { page = make(...match.slice(1).map(decodeURIComponent)); break; }
   }
   for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("current", a.getAttribute("href") === location.pathname);
 }
 
+// The live stream. The moment it drops, a banner says the page is stale and since when; the
+// server also sends a ping every few seconds, so a stream that silently stalls counts as dropped.
+const STALE_AFTER = 12000;
+let lastHeard = null;
 function connect() {
   const dot = document.getElementById("live");
+  const banner = document.getElementById("stale");
   const stream = new EventSource("/api/v1/stream");
-  stream.addEventListener("hello", (ev) => { dot.className = "live on"; lastSummary = JSON.parse(ev.data).summary; });
+  const alive = () => {
+    lastHeard = new Date();
+    dot.className = "live on";
+    banner.hidden = true;
+    document.body.classList.remove("stale");
+  };
+  const dead = () => {
+    dot.className = "live off";
+    banner.replaceChildren(h("strong", {}, "Live updates lost: "), `what you see is data as of ${lastHeard ? clock(lastHeard) : "page load"}`,
+      " · reconnecting …");
+    banner.hidden = false;
+    document.body.classList.add("stale");
+  };
+  stream.addEventListener("hello", (ev) => {
+    const wasStale = document.body.classList.contains("stale");
+    alive();
+    lastSummary = JSON.parse(ev.data).summary;
+    if (wasStale && page && page.onReconnect) page.onReconnect();
+  });
+  stream.addEventListener("ping", alive);
   stream.addEventListener("change", (ev) => {
+    alive();
     const msg = JSON.parse(ev.data);
     lastSummary = msg.summary;
     if (page && page.onChange) page.onChange(msg);
   });
-  stream.onerror = () => { dot.className = "live off"; };
+  stream.onerror = dead;
+  // Close the stream when the page is left: a page kept in the back-forward cache would otherwise
+  // hold one of the browser's six connections to the server for good.
+  window.addEventListener("pagehide", () => stream.close());
+  setInterval(() => { if (lastHeard && Date.now() - lastHeard > STALE_AFTER) dead(); }, 2000);
 }
 
-route();
-connect();
+// What other scripts (control.js, the freshness and fleet panels …) extend: routes, dashboard
+// panels, list actions; and the helpers they draw with. They load after this file and register
+// before the page is drawn (on DOMContentLoaded).
+Object.assign(P3S, {h, s, api, when, clock, duration, runTime, seconds, bytes, short, stateBadge, link, debounced, failure,
+  confirmAndPost, fields, COLOURS, JOB_STATES, PILOT_STATES, ROLE, MAIN, summary: () => lastSummary});
+
+document.addEventListener("DOMContentLoaded", () => {
+  route();
+  connect();
+  setInterval(tick, 1000);
+});

@@ -1,0 +1,66 @@
+"""One page of a sorted list (``GET /jobs`` and the other lists) and the total that matches.
+
+On MongoDB this is a sorted, skipped, limited cursor and a count. On the embedded store the
+engine sorts whole documents with a Python comparison per pair (``bson_compare``), copies every
+matching document through the projection, and counts the matches again: about 70 µs per match
+(0.7 s for 10^4 jobs). Here the matches are read once with only the sort field, sorted with a
+native key in MongoDB's type order, and only the page's documents are read whole: the same page,
+in a third of the time or less (tests/test_listing.py holds the pages equal). It is still one pass over the matching documents: see
+bench/scale.py for what that costs at 10^6.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from numbers import Number
+from typing import Any
+
+from p3s.fastpath import _is_embedded
+
+
+def _rank(value: Any) -> tuple:
+    """A sort key in MongoDB's order of types: null, numbers, strings, objects, arrays, booleans, dates."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (8, value)
+    if isinstance(value, Number):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    if isinstance(value, _dt.datetime):
+        return (9, value)
+    raise TypeError(f"no native sort key for {type(value).__name__}")
+
+
+def _matching(collection: Any, query: dict, field: str) -> list[tuple[Any, Any]]:
+    """(_id, value of ``field``) of every document matching ``query``: the engine's candidates
+    (its hash indexes) and its filter, without its cursor and the copies of its projection."""
+    from litemongo._vendor.mongomock import helpers
+    from litemongo._vendor.mongomock.filtering import filter_applies
+
+    store = collection._store
+    query = helpers.patch_datetime_awareness_in_document(query)
+    filter_applies(query, {})                      # a malformed filter fails here, as in find
+    index = store._get_query_index()
+    keys = index.candidates(query)
+    documents = store.documents if keys is None else store._get_many(index.in_natural_order(keys))
+    return [(doc["_id"], doc.get(field)) for doc in documents if filter_applies(query, doc)]
+
+
+def page(collection: Any, query: dict, projection: dict | None, field: str, descending: bool,
+         offset: int, limit: int) -> tuple[list[dict], int]:
+    """The documents of one page sorted by ``field`` (then ``_id`` ascending), and the number matching."""
+    order = [(field, -1 if descending else 1), ("_id", 1)]
+    if _is_embedded(collection) and "." not in field:
+        keys = _matching(collection, query, field)
+        try:
+            keys.sort(key=lambda d: _rank(d[0]))
+            keys.sort(key=lambda d: _rank(d[1]), reverse=descending)
+        except TypeError:
+            pass                                   # unusual values: the engine's own sort below
+        else:
+            ids = [d[0] for d in keys[offset:offset + limit]]
+            found = {d["_id"]: d for d in collection.find({"_id": {"$in": ids}}, projection)}
+            return [found[i] for i in ids if i in found], len(keys)
+    cursor = collection.find(query, projection).sort(order).skip(offset).limit(limit)
+    return list(cursor), collection.count_documents(query)

@@ -1,0 +1,62 @@
+"""No secret leaves its holder: the pilot's token never reaches a payload or a command line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SHELL = {"P3S_EXECMODE": "SHELL"}
+
+
+def run_pilot(server, tmp: Path, *args: str, env: dict | None = None, timeout: float = 60):
+    dirs = [("-l", tmp / "log"), ("-L", tmp / "jobs"), ("-w", tmp / "work")]
+    command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url, "-c", "1", "-p", "1", "--grace", "1",
+               *(x for flag, path in dirs for x in (flag, str(path))), *args]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    return subprocess.run(command, env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_payload_never_sees_the_pilots_token(server, tmp_path):
+    job = server.submit({"payload": "env", "env": {"MINE": "visible"}})[0]["uuid"]
+    site_job = server.submit({"payload": "echo token=$P3S_TOKEN file=$P3S_TOKEN_FILE", "env": SHELL})[0]["uuid"]
+    done = run_pilot(server, tmp_path, env={"P3S_TOKEN": server.token})
+    assert done.returncode == 0, done.stderr
+    shown = server.job(job)
+    assert shown["state"] == "finished" and "MINE=visible" in shown["stdout_tail"]
+    assert server.token not in shown["stdout_tail"] and "P3S_TOKEN" not in shown["stdout_tail"]
+    assert server.job(site_job)["stdout_tail"] == "token= file="
+    # nor through a token file, nor through the full log the pilot wrote
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token + "\n")
+    token_file.chmod(0o600)
+    job = server.submit({"payload": "env"})[0]["uuid"]
+    done = run_pilot(server, tmp_path / "2", env={"P3S_TOKEN_FILE": str(token_file)})
+    assert done.returncode == 0, done.stderr
+    assert server.job(job)["state"] == "finished"
+    assert "P3S_TOKEN" not in server.job(job)["stdout_tail"]
+    assert server.token not in (tmp_path / "2" / "jobs" / f"{job}.out").read_text()
+
+
+def test_the_token_is_refused_on_the_command_line(server, tmp_path):
+    done = run_pilot(server, tmp_path, "--token", server.token)
+    assert done.returncode == 2 and "--token is refused" in done.stderr and "--token-file" in done.stderr
+    assert server.ok("GET", "/pilots")["total"] == 0
+
+
+def test_a_token_file_others_can_read_is_refused(server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token)
+    for mode in (0o644, 0o640, 0o604):
+        token_file.chmod(mode)
+        done = run_pilot(server, tmp_path, "--token-file", str(token_file))
+        assert done.returncode == 2 and f"mode {mode:04o}" in done.stderr and "chmod 600" in done.stderr, done.stderr
+    link = tmp_path / "link"
+    link.symlink_to(token_file)
+    token_file.chmod(0o600)
+    done = run_pilot(server, tmp_path, "--token-file", str(link))
+    assert done.returncode == 2 and "cannot read token file" in done.stderr
+    assert server.ok("GET", "/pilots")["total"] == 0
+    done = run_pilot(server, tmp_path, "--token-file", str(token_file))
+    assert done.returncode == 0, done.stderr
+    assert server.ok("GET", "/pilots")["total"] == 1
