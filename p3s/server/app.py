@@ -12,7 +12,7 @@ import tornado.netutil
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from p3s import API_PREFIX
+from p3s import API_PREFIX, schema
 from p3s.auth import Authenticator
 from p3s.broker import Broker
 from p3s.config import Config
@@ -63,6 +63,7 @@ class P3SServer:
     def open(self) -> None:
         """Open the database and rebuild the in-memory state (must run on the loop's thread)."""
         self.authenticator = Authenticator(self.config)
+        schema.LIMITS["max_timelimit"] = self.config.max_timelimit
         self.db.open()
         self.authenticator.open()
         self.lifecycle = Lifecycle()

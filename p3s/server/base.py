@@ -9,7 +9,7 @@ from typing import Any
 import tornado.web
 from bson import ObjectId
 
-from p3s import auth, ownership
+from p3s import auth, ownership, schema
 from p3s.errors import ApiError, invalid
 from p3s.ownership import redact
 from p3s.states import IllegalTransition
@@ -22,6 +22,10 @@ CSRF_HEADER = "X-P3S-Request"
 HEAVY_FIELDS = ("usage_series", "stdout_tail", "stderr_tail")
 KEYS = {"jobs": "uuid", "pilots": "uuid", "data": "uuid", "sites": "name", "jobtypes": "name",
         "datatypes": "name", "events": "id"}
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def jsonable(value: Any) -> Any:
@@ -132,9 +136,15 @@ class ApiHandler(tornado.web.RequestHandler):
         except UnicodeDecodeError as exc:
             raise ApiError(400, f"the body is not UTF-8 (byte {exc.start})") from None
         try:
-            return json.loads(text)
+            value = json.loads(text, parse_constant=_not_json)
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise ApiError(400, f"the JSON is nested too deeply (at most {schema.MAX_DEPTH} levels)") from None
+        except ValueError as exc:             # NaN, Infinity; integers of thousands of digits
+            raise ApiError(400, f"malformed JSON: {exc}") from None
+        schema.check_tree(value, "")
+        return value
 
     def object_body(self, optional: bool = False) -> dict:
         body = self.body(optional)
@@ -144,6 +154,8 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         value = self.get_query_argument(name, None)
+        if value:
+            schema.check_text(value, name)
         return default if value is None or value == "" else value
 
     def int_arg(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
@@ -154,7 +166,8 @@ class ApiHandler(tornado.web.RequestHandler):
             value = int(raw)
         except ValueError:
             raise invalid(name, f"must be an integer, got {raw!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
+        maximum = schema.INT64_MAX if maximum is None else maximum
+        if value < minimum or value > maximum:
             raise invalid(name, f"must be between {minimum} and {maximum}, got {value}")
         return value
 
