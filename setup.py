@@ -51,7 +51,9 @@ setup(
         "inotify_simple>=1.3",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "openapi-spec-validator>=0.7"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "openapi-spec-validator>=0.7",
+                 # schemathesis 3 breaks with hypothesis 6.131 and later
+                 "schemathesis>=3.39,<4", "hypothesis>=6.103,<6.131"],
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()],

@@ -25,6 +25,9 @@ EPOCH_MAX = 253402300799                               # 9999-12-31T23:59:59Z: t
 # Limits taken from the server's settings at start (p3s.server.app); the defaults are the settings'.
 LIMITS: dict[str, int] = {"max_timelimit": 2592000}
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# The same rules as OpenAPI patterns (ECMA 262 regular expressions).
+TEXT_PATTERN = "^[^\\u0000]*$"
+UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 
 def check_text(value: str, where: str) -> None:
@@ -169,15 +172,22 @@ class Field:
             "int": {"type": "integer"},
             "number": {"type": "number"},
             "bool": {"type": "boolean"},
-            "str": {"type": "string"},
+            "str": {"type": "string", "pattern": TEXT_PATTERN},
             "name": {"type": "string", "pattern": NAME_RE.pattern},
-            "uuid": {"type": "string", "format": "uuid"},
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "object": {"type": "object"},
-            "strlist": {"type": "array", "items": {"type": "string"}},
+            "uuid": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN},
+            "env": {"type": "object", "additionalProperties": {"type": "string", "pattern": TEXT_PATTERN}},
+            "object": {"type": "object", "maxProperties": 1000},
+            "strlist": {"type": "array", "items": {"type": "string", "pattern": TEXT_PATTERN}},
             "envnames": {"type": "array", "items": {"type": "string", "pattern": ENV_NAME_RE.pattern}},
         }[self.kind].copy()
         schema["description"] = self.help + (f" (alias: {', '.join(self.aliases)})" if self.aliases else "")
+        # OpenAPI 3.0 has no propertyNames: the key rules are told in words.
+        if self.kind == "env":
+            schema["description"] += " Names: letters, digits and _, not starting with a digit."
+        if self.kind == "object" and self.stored_keys:
+            schema["description"] += " Keys: non-empty, not starting with $, without dots or NUL."
+        if self.kind in ("str", "uuid") and self.max_length:
+            schema["maxLength"] = self.max_length
         if self.choices:
             schema["enum"] = list(self.choices)
         if self.minimum is not None:
@@ -265,9 +275,9 @@ class Body:
             "properties": {}
         }
         for field in self.fields.values():
+            # Aliases (the original's names) are accepted but not listed: a body giving both a
+            # field and its alias is refused, which the document could not say otherwise.
             schema["properties"][field.name] = field.openapi()
-            for alias in field.aliases:
-                schema["properties"][alias] = {**field.openapi(), "description": f"Alias of {field.name}."}
         required = [f.name for f in self.fields.values() if f.required and not self.patch]
         if required:
             schema["required"] = required
@@ -442,3 +452,26 @@ WORKFLOW_CREATE = Body("WorkflowCreate", (
           choices=("generated", "template", "derived"), default="generated"),
     Field("dirpath", "str", "Directory for generated files (default: each edge's dirpath).", default=""),
 ))
+
+
+# --- query parameters -------------------------------------------------------------------------
+# The typed query parameters: handlers read them with these bounds and the OpenAPI document says
+# the same (p3s.server.openapi). ``state`` and ``sort`` depend on the route: see state_pattern and
+# the handlers' ``sortable``.
+QUERY_FIELDS: dict[str, Field] = {f.name: f for f in (
+    Field("limit", "int", "Most items to return.", minimum=1, maximum=1000, default=100),
+    Field("offset", "int", "Items to skip.", minimum=0, default=0),
+    Field("hours", "int", "Window in hours.", minimum=1, maximum=168, default=1),
+    Field("version", "int", "Version (0 or absent: the latest).", minimum=0, default=0),
+    Field("format", "str", "Add the text in this format.", choices=("yaml", "graphml", "json")),
+    Field("all", "str", "true to act on every item when no filter is given.", choices=("true", "false")),
+    Field("severity", "str", "Severity.", choices=("info", "warning", "error")),
+    Field("minutes", "int", "Window in minutes.", minimum=1, maximum=1440, default=60),
+)}
+
+
+def state_pattern(allowed: Iterable[str]) -> str:
+    """The pattern of a comma-separated list of states from ``allowed`` (the ``state`` filter)."""
+    one = "(" + "|".join(sorted(allowed)) + ")"
+    return f"^{one}(,{one})*$"
+

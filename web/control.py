@@ -139,7 +139,7 @@ class ErrorsHandler(ApiHandler):
                    "response": "ErrorGroups"}}
 
     def get(self) -> None:
-        hours = self.int_arg("hours", 1, 1, 168)
+        hours = self.query_int("hours")
         by = tuple(b.strip() for b in (self.arg("by") or "exit_code,host").split(",") if b.strip())
         for b in by:
             if b not in diagnosis.GROUPINGS:

@@ -171,6 +171,11 @@ class ApiHandler(tornado.web.RequestHandler):
             raise invalid(name, f"must be between {minimum} and {maximum}, got {value}")
         return value
 
+    def query_int(self, name: str) -> int:
+        """An integer query parameter with the default and bounds of ``schema.QUERY_FIELDS``."""
+        field = schema.QUERY_FIELDS[name]
+        return self.int_arg(name, field.default, int(field.minimum), int(field.upper()))
+
     def reply(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(payload, separators=(",", ":")))
@@ -186,13 +191,21 @@ class ApiHandler(tornado.web.RequestHandler):
             self.set_default_headers()
             if e.status == 401:
                 self.set_header("WWW-Authenticate", 'Bearer realm="p3s"')
+            if e.status == 405:
+                self.set_header("Allow", self.allowed_methods())
             self.set_status(e.status)
             self.finish(json.dumps(e.as_json()))
             return
         super()._handle_request_exception(e)
 
+    def allowed_methods(self) -> str:
+        """The ``Allow`` header of a 405: the methods this route serves."""
+        return ", ".join(sorted(self.roles))
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         message = self._reason
+        if status_code == 405:
+            self.set_header("Allow", self.allowed_methods())
         if status_code >= 500:
             message = "internal server error (logged on the server)"
         self.set_header("Content-Type", "application/json; charset=utf-8")

@@ -37,8 +37,8 @@ class ListMixin:
     default_sort = "-_id"
 
     def page(self: Any, collection: Any, query: dict, key: str, heavy: bool = False) -> None:
-        limit = self.int_arg("limit", 100, 1, 1000)
-        offset = self.int_arg("offset", 0, 0)
+        limit = self.query_int("limit")
+        offset = self.query_int("offset")
         sort = self.arg("sort", self.default_sort)
         field = sort.lstrip("-")
         if field not in self.sortable and field != "_id":
@@ -555,7 +555,7 @@ class TemplateHandler(ApiHandler):
            "DELETE": {"summary": "Delete a template no workflow uses (all its versions)", "response": "Deleted"}}
 
     def get(self, name: str) -> None:
-        version = self.int_arg("version", 0, 0)
+        version = self.query_int("version")
         fmt = self.arg("format")
         if fmt not in (None, "yaml", "graphml", "json"):
             raise invalid("format", f"must be yaml, graphml or json, got {fmt!r}")
