@@ -28,6 +28,8 @@ bench: install
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/freshness.py --quick
+	$(BIN)/python bench/control.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -49,6 +49,7 @@ setup(
         "psutil>=5.9",
         "ClusterShell>=1.9",
         "inotify_simple>=1.3",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "openapi-spec-validator>=0.7",

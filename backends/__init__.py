@@ -1,11 +1,12 @@
-"""Backends start, list and stop the fleet's pilots on hosts (``p3s.backends.base.Backend``).
+"""Backends start, list and stop the fleet's pilots: on hosts (``p3s.backends.base.Backend``:
+local, ssh) or as batch jobs (``p3s.backends.batch.BatchBackend``: slurm, sge).
 
-They are found by name through the ``p3s.backends`` entry points, so a site adds its own (a batch
-system, say) in its own package without touching p3s::
+They are found by name through the ``p3s.backends`` entry points, so a site adds its own (an
+HTCondor backend, say) in its own package without touching p3s::
 
     [options.entry_points]
     p3s.backends =
-        slurm = mysite.p3s_slurm:SlurmBackend
+        condor = p3s_condor:CondorBackend
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from p3s.backends.base import Backend
+    from p3s.backends.base import BackendBase
 
 GROUP = "p3s.backends"
 
@@ -27,7 +28,7 @@ def available() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=GROUP)})
 
 
-def load(name: str) -> "type[Backend]":
+def load(name: str) -> "type[BackendBase]":
     """The backend class registered under ``name``."""
     found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not found:

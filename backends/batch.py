@@ -70,7 +70,7 @@ class PilotJobPlan:
 
 def _with_node(template: str) -> str:
     """``template`` as a shell word in which ``{node}`` becomes the node's name ("$node")."""
-    return '"$node"'.join(shlex.quote(part) for part in template.split("{node}"))
+    return '"$node"'.join(shlex.quote(part) if part else "" for part in template.split("{node}"))
 
 
 def run_tool(argv: list[str], timeout: float, stdin: str | None = None,
@@ -162,13 +162,16 @@ class BatchBackend(BackendBase):
         if self.config.get("pyz_dir"):
             lines.append(f"pyz={shlex.quote(str(Path(self.config['pyz_dir']) / pyz.file_name()))}")
         else:
+            # written unless a copy of ours with the same bytes is there (saves a Python start per pilot)
             lines += [f'pyz="$logdir/{pyz.file_name()}"',
-                      f"{python} -c 'import base64, os, sys; tmp = sys.argv[1] + \".\" + str(os.getpid()); "
-                      f"open(tmp, \"wb\").write(base64.b64decode(sys.stdin.read())); os.replace(tmp, sys.argv[1])' "
+                      f'if [ -O "$pyz" ] && echo "{pyz.sha256()}  $pyz" | sha256sum -c --status 2>/dev/null; then :',
+                      f"else {python} -c 'import base64, os, sys; tmp = sys.argv[1] + \".\" + str(os.getpid()); "
+                      f"fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644); "
+                      f"os.write(fd, base64.b64decode(sys.stdin.read())); os.close(fd); os.replace(tmp, sys.argv[1])' "
                       f'"$pyz" <<\'P3S_PILOT_PYZ\' || exit 1']
             encoded = pyz.encoded()
             lines += [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
-            lines.append("P3S_PILOT_PYZ")
+            lines += ["P3S_PILOT_PYZ", "fi"]
         args = ["-S", shlex.quote(plan.server), "-H", '"$node"', "-e", f'"{self.system}:$batch_id"',
                 "-l", '"$logdir"', "-L", _with_node(plan.joblogdir), "-w", _with_node(plan.workdir)]
         if plan.site:

@@ -53,9 +53,14 @@ def build() -> bytes:
 
 
 @functools.lru_cache(maxsize=1)
+def sha256() -> str:
+    """The SHA-256 of the zipapp's bytes (hex)."""
+    return hashlib.sha256(build()).hexdigest()
+
+
 def digest() -> str:
     """A short hash of the zipapp's bytes, in its file name on the nodes."""
-    return hashlib.sha256(build()).hexdigest()[:16]
+    return sha256()[:16]
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,7 +14,6 @@ works, to see jobs that already ended, else squeue alone).
 from __future__ import annotations
 
 import re
-import shlex
 from typing import Any
 
 from p3s.backends.base import Option, Settings
@@ -129,6 +128,3 @@ class SlurmBackend(BatchBackend):
         done = run_tool(["scancel", *ids], self.settings.command_timeout)
         if done.returncode != 0:
             raise failure(done)
-
-    def describe(self) -> str:
-        return "sbatch " + " ".join(shlex.quote(a) for a in self.sbatch_argv(1, None, "NAME")[1:])

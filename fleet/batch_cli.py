@@ -104,16 +104,19 @@ def cmd_kill(args: argparse.Namespace, backend: BatchBackend, view: ServerView, 
 
 def cmd_top_up(args: argparse.Namespace, backend: BatchBackend, view: ServerView, pilot_args: list[str]) -> int:
     from p3s.fleet import service
+    from p3s.fleet.cli import for_each_site
 
-    plan = job_plan(args, view, pilot_args)
     nodes = _named(args)
 
-    def round_() -> service.Round:
-        result = batch.top_up(backend, view, plan, nodes, args.fanout)
-        return service.Round(result.summary(), result.as_json(), result.failed, result.nominal,
-                             sum(len(s.ids) for s in result.submitted), result.queued, result.alive)
+    def factory(plan: PilotJobPlan):
+        def one_round() -> service.Round:
+            result = batch.top_up(backend, view, plan, nodes, args.fanout)
+            return service.Round(result.summary(), result.as_json(), result.failed, result.nominal,
+                                 sum(len(s.ids) for s in result.submitted), result.queued, result.alive)
+        return one_round
 
-    return service.run(args, view, backend.name, round_)
+    rounds = {a.site: factory(job_plan(a, view, pilot_args)) for a in for_each_site(args)}
+    return service.run(args, view, backend.name, rounds)
 
 
 COMMANDS = {"up": cmd_up, "report": cmd_report, "kill": cmd_kill, "top-up": cmd_top_up}

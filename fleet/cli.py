@@ -5,7 +5,8 @@ and the cron-driven pilot top-up).
     p3s-fleet up -b slurm -n 160 [--partition P] [--time T] [--submit-option=…] [-- PILOT OPTIONS]
     p3s-fleet report [-w NODES] [--site S] [--pilots] [--json]
     p3s-fleet kill (-w NODES | --site S | --all) [--wait S] [--grace S]
-    p3s-fleet top-up --site S [-w NODES] [--every SECONDS] [--max-per-node N] [-- PILOT OPTIONS]
+    p3s-fleet top-up --site S [--site S2 …] [-w NODES] [--every SECONDS] [--max-per-node N] [-- PILOT OPTIONS]
+    p3s-fleet zipapp [-o p3s-pilot.pyz]
 
 Results go to stdout, progress and errors to stderr; the exit status is 1 when any host failed.
 """
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Start, count and stop p3s pilots on many hosts.",
         epilog="Backends: " + "; ".join(f"{n}: {c.description}" for n, c in backends.items()))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{up,report,kill,top-up}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{up,report,kill,top-up,zipapp}")
     start = sub.add_parser("up", parents=[common], help="start pilots on hosts",
                            description="Start N pilots on each host, then wait for them to register.")
     start.add_argument("-n", "--per-node", type=number_type(int, 1), default=1, metavar="N",
@@ -129,13 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Start the pilots a site is short of (its record's 'pilots') on the "
                                      "least loaded hosts (-w, else those the site's pilots run on); once, or "
                                      "every N seconds.")
-    top.add_argument("-s", "--site", required=True, help="the site")
+    top.add_argument("-s", "--site", required=True, action="append",
+                     help="the site; repeatable: one factory for several sites (each round tops up each)")
     top.add_argument("--every", type=number_type(float, 0), metavar="SECONDS",
                      help="a pilot factory: repeat every SECONDS until stopped, backing off a failing backend; "
                           "each round is recorded as a server event (fleet.topup), shown on the site's page")
     top.add_argument("--max-per-node", type=number_type(int, 1), metavar="N",
                      help="at most this many of the site's pilots per host")
     _launch_arguments(top)
+    pyz = sub.add_parser("zipapp", help="write the pilot zipapp (what every backend ships to the nodes)",
+                         description="Write p3s-pilot.pyz: the pilot package as one file that any python3 "
+                                     "(3.11+) runs with nothing else installed: python3 p3s-pilot.pyz -S URL …")
+    pyz.add_argument("-o", "--output", default="p3s-pilot.pyz", metavar="FILE", help="[default: p3s-pilot.pyz]")
     return parser
 
 
@@ -288,31 +294,55 @@ def cmd_kill(args: argparse.Namespace, backend: Backend, view: ServerView, _: li
     return 1 if failed else 0
 
 
+def for_each_site(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """One copy of ``args`` per ``--site`` given to top-up, with ``site`` that one site."""
+    return [argparse.Namespace(**{**vars(args), "site": site}) for site in dict.fromkeys(args.site)]
+
+
 def cmd_top_up(args: argparse.Namespace, backend: Backend, view: ServerView, pilot_args: list[str]) -> int:
     from p3s.fleet import service
 
     named = _nodes(args, required=False)
-    plan = _plan(args, view, pilot_args)
-    seen: set[str] = set()
 
-    def one_round() -> service.Round:
-        nodes = named or sorted(seen.union(_known_nodes(args, backend, view)))
-        seen.update(nodes)
-        if not nodes:
-            raise P3SError(0, f"top-up needs the hosts: -w/--nodes 'wn[01-20]' (no pilot of site {args.site} "
-                              f"runs anywhere to take them from)")
-        result = topup_mod.top_up(backend, view, plan, nodes, args.max_per_node, args.fanout,
-                                  args.register_timeout, Progress())
-        errors = [f"{node}: " + (result.listed[node].error if node in result.listed and result.listed[node].error
-                                 else result.outcomes[node].detail(args.register_timeout)) for node in result.failed]
-        if result.server_error:
-            errors.append(result.server_error)
-        started = sum(len(o.started) for o in result.outcomes.values())
-        return service.Round(topup_mod.summary(result), result.as_json(args.register_timeout), errors,
-                             result.nominal, started, result.starting,
-                             result.alive + sum(len(o.registered) for o in result.outcomes.values()))
+    def factory(site_args: argparse.Namespace):
+        plan = _plan(site_args, view, pilot_args)
+        seen: set[str] = set()
 
-    return service.run(args, view, backend.name, one_round)
+        def one_round() -> service.Round:
+            nodes = named or sorted(seen.union(_known_nodes(site_args, backend, view)))
+            seen.update(nodes)
+            if not nodes:
+                raise P3SError(0, f"top-up needs the hosts: -w/--nodes 'wn[01-20]' (no pilot of site "
+                                  f"{site_args.site} runs anywhere to take them from)")
+            result = topup_mod.top_up(backend, view, plan, nodes, args.max_per_node, args.fanout,
+                                      args.register_timeout, Progress())
+            errors = [f"{node}: " + (result.listed[node].error if node in result.listed and result.listed[node].error
+                                     else result.outcomes[node].detail(args.register_timeout))
+                      for node in result.failed]
+            if result.server_error:
+                errors.append(result.server_error)
+            started = sum(len(o.started) for o in result.outcomes.values())
+            return service.Round(topup_mod.summary(result), result.as_json(args.register_timeout), errors,
+                                 result.nominal, started, result.starting,
+                                 result.alive + sum(len(o.registered) for o in result.outcomes.values()))
+
+        return one_round
+
+    rounds = {site_args.site: factory(site_args) for site_args in for_each_site(args)}
+    return service.run(args, view, backend.name, rounds)
+
+
+def _configured_options(args: argparse.Namespace) -> list[str]:
+    """The config's ``fleet_options`` (file or $P3S_FLEET_OPTIONS), as words."""
+    from p3s.config import ConfigError, load_config
+
+    try:
+        options = load_config(args.config).fleet_options
+    except ConfigError as exc:
+        fail(str(exc))
+    if not all(isinstance(o, (str, int, float)) for o in options):
+        fail("config: key 'fleet_options': expected a list of words, e.g. [--backend, slurm, --partition, short]")
+    return [str(o) for o in options]
 
 
 COMMANDS = {"up": cmd_up, "report": cmd_report, "kill": cmd_kill, "top-up": cmd_top_up}
@@ -326,6 +356,17 @@ def main(argv: list[str] | None = None) -> None:
         argv, pilot_args = argv[:at], argv[at + 1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    defaults = _configured_options(args) if args.command != "zipapp" else []
+    if defaults:                       # the config's fleet_options first: the command line's own win
+        args = parser.parse_args(argv[:1] + defaults + argv[1:])
+    if args.command == "zipapp":
+        from p3s.backends import pyz
+
+        try:
+            print(pyz.write(args.output))
+        except OSError as exc:
+            fail(f"cannot write {args.output}: {exc.strerror}", 1)
+        sys.exit(0)
     if pilot_args and args.command not in ("up", "top-up"):
         parser.error(f"pilot options (after --) are for up and top-up, not {args.command}")
     client = make_client(args)

@@ -1,12 +1,12 @@
 """``p3s-fleet top-up --every S``: the fleet as a long-running pilot factory, over any backend.
 
-Each round tops one site up (host backends: ``p3s.fleet.topup``; batch backends:
-``p3s.fleet.batch``), prints one line, and records what it did as a server event (kind
-``fleet.topup``, source ``p3s-fleet``, the site, and in ``data``: backend, wanted, submitted,
-queued, registered, error), which the monitor's site page shows. A round that fails (the backend
-or the server refuses) is retried after a delay that doubles up to ``MAX_BACKOFF`` times the
-period, and is back to the period after a round that works. Several sites are several factories
-(one process each, e.g. one systemd unit or one line of a supervisor per site and backend).
+Each round tops up each site given (``--site``, repeatable; host backends: ``p3s.fleet.topup``,
+batch backends: ``p3s.fleet.batch``), prints one line per site, and records what it did as a
+server event (kind ``fleet.topup``, source ``p3s-fleet``, the site, and in ``data``: backend,
+wanted, submitted, queued, registered, error), which the monitor's site page shows. When a site's
+round fails (the backend or the server refuses), the next round comes after a delay that doubles
+up to ``MAX_BACKOFF`` times the period (the sites share the backend), and back to the period once
+every site's round works.
 """
 from __future__ import annotations
 
@@ -63,30 +63,34 @@ def next_delay(period: float, current: float, failed: bool) -> float:
     return min(max(current * 2, period), period * MAX_BACKOFF, MAX_DELAY) if period > 0 else 0.0
 
 
-def run(args: argparse.Namespace, view: ServerView, backend: str, one_round: Callable[[], Round],
+def run(args: argparse.Namespace, view: ServerView, backend: str, rounds: dict[str, Callable[[], Round]],
         sleep: Callable[[float], None] = time.sleep) -> int:
-    """Run ``one_round`` once (``--every`` not given: its exit status) or every ``args.every`` s."""
+    """Run each site's round once (``--every`` not given: exit status 1 if any failed) or every
+    ``args.every`` s, backing off while any fails (the sites share the backend)."""
     delay = args.every or 0.0
     while True:
-        outcome, error = None, None
-        try:
-            outcome = one_round()
-            if outcome.errors:
-                error = "; ".join(outcome.errors)
-        except (P3SError, BatchError) as exc:
-            error = str(exc)
-        if outcome is not None:
-            if args.json:
-                print_json(outcome.data)
-            else:
-                print(time.strftime("%H:%M:%S ") + outcome.summary, flush=True)
-        if error:
-            print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
-        record(view, args.site, backend, outcome, error)
+        failed = False
+        for site, one_round in rounds.items():
+            outcome, error = None, None
+            try:
+                outcome = one_round()
+                if outcome.errors:
+                    error = "; ".join(outcome.errors)
+            except (P3SError, BatchError) as exc:
+                error = str(exc)
+            if outcome is not None:
+                if args.json:
+                    print_json(outcome.data)
+                else:
+                    print(time.strftime("%H:%M:%S ") + outcome.summary, flush=True)
+            if error:
+                print(f"{PROG}: error: site {site}: {error}", file=sys.stderr, flush=True)
+            record(view, site, backend, outcome, error)
+            failed |= error is not None
         if args.every is None:
-            return 1 if error else 0
-        delay = next_delay(args.every, delay, error is not None)
-        if error:
+            return 1 if failed else 0
+        delay = next_delay(args.every, delay, failed)
+        if failed:
             print(f"{PROG}: next round in {delay:g} s", file=sys.stderr, flush=True)
         sys.stdout.flush()
         sleep(delay)

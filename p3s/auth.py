@@ -45,6 +45,7 @@ class Identity:
     max_pilots: int | None = None    # pilot: live pilots it may have at once
     pilot: str | None = None         # agent: the pilot uuid it is bound to
     session: str | None = None       # logged in through the monitor: the session's digest
+    key: str | None = None           # digest of the configured token it came from (sessions check it)
 
     @property
     def is_admin(self) -> bool:
@@ -97,10 +98,11 @@ class Authenticator:
         for entry in config.tokens:
             key = entry.get("token_sha256") or digest(entry["token"])
             self.static[key] = Identity(entry["role"], entry["name"], site=entry.get("site"),
-                                        max_pilots=entry.get("max_pilots"))
+                                        max_pilots=entry.get("max_pilots"), key=key)
         self.generated_file: Path | None = None
         if not self.disabled and not self.static:
-            self.static[digest(ensure_generated_token(config))] = Identity("admin", "admin")
+            key = digest(ensure_generated_token(config))
+            self.static[key] = Identity("admin", "admin", key=key)
             self.generated_file = token_file(config)
         self.credentials: CredentialStore | None = None
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime as _dt
 import heapq
 import logging
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from tornado.ioloop import IOLoop
 
@@ -44,11 +45,13 @@ class PilotInfo:
 
 
 class _Entry:
-    __slots__ = ("key", "uuid", "jobtype", "site", "live")
+    __slots__ = ("key", "rank", "uuid", "jobtype", "site", "live", "deadline")
 
-    def __init__(self, priority: int, seq: int, uuid: str, jobtype: str, site: str) -> None:
-        self.key = (-priority, seq)
-        self.uuid, self.jobtype, self.site, self.live = uuid, jobtype, site, True
+    def __init__(self, priority: int, seq: int, uuid: str, jobtype: str, site: str,
+                 deadline: float | None = None, newest_first: bool = False) -> None:
+        self.rank = (-priority, seq)                             # order between job types
+        self.key = (-priority, -seq) if newest_first else self.rank   # order within the type's heap
+        self.uuid, self.jobtype, self.site, self.live, self.deadline = uuid, jobtype, site, True, deadline
 
     def __lt__(self, other: "_Entry") -> bool:
         return self.key < other.key
@@ -60,6 +63,7 @@ class ReadyQueue:
     def __init__(self) -> None:
         self._heaps: dict[tuple[str, str], list[_Entry]] = {}
         self._entries: dict[str, _Entry] = {}
+        self.newest_first: set[str] = set()      # job types served newest first within a priority
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,9 +71,11 @@ class ReadyQueue:
     def __contains__(self, uuid: str) -> bool:
         return uuid in self._entries
 
-    def push(self, uuid: str, priority: int, seq: int, jobtype: str, site: str) -> None:
+    def push(self, uuid: str, priority: int, seq: int, jobtype: str, site: str, deadline: Any = None) -> None:
         self.discard(uuid)
-        entry = _Entry(priority, seq, uuid, jobtype, site or "")
+        if isinstance(deadline, _dt.datetime):
+            deadline = deadline.replace(tzinfo=_dt.timezone.utc).timestamp()
+        entry = _Entry(priority, seq, uuid, jobtype, site or "", deadline, jobtype in self.newest_first)
         self._entries[uuid] = entry
         heapq.heappush(self._heaps.setdefault((entry.jobtype, entry.site), []), entry)
 
@@ -89,9 +95,18 @@ class ReadyQueue:
                 continue
             while heap and not heap[0].live:
                 heapq.heappop(heap)
-            if heap and (best is None or heap[0].key < best.key):
+            if heap and (best is None or heap[0].rank < best.rank):
                 best = heap[0]
         return best
+
+    def reorder(self, jobtype: str, newest_first: bool) -> None:
+        """Serve ``jobtype`` newest first (or first defined first) from now on."""
+        (self.newest_first.add if newest_first else self.newest_first.discard)(jobtype)
+        for (heap_type, _site), heap in self._heaps.items():
+            if heap_type == jobtype:
+                for entry in heap:
+                    entry.key = (entry.rank[0], -entry.rank[1]) if newest_first else entry.rank
+                heapq.heapify(heap)
 
     def uuids(self) -> set[str]:
         return set(self._entries)
@@ -108,17 +123,21 @@ class Broker(Listener):
         self._waiters: collections.OrderedDict[str, tuple[PilotInfo, asyncio.Future]] = collections.OrderedDict()
         self._serve_scheduled = False
         self.dispatch_latencies: collections.deque[float] = collections.deque(maxlen=10000)
+        # Asked before a job is handed out: True drops it (p3s.freshness: past its deadline).
+        self.gate: Callable[[str, str, float | None], bool] | None = None
         self.drained: set[str] = set()       # hosts whose pilots get no new work (p3s.hosts)
         lifecycle.listeners.append(self)
 
     # --- start-up -----------------------------------------------------------------------------
     def load(self) -> None:
         """Rebuild the queue and the limits from the database."""
+        newest_first = self.queue.newest_first
         self.queue = ReadyQueue()
+        self.queue.newest_first = newest_first
         for doc in models.Job._get_collection().find(
-                {"state": states.DEFINED}, {"priority": 1, "seq": 1, "jobtype": 1, "site": 1}):
+                {"state": states.DEFINED}, {"priority": 1, "seq": 1, "jobtype": 1, "site": 1, "deadline": 1}):
             self.queue.push(doc["_id"], doc.get("priority", 0), doc.get("seq", 0), doc.get("jobtype", ""),
-                            doc.get("site", ""))
+                            doc.get("site", ""), doc.get("deadline"))
         self.load_limits()
 
     def load_limits(self) -> None:
@@ -128,13 +147,14 @@ class Broker(Listener):
         """Bring the queue in line with the database (another server may share it)."""
         defined = {}
         for doc in models.Job._get_collection().find(
-                {"state": states.DEFINED}, {"priority": 1, "seq": 1, "jobtype": 1, "site": 1}):
+                {"state": states.DEFINED}, {"priority": 1, "seq": 1, "jobtype": 1, "site": 1, "deadline": 1}):
             defined[doc["_id"]] = doc
         for uuid in self.queue.uuids() - defined.keys():
             self.queue.discard(uuid)
         for uuid in defined.keys() - self.queue.uuids():
             doc = defined[uuid]
-            self.queue.push(uuid, doc.get("priority", 0), doc.get("seq", 0), doc.get("jobtype", ""), doc.get("site", ""))
+            self.queue.push(uuid, doc.get("priority", 0), doc.get("seq", 0), doc.get("jobtype", ""), doc.get("site", ""),
+                            doc.get("deadline"))
         self.load_limits()
         self.schedule_serve()
 
@@ -154,6 +174,8 @@ class Broker(Listener):
             if entry is None:
                 return None
             self.queue.discard(entry.uuid)
+            if self.gate is not None and self.gate(entry.uuid, entry.jobtype, entry.deadline):
+                continue
             now = utcnow()
             try:
                 job = self.lifecycle.move_job(
@@ -226,7 +248,8 @@ class Broker(Listener):
     # --- listener -----------------------------------------------------------------------------
     def job_created(self, doc: dict) -> None:
         if doc["state"] == states.DEFINED:
-            self.queue.push(doc["_id"], doc.get("priority", 0), doc["seq"], doc["jobtype"], doc.get("site", ""))
+            self.queue.push(doc["_id"], doc.get("priority", 0), doc["seq"], doc["jobtype"], doc.get("site", ""),
+                            doc.get("deadline"))
             self.schedule_serve()
 
     def job_removed(self, doc: dict) -> None:
@@ -235,7 +258,7 @@ class Broker(Listener):
     def job_moved(self, before: dict, after: dict) -> None:
         if after["state"] == states.DEFINED:
             self.queue.push(after["_id"], after.get("priority", 0), after.get("seq", 0), after.get("jobtype", ""),
-                            after.get("site", ""))
+                            after.get("site", ""), after.get("deadline"))
             self.schedule_serve()
         elif before.get("state") == states.DEFINED:
             self.queue.discard(after["_id"])

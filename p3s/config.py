@@ -32,6 +32,19 @@ class Setting:
         return "P3S_" + self.name.upper()
 
 
+# Security (p3s.auth, p3s.sessions, p3s.server.proxies, p3s.web.metrics): transport, sessions, exposure.
+SECURITY_SETTINGS = (
+    Setting("certfile", "", str, "TLS certificate chain (PEM) of the server; with keyfile, it serves https."),
+    Setting("keyfile", "", str, "TLS private key (PEM) of the server."),
+    Setting("ca_file", "", str, "CA certificates (PEM) clients and pilots trust for https (default: the system's)."),
+    Setting("session_days", 7, float, "Days a monitor login lasts (logging out ends it at once)."),
+    Setting("trusted_proxies", [], list,
+            "Addresses (or networks, a.b.c.d/n) of reverse proxies whose X-Real-Ip/X-Forwarded-For are believed."),
+    Setting("metrics_public", False, bool, "Serve /metrics without a token (else a metrics or admin token)."),
+    Setting("i_understand_no_auth_is_open", False, bool,
+            "Allow no_auth on an address other than loopback: anyone reaching the port runs code on every node."),
+)
+
 # Retention (p3s.retention): what ended is archived to <data_dir>/archive and removed, by age and by count.
 RETENTION_SETTINGS = (
     Setting("retention_period", 2, float, "Seconds between retention slices (0: retention off)."),
@@ -73,7 +86,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("idle_timeout", 60, int,
             "Seconds a connection may stay without sending a request (new, or kept alive between requests)."),
     Setting("body_timeout", 60, int, "Seconds a request body may take to arrive."),
-    Setting("tokens", [], list, "Bearer tokens: a list of {token, role, name}; role is admin, client or pilot."),
+    Setting("tokens", [], list, "Bearer tokens: a list of {token or token_sha256, role, name}; role is admin, "
+                               "client, pilot or metrics; a pilot token may have site and max_pilots."),
     Setting("token", "", str, "Token that clients and pilots send (else the generated one in data_dir)."),
     Setting("no_auth", False, bool, "Serve without authentication (must be asked for explicitly)."),
     Setting("log_level", "INFO", str, "Logging level: DEBUG, INFO, WARNING or ERROR."),
@@ -89,8 +103,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("blackhole_jobs", 5, int,
             "A host whose last this many jobs were all unsuccessful is flagged a black hole (0: never)."),
     Setting("blackhole_drain", True, bool, "Give a flagged black-hole host's pilots no new work until it is cleared."),
+    Setting("fleet_options", [], list, "Default p3s-fleet options, read before the command line's own (which win), "
+                                       "e.g. [--backend, slurm, --partition, short, --time, '2:00:00']."),
     Setting("log_file", "", str, "Also log to this file (empty: stderr only)."),
+    *SECURITY_SETTINGS,
     *RETENTION_SETTINGS,
+    Setting("jobtype_defaults", {}, dict,
+            "Freshness defaults per job type ('*' for every type): {TYPE: {eta, order, stale, stop_running, "
+            "shed, alarm_within_eta}}; the job type's own settings (API, p3s-job types) win."),
+    Setting("alarm_within_eta", 0.9, float,
+            "Alarm when a job type's share of jobs within its ETA over 10 minutes falls below this."),
+    Setting("result_dirs", ["~/.p3s", "/tmp/p3s"], list,
+            "Directories under which the monitor may serve jobs' output files (the server must see them)."),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -118,6 +142,15 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
         if number < 0:
             raise ConfigError(f"{problem}: must not be negative, got {number}")
         return number
+    if kind is dict:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{problem}: not a YAML/JSON mapping: {exc}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{problem}: expected a mapping, got {type(value).__name__}")
+        return value
     if kind is list:
         if isinstance(value, str):
             try:
@@ -164,6 +197,20 @@ def _check_tokens(tokens: list, where: str) -> list[dict]:
                 raise ConfigError(f"{here}: '{key}' must be {'a string' if kind is str else 'a non-negative integer'}")
             item[key] = value
         checked.append(item)
+    return checked
+
+
+def _check_jobtype_defaults(table: dict, where: str) -> dict[str, dict]:
+    """Each entry validated as a job type's settings would be by the API."""
+    from p3s import schema
+    from p3s.errors import ApiError
+
+    checked = {}
+    for name, entry in table.items():
+        try:
+            checked[str(name)] = schema.JOBTYPE_PATCH.validate(entry if entry else {"eta": None}, str(name))
+        except ApiError as exc:
+            raise ConfigError(f"{where}: key 'jobtype_defaults': {exc.message}") from None
     return checked
 
 
@@ -253,6 +300,7 @@ def load_config(
         if value is not None:
             values[key] = _coerce(BY_NAME[key], value, f"option --{key.replace('_', '-')}")
     values["tokens"] = _check_tokens(values["tokens"], source or "tokens")
+    values["jobtype_defaults"] = _check_jobtype_defaults(values["jobtype_defaults"], source or "jobtype_defaults")
     level = str(values["log_level"]).upper()
     if level not in LOG_LEVELS:
         raise ConfigError(f"{source or 'log_level'}: key 'log_level': expected one of {', '.join(LOG_LEVELS)}")

@@ -20,6 +20,7 @@ YAML format
         env: {P3S_EXECMODE: SHELL}       # NAME: value (strings, or numbers kept as written)
         priority: 0                      # integer, default 0
         timelimit: 600                   # seconds, a positive integer; default: the server's
+        eta: 300                         # seconds from data arrival; default: the job type's ETA
       NOOP2: {noop: true}
     data:                                # edges: files from source to target, in order
       - {id: in, source: NOOP1, target: filter, name: input.txt, dirpath: /data/in,
@@ -27,7 +28,7 @@ YAML format
       - {source: filter, target: NOOP2, datatype: TXT, datatag: OUTTXT}
 
 Top level: ``name``, ``description``, ``jobs``, ``data``. A job: ``jobtype``, ``payload``,
-``env``, ``priority``, ``timelimit``, ``noop``. A data edge: ``id``, ``source``, ``target``,
+``env``, ``priority``, ``timelimit``, ``noop``, ``eta``. A data edge: ``id``, ``source``, ``target``,
 ``name`` (a file name or a pattern), ``dirpath``, ``datatype``, ``datatag``, ``comment``. Any
 other key is an error, and so is a key given twice.
 
@@ -77,7 +78,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 TEMPLATE_KEYS = ("name", "description", "jobs", "data")
-JOB_KEYS = ("jobtype", "payload", "env", "priority", "timelimit", "noop")
+JOB_KEYS = ("jobtype", "payload", "env", "priority", "timelimit", "noop", "eta")
 EDGE_KEYS = ("id", "source", "target", "name", "dirpath", "datatype", "datatag", "comment")
 EDGE_TEXT_FIELDS = EDGE_KEYS[1:]
 DISPLAY_ATTRIBUTES = frozenset({"label", "x", "y", "z", "size", "r", "g", "b", "color", "colour", "weight",
@@ -110,6 +111,7 @@ class Vertex:
     priority: int = 0
     timelimit: int | None = None
     noop: bool = False
+    eta: int | None = None               # seconds from data arrival (default: the job type's ETA)
 
     def __post_init__(self) -> None:
         if self.noop is True or self.jobtype == NOOP:
@@ -323,6 +325,8 @@ def _vertex_problems(vertex: Vertex) -> list[Problem]:
         problems.append(bad("priority", f"priority must be an integer, got {vertex.priority!r}"))
     if vertex.timelimit is not None and not (_is_int(vertex.timelimit) and vertex.timelimit > 0):
         problems.append(bad("timelimit", f"timelimit must be a positive integer (seconds), got {vertex.timelimit!r}"))
+    if vertex.eta is not None and not (_is_int(vertex.eta) and vertex.eta > 0):
+        problems.append(bad("eta", f"eta must be a positive integer (seconds), got {vertex.eta!r}"))
     return problems + _env_problems(vertex, bad)
 
 
@@ -625,6 +629,8 @@ def _vertex_yaml(vertex: Vertex) -> dict[str, Any]:
         out["priority"] = vertex.priority
     if vertex.timelimit is not None:
         out["timelimit"] = vertex.timelimit
+    if vertex.eta is not None:
+        out["eta"] = vertex.eta
     return out
 
 

@@ -9,6 +9,8 @@ seconds. Each complete file then goes through one decision:
     small       smaller than min_size                             registered as skipped
     sampled     not taken by --every / --fraction                 registered as skipped
     backlog     too many defined jobs (read from /summary)        registered as skipped
+    shed        the server says its jobs could not meet their ETA  registered as skipped
+                (or would push a higher-priority type past its own)
     rate        more than max_per_window files in the window      registered as skipped
     accepted    registered as defined, then a workflow is instantiated with the file as its input
 
@@ -50,7 +52,7 @@ from p3s.pilot.client import P3SError
 log = logging.getLogger("p3s.injector")
 
 SOURCE = "injector"
-REASONS = ("duplicate", "small", "sampled", "backlog", "rate", "error")
+REASONS = ("duplicate", "small", "sampled", "backlog", "shed", "rate", "error")
 FALLBACK_POLL = 1.0          # seconds between scans when inotify is not available
 ROTATE_AFTER = 3             # consecutive 5xx answers for one file before it goes to the back of the queue
 MAX_OUTBOX = 10000           # events kept while the server is unreachable
@@ -410,6 +412,7 @@ class Work:
     data: dict | None = None
     workflow: str | None = None
     server_errors: int = 0
+    arrived: float = dataclasses.field(default_factory=time.time)    # when it was first seen complete
 
     @property
     def name(self) -> str:
@@ -458,6 +461,7 @@ class Injector:
         self.backoff = 0.0
         self.outage_since: float | None = None
         self.link = options.link
+        self.ask_admission = True
         self.counts: collections.Counter[str] = collections.Counter()
         self.watcher: PollWatcher | InotifyWatcher | None = None
         self._event_errors = 0
@@ -746,6 +750,8 @@ class Injector:
                 what = f"defined {opts.backlog_type} jobs" if opts.backlog_type else "defined jobs"
                 work.reason = "backlog"
                 work.comment = f"backlog: {backlog} {what} > --backlog-limit {opts.backlog_limit}"
+            elif (shed := self._admission(work)) is not None:
+                work.reason, work.comment = "shed", shed
             elif not self.sampler.admit():
                 work.reason = "rate"
                 work.comment = f"rate: at most {opts.max_per_window} file(s) per {opts.window:g} s"
@@ -769,6 +775,20 @@ class Injector:
             return int((summary.get("jobs_by_type") or {}).get(self.options.backlog_type, {}).get("defined", 0))
         return int((summary.get("jobs") or {}).get("defined", 0))
 
+    def _admission(self, work: Work) -> str | None:
+        """Ask the server whether the template's jobs for this file would be shed (p3s.freshness)."""
+        if not self.ask_admission:
+            return None
+        try:
+            answer = self._call("GET", "/freshness/admission",
+                                query={"template": self.options.template, "arrived": f"{work.arrived:.3f}"})
+        except P3SError as exc:
+            if exc.status == 404:            # a server without freshness policies: never shed
+                self.ask_admission = False
+                return None
+            raise
+        return None if answer.get("admit", True) else str(answer.get("reason") or "shed")
+
     def _register(self, work: Work) -> None:
         if work.register_tried:                  # the earlier request may have gone through
             records = self._lookup(work.name)
@@ -791,7 +811,7 @@ class Injector:
         body = {"name": work.name, "dirpath": work.dirpath, "datatype": self.options.datatype,
                 "state": "defined" if work.reason is None else "skipped",
                 "comment": "injector: accepted" if work.reason is None else f"injector: {work.comment}",
-                "metadata": metadata, "size": work.size}
+                "metadata": metadata, "size": work.size, "arrived": round(work.arrived, 3)}
         work.register_tried = True
         try:
             work.data = self._call("POST", "/data", body)["items"][0]
@@ -814,7 +834,8 @@ class Injector:
         stem = os.path.splitext(work.name)[0]
         body = {"template": self.options.template, "name": f"{self.options.template}:{work.name}"[:256],
                 "inputs": {self.input_tag: work.path}, "state": self.options.workflow_state,
-                "filenames": self.options.filenames, "description": f"injected by {SOURCE}@{self.host}: {stem}"}
+                "filenames": self.options.filenames, "description": f"injected by {SOURCE}@{self.host}: {stem}",
+                "arrived": round(work.arrived, 3)}
         if self.options.outdir:
             body["dirpath"] = self.options.outdir
         work.workflow_tried = True
@@ -881,7 +902,8 @@ class Injector:
             self.counts[work.reason] += 1
             log.info("skipped %s: %s", work.path, work.comment)
             self._event("injector.skipped", f"{work.name}: {work.comment}",
-                        "warning" if work.reason == "backlog" else "info", work, reason=work.reason)
+                        "warning" if work.reason in ("backlog", "shed") else "info", work, reason=work.reason,
+                        template=self.options.template)
 
     # --- events -------------------------------------------------------------------------------
     def _event(self, kind: str, message: str, severity: str = "info", work: Work | None = None, **data: Any) -> None:

@@ -5,6 +5,8 @@ import time
 import uuid as _uuid
 from typing import Any
 
+from pymongo import ReturnDocument
+
 from p3s import events, models, schema, slices, states
 from p3s.broker import Broker
 from p3s.config import Config
@@ -31,6 +33,7 @@ class JobService:
     def __init__(self, lifecycle: Lifecycle, broker: Broker, pilots: PilotService, config: Config) -> None:
         self.lifecycle, self.broker, self.pilots, self.config = lifecycle, broker, pilots, config
         self.collection = ByIdCollection(models.Job._get_collection())
+        self.freshness: Any = None           # p3s.freshness.Freshness, set by the server
 
     async def create(self, body: Any, user: str) -> list[dict]:
         """Create one job (an object) or several (a list): all of them, or none. Done in slices
@@ -53,13 +56,16 @@ class JobService:
             taken = self.collection.find_one({"_id": {"$in": list(chunk)}}, {"_id": 1})
             if taken:
                 raise ApiError(409, f"job {taken['_id']} exists already", "uuid")
+        shed = self.freshness.admit(docs) if self.freshness is not None else []
         await self.lifecycle.insert_jobs_in_slices(docs)
+        if shed:
+            self.freshness.record_shed(shed)
         return docs
 
     def new_job(self, clean: dict, user: str, **fields: Any) -> dict:
         """A complete job document from validated fields (JOB_CREATE) and workflow ``fields``."""
         clean = dict(clean)
-        return {
+        doc = {
             "_id": clean.pop("uuid", None) or str(_uuid.uuid4()),
             **clean,
             "timelimit": clean.get("timelimit") or self.config.default_timelimit,
@@ -72,6 +78,7 @@ class JobService:
             "ts_sta": None, "ts_sto": None, "usage": {}, "usage_series": [], "stdout_tail": None,
             "stderr_tail": None, **fields,
         }
+        return doc if self.freshness is None else self.freshness.stamp(doc)
 
     def get(self, uuid: str) -> dict:
         doc = self.collection.find_one({"_id": uuid})
@@ -94,6 +101,8 @@ class JobService:
             current = self.get(uuid)["state"]
             if current != states.TEMPLATE:       # a rerun of an ended job: it starts afresh
                 fields = {**RETRY_RESET, "error": None, "attempts": 0, **fields}
+                if current == states.STALE:      # an operator wants it run, late or not
+                    fields.update(deadline=None, dropped=None)
             sources = {current} & states.JOB_RERUN_SOURCES
         elif fields:
             sources = FIELDS_ONLY_BEFORE_DISPATCH
@@ -133,19 +142,29 @@ class JobService:
             stored = models.JobType._get_collection().find_one({"_id": name}) or {}
             if not stored and not any(n for (_s, t), n in counters.jobs.items() if t == name):
                 raise not_found("job type", name)
-        return {"name": name, "limit": stored.get("limit"), "comment": stored.get("comment", ""),
-                "active": counters.active(name), "defined": counters.jobs[(states.DEFINED, name)]}
+        out = {"name": name, "limit": stored.get("limit"), "comment": stored.get("comment", ""),
+               "active": counters.active(name), "defined": counters.jobs[(states.DEFINED, name)]}
+        if self.freshness is not None:
+            out.update(self.freshness.describe(name))
+        return out
 
-    def set_jobtype(self, name: str, body: dict) -> dict:
-        models.JobType._get_collection().update_one(
-            {"_id": name}, {"$set": {"limit": body["limit"], "comment": body["comment"]}}, upsert=True)
-        self.broker.limits[name] = body["limit"]
+    def set_jobtype(self, name: str, body: dict, replace: bool = True) -> dict:
+        """Set a job type's settings: all of them (PUT: what is not given is unset) or those given."""
+        collection = models.JobType._get_collection()
+        after = collection.find_one_and_update({"_id": name}, {"$set": body}, upsert=True,
+                                               return_document=ReturnDocument.AFTER)
+        self.broker.limits[name] = after.get("limit")
+        if self.freshness is not None:
+            self.freshness.set_stored(name, after)
         self.broker.schedule_serve()
-        events.record("jobtype.limit", f"limit of job type {name} set to {body['limit']}")
+        changed = ", ".join(f"{k} {'none' if v is None else v}" for k, v in body.items() if k != "comment")
+        events.record("jobtype.settings", f"job type {name}: {changed}")
         return self.jobtype(name)
 
     def delete_jobtype(self, name: str) -> None:
         if models.JobType._get_collection().delete_one({"_id": name}).deleted_count == 0:
             raise not_found("job type", name)
         self.broker.limits.pop(name, None)
+        if self.freshness is not None:
+            self.freshness.set_stored(name, None)
         self.broker.schedule_serve()

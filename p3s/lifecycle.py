@@ -24,7 +24,7 @@ log = logging.getLogger("p3s.lifecycle")
 # Fields of a job the listeners need to know about (broker queue, limits, deadlines).
 JOB_BRIEF = {"state": 1, "jobtype": 1, "priority": 1, "seq": 1, "site": 1, "timelimit": 1,
              "pilot": 1, "workflow": 1, "attempts": 1, "max_attempts": 1, "ts_def": 1, "ts_dis": 1, "ts_sta": 1,
-             "host": 1, "noop": 1, "children": 1, "vertex": 1, "name": 1}
+             "host": 1, "noop": 1, "children": 1, "vertex": 1, "name": 1, "arrived": 1, "deadline": 1, "dropped": 1}
 PILOT_BRIEF = {"state": 1, "site": 1, "host": 1, "job": 1}
 
 # What a retry resets, so that the job looks as it did when it was first defined.

@@ -65,6 +65,12 @@ class Job(me.Document):
     log_dir = me.StringField(null=True)          # where the pilot wrote <uuid>.out/.err
     stdout_tail = me.StringField(null=True)
     stderr_tail = me.StringField(null=True)
+    # freshness (p3s.freshness): when its data arrived, its type's ETA, arrived + ETA, why dropped
+    arrived = me.DateTimeField(null=True)
+    eta = me.IntField(null=True)
+    deadline = me.DateTimeField(null=True)
+    dropped = me.StringField(null=True)          # stale or shed
+    output_dir = me.StringField(null=True)       # $P3S_OUTPUT_DIR on the pilot's host
 
     meta = {
         "collection": "jobs",
@@ -73,6 +79,8 @@ class Job(me.Document):
             ("pilot", "state"),
             ("workflow", "state"),
             ("jobtype", "state"),
+            ("state", "deadline"),
+            ("jobtype", "state", "-ts_sto"),
             "-ts_def",
             "user",
             "name",
@@ -136,6 +144,7 @@ class DataFile(me.Document):
     target_job = me.StringField(null=True)
     ts_reg = me.DateTimeField()
     ts_upd = me.DateTimeField()
+    arrived = me.DateTimeField(null=True)        # when the file arrived (injector: first seen complete)
 
     meta = {"collection": "data", "indexes": ["name", "workflow", "datatype", "-ts_reg", "source_job"],
             **_NO_AUTO_INDEX}
@@ -147,6 +156,13 @@ class JobType(me.Document):
     name = me.StringField(primary_key=True)
     limit = me.IntField(null=True)
     comment = me.StringField(default="")
+    # freshness policies (None: the configuration's jobtype_defaults, else off)
+    eta = me.IntField(null=True)                 # seconds from arrival
+    order = me.StringField(null=True)            # fifo or newest-first
+    stale = me.BooleanField(null=True)           # drop jobs past their deadline before they run
+    stop_running = me.BooleanField(null=True)    # ... and stop running ones past it
+    shed = me.BooleanField(null=True)            # drop at admission what cannot meet its ETA
+    alarm_within_eta = me.FloatField(null=True)  # alarm when the share within ETA is below this
     meta = {"collection": "jobtypes", **_NO_AUTO_INDEX}
 
 
@@ -197,6 +213,7 @@ class Workflow(me.Document):
     vertices = me.DictField()                    # vertex name -> job uuid
     roots = me.ListField(me.StringField())       # jobs started first
     error = me.StringField(null=True)            # what made it fail
+    arrived = me.DateTimeField(null=True)        # earliest arrival of its input files
     ts_def = me.DateTimeField()
     ts_sta = me.DateTimeField(null=True)
     ts_sto = me.DateTimeField(null=True)

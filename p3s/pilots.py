@@ -233,7 +233,7 @@ class PilotService:
                                               "ts_dis": utcnow()}, inc={"attempts": 1})
                 self.lifecycle.move_job(job, states.RUNNING, where=self._own(pilot),
                                         set_={"ts_sta": _from_epoch(body["ts"]) or utcnow(), "pid": body["pid"],
-                                              "log_dir": body["log_dir"]})
+                                              "log_dir": body["log_dir"], "output_dir": body["output_dir"]})
                 self._holds(pilot, job)
                 events.record("job.adopted", f"job {job} was given back to the queue but pilot {pilot.uuid} "
                                              f"runs it ({what}): it is that pilot's again",
@@ -266,7 +266,7 @@ class PilotService:
         try:
             self.lifecycle.move_job(body["job"], states.RUNNING, where=self._own(pilot),
                                     set_={"ts_sta": _from_epoch(body["ts"]) or utcnow(), "pid": body["pid"],
-                                          "log_dir": body["log_dir"]})
+                                          "log_dir": body["log_dir"], "output_dir": body["output_dir"]})
         except (IllegalTransition, ApiError) as exc:
             if isinstance(exc, ApiError) and exc.status != 404:
                 raise
@@ -278,8 +278,9 @@ class PilotService:
     def _end(self, pilot: PilotInfo, body: dict, target: str, error: str | None) -> None:
         fields: dict[str, Any] = {"exit_code": body["exit_code"], "error": error,
                                   "last_report": self._report_key(pilot, body, target)}
-        if body["log_dir"]:
-            fields["log_dir"] = body["log_dir"]
+        for key in ("log_dir", "output_dir"):
+            if body[key]:
+                fields[key] = body[key]
         for key in ("stdout_tail", "stderr_tail"):
             if body[key] is not None:
                 fields[key] = body[key]

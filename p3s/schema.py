@@ -7,6 +7,7 @@ from what the server checks.
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import math
 import re
 import uuid as _uuid
@@ -79,7 +80,7 @@ def check_tree(value: Any, where: str = "body", stored_keys: bool = False) -> No
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-    """One accepted field. ``kind``: str, name, int, bool, env, object, strlist, uuid, number."""
+    """One accepted field. ``kind``: str, name, int, bool, env, object, strlist, uuid, number, time."""
 
     name: str
     kind: str
@@ -100,6 +101,8 @@ class Field:
                 return None
             raise invalid(where, "must not be null")
         kind = self.kind
+        if kind == "time":
+            return _moment(value, where)
         if kind in ("int", "number"):
             value = _number(value, where, integer=(kind == "int"))
             if self.minimum is not None and value < self.minimum:
@@ -171,6 +174,7 @@ class Field:
         schema: dict[str, Any] = {
             "int": {"type": "integer"},
             "number": {"type": "number"},
+            "time": {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
             "bool": {"type": "boolean"},
             "str": {"type": "string", "pattern": TEXT_PATTERN},
             "name": {"type": "string", "pattern": NAME_RE.pattern},
@@ -206,6 +210,28 @@ class Field:
 def _json_type(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
             int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _moment(value: Any, where: str) -> _dt.datetime:
+    """A moment given as seconds since the epoch or an ISO 8601 text (UTC when it names no zone),
+    as the naive UTC datetime to the millisecond that MongoDB keeps."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", value):
+        value = float(value)             # seconds, as a query string gives them
+    if isinstance(value, str):
+        try:
+            moment = _dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise invalid(where, f"must be seconds since the epoch or an ISO 8601 time, got {value!r}") from None
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    else:
+        seconds = _number(value, where, integer=False)
+        if not math.isfinite(seconds) or not 0 <= seconds < 32503680000:      # before the year 3000
+            raise invalid(where, f"must be a time between 1970 and 3000, got {value!r}")
+        moment = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).replace(tzinfo=None)
+    if not 1970 <= moment.year < 3000:
+        raise invalid(where, f"must be a time between 1970 and 3000, got {value!r}")
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _number(value: Any, where: str, integer: bool) -> int | float:
@@ -307,6 +333,10 @@ JOB_CREATE = Body("JobCreate", (
     Field("state", "str", "Initial state.", choices=(states.DEFINED, states.TEMPLATE), default=states.DEFINED),
     Field("site", "str", "Run only on pilots of this site ('' = any).", default="", max_length=128),
     Field("input_file", "str", "Input file path, shown in listings (default: env P3S_INPUT_FILE).", default=""),
+    Field("arrived", "time", "When its data arrived (seconds since the epoch or ISO 8601; default: now). "
+                             "Its deadline is arrived + ETA.", nullable=True, default=None),
+    Field("eta", "int", "Seconds from arrival within which its result is wanted (default: its type's ETA).",
+          minimum=1, nullable=True, default=None),
     *_JOB_COMMON,
 ))
 JOB_PATCH = Body("JobPatch", (
@@ -349,6 +379,8 @@ PILOT_EVENT = Body("PilotEvent", (
     Field("message", "str", "Free text (e.g. why a payload could not start).", default="", max_length=4096),
     Field("log_dir", "str", "Directory of the job's .out/.err files on the pilot's host.", nullable=True,
           default=None, max_length=4096),
+    Field("output_dir", "str", "The job's $P3S_OUTPUT_DIR on the pilot's host.", nullable=True,
+          default=None, max_length=4096),
 ))
 PILOT_REQUEST = Body("PilotRequest", (
     Field("wait", "number", "Seconds to wait for a job (bounded by the server's long_poll_max).",
@@ -370,6 +402,8 @@ _DATA_COMMON = (
     Field("comment", "str", "Free text.", default=""),
     Field("metadata", "object", "Any metadata.", default=dict),
     Field("size", "int", "Size in bytes.", minimum=0, nullable=True, default=None),
+    Field("arrived", "time", "When the file arrived (seconds since the epoch or ISO 8601; default: "
+                             "the time of registration).", nullable=True, default=None),
 )
 DATA_CREATE = Body("DataCreate", (
     Field("name", "str", "File name.", required=True, max_length=1024),
@@ -390,11 +424,30 @@ DATATYPE_PATCH = Body("DataTypePatch", (
 ), patch=True)
 
 # --- job types, sites, events -----------------------------------------------------------------
+ORDERS = ("fifo", "newest-first")
 JOBTYPE_SET = Body("JobTypeSet", (
     Field("limit", "int", "Most jobs of this type dispatched+running at once (null = no limit; 0 = paused).",
           minimum=0, nullable=True, default=None),
     Field("comment", "str", "Free text.", default=""),
+    *(
+        Field("eta", "int", "Seconds from data arrival within which a job of this type is wanted (null: "
+                            "the configuration's default, else none: no freshness policy).",
+              minimum=1, nullable=True, default=None),
+        Field("order", "str", "Order within a priority: fifo, or newest-first (freshest data first).",
+              choices=ORDERS, nullable=True, default=None),
+        Field("stale", "bool", "Drop a job whose deadline passed before a pilot took it (state stale).",
+              nullable=True, default=None),
+        Field("stop_running", "bool", "Also stop a running job once past its deadline (state stale).",
+              nullable=True, default=None),
+        Field("shed", "bool", "Drop at admission a job that cannot meet its deadline, or whose admission "
+                              "would push a higher-priority type past its ETA (reason shed).",
+              nullable=True, default=None),
+        Field("alarm_within_eta", "number", "Alarm when the share of jobs within ETA over 10 minutes falls "
+                                            "below this (0-1).", minimum=0, nullable=True, default=None),
+    ),
 ))
+JOBTYPE_PATCH = Body("JobTypePatch", tuple(dataclasses.replace(x, default=MISSING) for x in JOBTYPE_SET.fields.values()),
+                     patch=True)
 _SITE_FIELDS = (
     Field("pilots", "int", "Nominal pilot population.", minimum=0, default=1),
     Field("period", "int", "Seconds between job requests of an idle pilot.", minimum=0, default=10),
@@ -433,6 +486,7 @@ VERTEX_OVERRIDE = Body("VertexOverride", (
     Field("priority", "int", "Replacement priority."),
     Field("timelimit", "int", "Replacement time limit.", minimum=1, maximum="max_timelimit"),
     Field("jobtype", "name", "Replacement job type."),
+    Field("eta", "int", "Replacement ETA in seconds (default: the vertex's, else its type's).", minimum=1),
 ), patch=True)
 WORKFLOW_CREATE = Body("WorkflowCreate", (
     Field("uuid", "uuid", "Client-chosen id (optional; must be new): makes a retried request safe.",
@@ -451,6 +505,8 @@ WORKFLOW_CREATE = Body("WorkflowCreate", (
                               "(as in the template), derived (from the first input's name).",
           choices=("generated", "template", "derived"), default="generated"),
     Field("dirpath", "str", "Directory for generated files (default: each edge's dirpath).", default=""),
+    Field("arrived", "time", "When its data arrived (default: the earliest arrival of its registered input "
+                             "files, else now).", nullable=True, default=None),
 ))
 
 

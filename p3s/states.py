@@ -20,12 +20,15 @@ PILOT_LOST = "pilot_lost"    # its pilot stopped heartbeating
 KILLED = "killed"            # stopped on request
 NONSTARTER = "nonstarter"    # the payload could not be started
 CANCELLED = "cancelled"      # withdrawn before it ran
+STALE = "stale"              # dropped: past its deadline before it ran (or shed at admission)
 
 JOB_STATES = (TEMPLATE, DEFINED, DISPATCHED, RUNNING, FINISHED, FAILED, TIMELIMIT,
-              PILOT_LOST, KILLED, NONSTARTER, CANCELLED)
+              PILOT_LOST, KILLED, NONSTARTER, CANCELLED, STALE)
 JOB_ACTIVE = frozenset({DISPATCHED, RUNNING})                      # count against jobtype limits
 JOB_UNSUCCESSFUL = frozenset({FAILED, TIMELIMIT, PILOT_LOST, KILLED, NONSTARTER})
-JOB_ENDED = JOB_UNSUCCESSFUL | {FINISHED, CANCELLED}
+# Dropped to keep others within their ETA (p3s.freshness): not a failure, never retried.
+JOB_DROPPED = frozenset({STALE})
+JOB_ENDED = JOB_UNSUCCESSFUL | JOB_DROPPED | {FINISHED, CANCELLED}
 # An unsuccessful end a job may be retried after, when it has attempts left (max_attempts > 1).
 JOB_RETRYABLE = frozenset({FAILED, TIMELIMIT, PILOT_LOST, NONSTARTER})
 
@@ -33,7 +36,7 @@ JOB_RETRYABLE = frozenset({FAILED, TIMELIMIT, PILOT_LOST, NONSTARTER})
 JOB_TRANSITIONS: Mapping[str, frozenset[str]] = {
     # From an unsuccessful end: a retry (attempts left) or an operator's rerun. From dispatched or
     # running: a release (its pilot does not hold it, or never started it), no attempt counted.
-    DEFINED: frozenset({TEMPLATE}) | JOB_UNSUCCESSFUL | {CANCELLED} | JOB_ACTIVE,
+    DEFINED: frozenset({TEMPLATE}) | JOB_UNSUCCESSFUL | {CANCELLED, STALE} | JOB_ACTIVE,
     TEMPLATE: frozenset({DEFINED}),
     DISPATCHED: frozenset({DEFINED}),
     RUNNING: frozenset({DISPATCHED}),
@@ -46,10 +49,13 @@ JOB_TRANSITIONS: Mapping[str, frozenset[str]] = {
     KILLED: frozenset({DISPATCHED, RUNNING}),
     NONSTARTER: frozenset({DISPATCHED}),
     CANCELLED: frozenset({TEMPLATE, DEFINED}),
+    # Shed at admission (from template, a workflow's root), past its deadline before a pilot took
+    # it, or (a type's stop_running policy) while it ran.
+    STALE: frozenset({TEMPLATE, DEFINED, DISPATCHED, RUNNING}),
 }
 
 # What an operator may send back to ``defined`` (a rerun); active jobs are released only by the server.
-JOB_RERUN_SOURCES = frozenset({TEMPLATE, CANCELLED}) | JOB_UNSUCCESSFUL
+JOB_RERUN_SOURCES = frozenset({TEMPLATE, CANCELLED}) | JOB_UNSUCCESSFUL | JOB_DROPPED
 
 # --- pilots -----------------------------------------------------------------------------------
 IDLE = "idle"                # registered, between jobs
@@ -75,9 +81,10 @@ WF_RUNNING = "running"       # a job of it has started
 WF_FINISHED = "finished"     # every job finished
 WF_FAILED = "failed"         # a job ended unsuccessfully; what depended on it was cancelled
 WF_CANCELLED = "cancelled"   # cancelled on request
+WF_DROPPED = "dropped"       # a job of it was dropped (stale or shed); what depended on it was cancelled
 
-WORKFLOW_STATES = (WF_TEMPLATE, WF_DEFINED, WF_RUNNING, WF_FINISHED, WF_FAILED, WF_CANCELLED)
-WORKFLOW_ENDED = frozenset({WF_FINISHED, WF_FAILED, WF_CANCELLED})
+WORKFLOW_STATES = (WF_TEMPLATE, WF_DEFINED, WF_RUNNING, WF_FINISHED, WF_FAILED, WF_CANCELLED, WF_DROPPED)
+WORKFLOW_ENDED = frozenset({WF_FINISHED, WF_FAILED, WF_CANCELLED, WF_DROPPED})
 
 WORKFLOW_TRANSITIONS: Mapping[str, frozenset[str]] = {
     WF_DEFINED: frozenset({WF_TEMPLATE}),
@@ -85,6 +92,7 @@ WORKFLOW_TRANSITIONS: Mapping[str, frozenset[str]] = {
     WF_FINISHED: frozenset({WF_DEFINED, WF_RUNNING}),     # all-NOOP workflows finish without running
     WF_FAILED: frozenset({WF_DEFINED, WF_RUNNING}),
     WF_CANCELLED: frozenset({WF_TEMPLATE, WF_DEFINED, WF_RUNNING}),
+    WF_DROPPED: frozenset({WF_DEFINED, WF_RUNNING}),
 }
 
 

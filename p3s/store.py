@@ -30,6 +30,21 @@ class StoreError(Exception):
     """The database could not be opened; the message says why."""
 
 
+def private_tree(data_dir: Path) -> None:
+    """Make the data directory 0700 and what it holds 0700 (directories) or 0600 (files): it holds
+    every job's environment. Files the server makes later are private through its umask (077)."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.chmod(data_dir, 0o700)
+        for root, dirs, files in os.walk(data_dir):
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    os.chmod(path, 0o700 if name in dirs else 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot make {data_dir} private: {exc.strerror}") from None
+
+
 class DataDirLock:
     """An exclusive lock on a data directory, held for the life of the server process."""
 
@@ -101,7 +116,7 @@ class Database:
         elif self.embedded:
             if self.uri:
                 raise StoreError(f"unsupported database URI {self.uri!r}: use mongodb://… or leave it empty")
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            private_tree(self.data_dir)
             self._lock = DataDirLock(self.data_dir)
             self._lock.acquire()
             me.connect(db=self.db_name, host="mongodb://localhost",

@@ -15,13 +15,14 @@ import collections
 import logging
 import os
 import uuid as _uuid
-
+from typing import Any
 
 from pymongo import ReturnDocument
 
 from p3s import dag, events, models, schema, states
 from p3s.diagnosis import failure_reason
 from p3s.errors import ApiError, invalid, not_found
+from p3s.freshness import epoch
 from p3s.fastpath import ByIdCollection
 from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle, Listener, build_update, job_filter, will_retry
@@ -110,6 +111,7 @@ class WorkflowEngine(Listener):
         self.data = models.DataFile._get_collection()
         self._pending: collections.deque = collections.deque()
         self._draining = False
+        self.freshness: Any = None           # p3s.freshness.Freshness, set by the server
         lifecycle.listeners.append(self)
 
     # --- instantiation ------------------------------------------------------------------------
@@ -125,6 +127,7 @@ class WorkflowEngine(Listener):
         job_ids = {name: str(_uuid.uuid4()) for name in template.vertices}
         exts = {d["_id"]: d.get("ext", "") for d in models.DataType._get_collection().find({}, {"ext": 1})}
         now = utcnow()
+        arrived = body.get("arrived") or self._arrival(inputs) or now
         stem = self._stem(inputs, body["name"] or template.name)
         data_docs, paths = [], {}
         for edge in template.edges:
@@ -140,7 +143,8 @@ class WorkflowEngine(Listener):
                 "state": "ready" if given is not None else "template", "comment": edge.comment, "metadata": {},
                 "size": None, "workflow": wf_uuid, "datatag": edge.datatag or None, "edge": edge.id,
                 "source": edge.source, "target": edge.target, "source_job": job_ids[edge.source],
-                "target_job": job_ids[edge.target], "ts_reg": now, "ts_upd": now, "owner": user})
+                "target_job": job_ids[edge.target], "ts_reg": now, "ts_upd": now, "owner": user,
+                "arrived": arrived if given is not None else None})
         job_docs = []
         for name, vertex in template.vertices.items():
             wiring = {e.datatag: paths[e.id] for e in template.edges if e.datatag and name in (e.source, e.target)}
@@ -152,16 +156,18 @@ class WorkflowEngine(Listener):
                 "jobtype": extra.get("jobtype", "noop" if vertex.noop else vertex.jobtype),
                 "env": {**vertex.env, **extra.get("env", {}), **wiring}, "priority": extra.get("priority", vertex.priority),
                 "timelimit": extra.get("timelimit", vertex.timelimit) or self.jobs.config.default_timelimit,
+                "eta": extra.get("eta", vertex.eta),
                 "state": states.TEMPLATE, "user": body["user"] or user,
                 "input_file": next(iter(inputs.values()), "") if inputs else ""})
             children = sorted({job_ids[e.target] for e in template.edges if e.source == name})
             job_docs.append(self.jobs.new_job(clean, user, workflow=wf_uuid, vertex=name, noop=vertex.noop,
-                                              children=children, n_parents=len(template.parents(name))))
+                                              children=children, n_parents=len(template.parents(name)),
+                                              arrived=arrived))
         roots = [job_ids[name] for name in template.roots()]
         workflow = {"_id": wf_uuid, "name": body["name"] or template.name, "description": body["description"],
                     "user": body["user"] or user, "owner": user, "template": template.name, "template_version": tdoc["version"],
                     "state": states.WF_TEMPLATE, "njobs": len(job_docs), "ndone": 0, "vertices": job_ids,
-                    "roots": roots, "error": None, "ts_def": now, "ts_sta": None, "ts_sto": None}
+                    "roots": roots, "error": None, "ts_def": now, "ts_sta": None, "ts_sto": None, "arrived": arrived}
         try:
             self.collection.insert_one(workflow)
             self.lifecycle.insert_jobs(job_docs)
@@ -185,6 +191,19 @@ class WorkflowEngine(Listener):
                 raise invalid(f"overrides.{vertex}", f"no vertex {vertex!r} in template {template.name!r}")
             checked[vertex] = schema.VERTEX_OVERRIDE.validate(changes, f"overrides.{vertex}")
         return checked
+
+    def _arrival(self, inputs: dict[str, str]):
+        """The earliest arrival recorded for the input files (registered data records by path)."""
+        earliest = None
+        for path in set(inputs.values()):
+            dirpath, name = os.path.split(path)
+            for doc in self.data.find({"name": name, "workflow": None}, {"dirpath": 1, "arrived": 1, "ts_reg": 1}):
+                if (doc.get("dirpath") or "") != dirpath:
+                    continue
+                moment = doc.get("arrived") or doc.get("ts_reg")
+                if moment is not None and (earliest is None or moment < earliest):
+                    earliest = moment
+        return earliest
 
     @staticmethod
     def _inputs(template: dag.Template, inputs: dict) -> dict[str, str]:
@@ -241,8 +260,23 @@ class WorkflowEngine(Listener):
     def start(self, uuid: str) -> dict:
         """Define a workflow's root jobs (NOOP roots finish at once)."""
         workflow = self.move(uuid, states.WF_DEFINED)
-        for root in self.jobs.collection.find({"_id": {"$in": workflow["roots"]}}, {"noop": 1}):
-            self._release(root["_id"], root.get("noop", False))
+        shed = []
+        for root in self.jobs.collection.find({"_id": {"$in": workflow["roots"]}},
+                                              {"noop": 1, "jobtype": 1, "priority": 1, "deadline": 1}):
+            reason = None
+            if self.freshness is not None and not root.get("noop"):
+                reason = self.freshness.shed_reason(root.get("jobtype", ""), root.get("priority", 0),
+                                                    epoch(root.get("deadline")))
+            if reason is None:
+                self._release(root["_id"], root.get("noop", False))
+                continue
+            try:        # dropped at admission: what depends on it is cancelled, the workflow dropped
+                shed.append(self.lifecycle.move_job(root["_id"], states.STALE, sources={states.TEMPLATE},
+                                                    set_={"ts_sto": utcnow(), "error": reason, "dropped": "shed"}))
+            except (IllegalTransition, ApiError):
+                pass
+        if shed:
+            self.freshness.record_shed({**j, "workflow": uuid} for j in shed)
         self._drain()
         return self.get(uuid)
 
@@ -317,6 +351,8 @@ class WorkflowEngine(Listener):
                     pass
         elif state in states.JOB_UNSUCCESSFUL and not will_retry(job):
             self._fail(wf_uuid, job)
+        elif state in states.JOB_DROPPED:
+            self._fail(wf_uuid, job, dropped=True)
 
     def _parent_done(self, child: str) -> None:
         doc = self.jobs.collection.find_one_and_update(
@@ -337,14 +373,21 @@ class WorkflowEngine(Listener):
         except (IllegalTransition, ApiError):
             pass     # cancelled meanwhile
 
-    def _fail(self, wf_uuid: str, job: dict) -> None:
+    def _fail(self, wf_uuid: str, job: dict, dropped: bool = False) -> None:
+        """A job ended unsuccessfully (the workflow fails) or was dropped (stale or shed: the workflow
+        is dropped); what depends on it is cancelled with the reason."""
         reason = f"job {job.get('vertex')} ({job['_id']}) ended {job['state']}"
-        why = failure_reason(job) if job.get("error") or job.get("stderr_tail") else ""
-        if why and why != job["state"]:
-            reason += f": {why}"
+        if dropped and job.get("error"):
+            reason += f" ({job['error']})"
+        elif job.get("error") or job.get("stderr_tail"):
+            why = failure_reason(job)
+            if why and why != job["state"]:
+                reason += f": {why}"
+        target = states.WF_DROPPED if dropped else states.WF_FAILED
         try:
-            self.move(wf_uuid, states.WF_FAILED, {"ts_sto": utcnow(), "error": reason})
-            events.record("workflow.failed", f"workflow {wf_uuid} failed: {reason}", job=job["_id"], severity="warning")
+            self.move(wf_uuid, target, {"ts_sto": utcnow(), "error": reason})
+            events.record(f"workflow.{target}", f"workflow {wf_uuid} {target}: {reason}", job=job["_id"],
+                          severity="warning")
         except IllegalTransition:
             pass                 # failed or cancelled already; still cancel what depends on this job
         seen: set[str] = set()

@@ -8,11 +8,13 @@ config, so nothing system-wide is read or changed. Facts measured here: ``Slurmd
 config_overrides`` lets a node declare more CPUs than the machine has (else it drains with "Low
 socket*core*thread count"); the munge socket's directory needs o+x; ``proctrack/cgroup`` (used when
 /sys/fs/cgroup/freezer is writable, else ``proctrack/linuxproc``) makes scancel kill every process
-of a job.
+of a job; the scheduler looks at 100 jobs per pass by default (then waits for its 60 s full pass), so
+the cluster raises ``default_queue_depth`` (160 pilots in one go: 101 started, 59 waited).
 """
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -75,6 +77,9 @@ class SlurmCluster:
         self.names = [f"{prefix}{i:02d}" for i in range(1, nodes + 1)]
         self.cpus = cpus
         self.proctrack = "proctrack/cgroup" if cgroup_freezer_writable() else "proctrack/linuxproc"
+        # Slurm names a node's cgroups slurm_<node>/uid_<uid>/job_<id>: two test clusters at once (two
+        # worktrees' suites) share node names, so their job ids must differ
+        self.first_job_id = random.randrange(1_000, 60_000_000)
         self.procs: list[subprocess.Popen] = []
         self.conf = self.tmp / "etc" / "slurm.conf"
         self.munge_socket = self.tmp / "munge" / "munge.socket"
@@ -116,6 +121,7 @@ SwitchType=switch/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/builtin
+SchedulerParameters=default_queue_depth=10000
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
@@ -126,6 +132,7 @@ InactiveLimit=0
 SlurmdTimeout=60
 MessageTimeout=20
 MaxArraySize=10001
+FirstJobId={self.first_job_id}
 NodeName={nodes} NodeHostname={host} NodeAddr=127.0.0.1 Port=[{first}-{last}] CPUs={self.cpus} State=UNKNOWN
 PartitionName=p3s Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=other Nodes=ALL Default=NO MaxTime=INFINITE State=UP
@@ -180,10 +187,14 @@ PartitionName=other Nodes=ALL Default=NO MaxTime=INFINITE State=UP
 
     # --- tear-down ----------------------------------------------------------------------------
     def stop(self) -> None:
-        """Cancel every job, stop the daemons (slurmds first), wait for them."""
+        """Cancel every job and let them end, stop the daemons (slurmds first), wait for them; then
+        kill whatever still carries this cluster's SLURM_CONF (a job step orphaned by a dead slurmd)."""
         if any(p.poll() is None for p in self.procs[1:2]):
             try:
                 self.run("scancel", "--user", "root", timeout=10)
+                deadline = time.monotonic() + 15
+                while self.run("squeue", "-h", timeout=10).stdout.strip() and time.monotonic() < deadline:
+                    time.sleep(0.2)
             except (OSError, subprocess.SubprocessError):
                 pass
         for proc in reversed(self.procs):
@@ -199,3 +210,34 @@ PartitionName=other Nodes=ALL Default=NO MaxTime=INFINITE State=UP
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         self.procs = []
+        kill_marked("SLURM_CONF", str(self.conf))
+        if self.proctrack == "proctrack/cgroup":
+            for name in self.names:
+                remove_empty_cgroups(Path("/sys/fs/cgroup/freezer") / f"slurm_{name}")
+
+
+def remove_empty_cgroups(top: Path) -> None:
+    """rmdir ``top`` and the cgroups under it, deepest first; a cgroup still in use (by another
+    test cluster with the same node names) cannot be removed and stays."""
+    if not top.is_dir():
+        return
+    for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+def kill_marked(key: str, value: str) -> None:
+    """SIGKILL every process whose environment has ``key=value``."""
+    wanted = f"{key}={value}".encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if wanted not in handle.read().split(b"\0"):
+                    continue
+            os.kill(int(name), signal.SIGKILL)
+        except OSError:
+            continue

@@ -135,3 +135,33 @@ def test_live_rows_elapsed_time_rerun_and_layout(make_server, tmp_path):
         assert browser.console == []
     finally:
         browser.close()
+
+
+def test_black_hole_host_on_the_pilots_sites_and_hosts_views(make_server, tmp_path):
+    server = make_server(blackhole_jobs=2)
+    server.ok("POST", "/sites", {"name": "np04", "pilots": 2}, 201)
+    server.submit(*[{"payload": "x", "name": f"j{i}"} for i in range(3)])
+    pilot = server.register(host="wn13", site="np04")
+    for _ in range(2):
+        finish(server, pilot, 1, "ERROR: disk full")
+    browser = Browser(tmp_path / "profile")
+    try:
+        log_in(browser, server)
+        browser.wait_for("document.querySelector('[data-alarm=\"blackhole:wn13\"].firing') !== null")
+        browser.wait_for("document.querySelector('#hosts-panel tr[data-host=wn13]') !== null")
+        browser.open(server.url + "/sites")                  # complete at first load: live pilots counted
+        browser.wait_for("document.querySelector('tr[data-key=np04]') !== null")
+        cells = "[...document.querySelectorAll('tr[data-key=np04] td')].map((c) => c.textContent)"
+        assert browser.eval(cells)[1:3] == ["2", "1"]
+        browser.open(server.url + "/pilots")
+        browser.wait_for(f"document.querySelector('tr[data-key=\"{pilot}\"]') !== null")
+        browser.wait_for(f"document.querySelector('tr[data-key=\"{pilot}\"] td[data-col=host]').textContent.includes('drained')")
+        browser.open(server.url + "/hosts")
+        browser.wait_for("document.querySelector('tr[data-host=wn13] button[data-action=clear]') !== null")
+        browser.screenshot(ARTEFACTS / "hosts-blackhole-1280x800.png")
+        browser.eval("window.confirm = () => true; document.querySelector('tr[data-host=wn13] button').click()")
+        browser.wait_for("document.querySelector('tr[data-host=wn13] button[data-action=drain]') !== null")
+        assert not server.ok("GET", "/hosts")["items"][0]["drained"]
+        assert browser.console == []
+    finally:
+        browser.close()

@@ -88,7 +88,7 @@ def test_one_time_login_link(make_server):
         raise AssertionError("no redirect")
 
     location, cookie = open_link(link["path"])
-    assert location == "/" and "p3s_token=" in cookie and "HttpOnly" in cookie
+    assert location == "/" and "p3s_session=" in cookie and "HttpOnly" in cookie
     again, cookie = open_link(link["path"])                            # single use
     assert again.startswith("/login") and cookie == ""
     forged, cookie = open_link("/login/link?code=" + "A" * 43)

@@ -165,7 +165,8 @@ def test_pilots_run_from_the_shipped_zipapp_on_a_python_without_p3s(server, flee
     maps = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
     assert maps[0].endswith(b"python3") and b"-S" in maps
     # busy for 2.5 s with 40 MB: heartbeats every second carry usage read from /proc (no psutil)
-    busy = "import time; x = bytearray(40_000_000); t = time.time()\nwhile time.time() - t < 2.5: pass"
+    busy = ("import time; x = bytearray(40_000_000); t = time.time()\n"
+            "while time.process_time() < 1 or time.time() - t < 2.5: pass")
     (job,) = server.submit({"payload": f"python3 -c '{busy}'", "name": "usage"})
     server.wait_for(lambda: server.job(job["uuid"])["state"] == "finished", timeout=30)
     record = server.job(job["uuid"])
@@ -234,3 +235,21 @@ def test_top_up_every_n_seconds_replaces_a_lost_pilot(server, fleet: Fleet):
             loop.wait()
         err = loop.stderr.read()
     assert loop.returncode == 130 and "interrupted" in err, err
+
+
+def test_one_factory_round_for_two_sites_records_an_event_each(server, fleet: Fleet):
+    for name in ("lab", "dock"):
+        server.ok("POST", "/sites", {"name": name, "pilots": 1, "cycles": 0, "period": 5, "beat": 1}, 201)
+    done = fleet.run("top-up", "--site", "lab", "--site", "dock", "-w", "wn01", *FAST_PILOT)
+    assert done.returncode == 0, done
+    lines = done.stdout.splitlines()
+    assert "site lab: nominal 1, alive 0; started 1 (wn01 +1), 1 registered" in lines[0]
+    assert "site dock: nominal 1, alive 0; started 1 (wn01 +1), 1 registered" in lines[1]
+    alive = server.ok("GET", "/pilots?state=idle,running")["items"]
+    assert sorted(p["site"] for p in alive) == ["dock", "lab"]
+    events = server.ok("GET", "/events?kind=fleet.topup")["items"]
+    assert sorted((e["site"], e["data"]["submitted"], e["data"]["backend"]) for e in events) == \
+        [("dock", 1, "local"), ("lab", 1, "local")]
+    missing = fleet.run("top-up", "--site", "lab", "--site", "nosuch", "-w", "wn01")
+    assert missing.returncode == 1 and "no site 'nosuch'" in missing.stderr and "nothing started" in missing.stderr
+    assert fleet.json("kill", "--all")["hosts"][0]["on_request"]

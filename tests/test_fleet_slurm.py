@@ -2,9 +2,9 @@
 munged, slurmctld and four slurmds, real pilots in real batch jobs, a real server."""
 from __future__ import annotations
 
+import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -126,19 +126,37 @@ def test_a_pilot_that_ignores_the_server_is_cancelled_with_its_payloads(server, 
         _wait(lambda: processes_with("P3S_JOB_UUID", job["uuid"]) == [], 20, "scancel to end the payloads")
 
 
-def test_top_up_through_slurm_and_the_factory_records_its_rounds(server, fleet: Fleet, slurm: SlurmCluster):
+def test_top_up_through_slurm_for_two_sites_and_the_factory_records_its_rounds(server, fleet: Fleet,
+                                                                              slurm: SlurmCluster):
     env = _env(slurm)
     server.ok("POST", "/sites", {"name": "lab", "pilots": 3, "cycles": 0, "period": 5, "beat": 1}, 201)
-    first = fleet.json("top-up", "--site", "lab", *FAST_PILOT, backend="slurm", env=env)
-    assert first["nominal"] == 3 and first["alive"] == 0 and sum(len(s["ids"]) for s in first["submitted"]) == 3
+    server.ok("POST", "/sites", {"name": "dock", "pilots": 1, "cycles": 0, "period": 5, "beat": 1}, 201)
+    first = fleet.run("top-up", "--site", "lab", "--site", "dock", "--json", *FAST_PILOT, backend="slurm", env=env)
+    assert first.returncode == 0, first
+    lab, dock = _json_objects(first.stdout)
+    assert (lab["site"], lab["nominal"], lab["alive"]) == ("lab", 3, 0) and sum(len(s["ids"]) for s in lab["submitted"]) == 3
+    assert dock["site"] == "dock" and sum(len(s["ids"]) for s in dock["submitted"]) == 1
     again = fleet.json("top-up", "--site", "lab", *FAST_PILOT, backend="slurm", env=env)
     assert again["submitted"] == [] and again["alive"] + again["queued"] == 3          # none twice
     _wait(lambda: len(server.ok("GET", "/pilots?site=lab&state=idle")["items"]) == 3, 60, "3 pilots of lab")
+    assert {p["site"] for p in server.ok("GET", "/pilots?state=idle,running")["items"]} == {"lab", "dock"}
     events = server.ok("GET", "/events?kind=fleet.topup&site=lab")["items"]
     assert [e["data"]["submitted"] for e in events] == [0, 3] and {e["source"] for e in events} == {"p3s-fleet"}
     assert events[1]["data"]["wanted"] == 3 and events[1]["data"]["backend"] == "slurm"
-    killed = fleet.json("kill", "--site", "lab", backend="slurm", env=env)
-    assert killed["found"] == 3 and killed["left"] == []
+    assert [e["data"]["submitted"] for e in server.ok("GET", "/events?kind=fleet.topup&site=dock")["items"]] == [1]
+    killed = fleet.json("kill", "--all", backend="slurm", env=env)
+    assert killed["found"] == 4 and killed["left"] == []
+
+
+def _json_objects(text: str) -> list[dict]:
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while at < len(text.strip()):
+        obj, end = decoder.raw_decode(text, at)
+        found.append(obj)
+        at = end
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return found
 
 
 def test_slurm_refusals_come_back_with_slurms_words(server, fleet: Fleet, slurm: SlurmCluster):
@@ -146,6 +164,9 @@ def test_slurm_refusals_come_back_with_slurms_words(server, fleet: Fleet, slurm:
     done = fleet.run("up", "--partition", "nosuch", "--register-timeout", "0", backend="slurm", env=env)
     assert done.returncode == 1 and "sbatch failed (exit status 1)" in done.stderr
     assert "invalid partition" in done.stderr.lower(), done.stderr
+    configured = fleet.run("up", "--register-timeout", "0", backend="slurm",
+                           env={**env, "P3S_FLEET_OPTIONS": "[--partition, nosuch, --time, '5']"})
+    assert configured.returncode == 1 and "invalid partition" in configured.stderr.lower(), configured.stderr
     wrong = fleet.run("up", "--queue", "all.q", backend="slurm", env=env)
     assert wrong.returncode == 2 and "--queue is not an option of the slurm backend" in wrong.stderr
     gone = fleet.run("report", backend="slurm", env={**env, "SLURM_CONF": "/nonexistent/slurm.conf"})

@@ -72,7 +72,8 @@ def test_openapi_document_is_valid_and_matches_the_routes(server):
     from p3s.web.api import ROUTES as WEB_ROUTES
     from p3s.web.control import ROUTES as CONTROL_ROUTES
     from p3s.web.loginlink import ROUTES as LINK_ROUTES
-    routes = ROUTES + WEB_ROUTES + ADMIN_ROUTES + CONTROL_ROUTES + LINK_ROUTES
+    from p3s.web.results import ROUTES as RESULT_ROUTES
+    routes = ROUTES + WEB_ROUTES + ADMIN_ROUTES + CONTROL_ROUTES + LINK_ROUTES + RESULT_ROUTES
     assert set(spec["paths"]) == {"/api/v1" + path for path, _ in routes}
     for path, item in spec["paths"].items():
         for method in item:

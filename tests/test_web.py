@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from browser import Browser, chromium_path
 
@@ -18,10 +19,21 @@ HOSTILE = "<script>alert(1)</script>"
 PAGES = ["/", "/jobs", "/pilots", "/workflows", "/templates", "/data", "/events", "/sites"]
 
 
-def get(server, path: str, cookie: str | None = None) -> tuple[int, str, dict]:
+def login(server, token: str) -> str:
+    """Log in with ``token`` through the form; the session id the cookie holds."""
+    request = urllib.request.Request(server.url + "/login", data=f"token={token}".encode())
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.build_opener(NoRedirect).open(request, timeout=10)
+    assert info.value.code == 302
+    return re.search(r"p3s_session=([^;]+)", info.value.headers["Set-Cookie"]).group(1)
+
+
+def get(server, path: str, cookie: str | None = None, token: str | None = None) -> tuple[int, str, dict]:
     request = urllib.request.Request(server.url + path)
     if cookie:
-        request.add_header("Cookie", f"p3s_token={cookie}")
+        request.add_header("Cookie", f"p3s_session={cookie}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(request, timeout=10) as response:
@@ -36,10 +48,11 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def test_pages_need_a_login_and_serve_the_shell(server):
+    session = login(server, server.token)
     for page in PAGES + ["/jobs/123", "/workflows/abc", "/templates/x", "/sites/y", "/pilots/z", "/data/q"]:
         status, _body, headers = get(server, page)
         assert status == 302 and headers["Location"].startswith("/login?next="), page
-        status, body, headers = get(server, page, cookie=server.token)
+        status, body, headers = get(server, page, cookie=session)
         assert status == 200 and '<script src="/static/app.js">' in body, page
         assert "script-src 'self'" in headers["Content-Security-Policy"]
     status, body, _ = get(server, "/login")
@@ -48,6 +61,7 @@ def test_pages_need_a_login_and_serve_the_shell(server):
         assert get(server, asset)[0] == 200                 # everything served locally
     status, _, _ = get(server, "/", cookie="wrong-token-0123456789")
     assert status == 302
+    assert get(server, "/", cookie=server.token)[0] == 302        # a token is not a session
 
 
 def test_login_sets_a_cookie_that_the_api_accepts_with_a_csrf_header(server):
@@ -59,7 +73,9 @@ def test_login_sets_a_cookie_that_the_api_accepts_with_a_csrf_header(server):
     except urllib.error.HTTPError as exc:
         assert exc.code == 302 and exc.headers["Location"] == "/jobs"
         cookie = exc.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie   # plain http
+    session = re.search(r"p3s_session=([^;]+)", cookie).group(1)
+    assert server.token not in cookie
     bad = urllib.request.Request(server.url + "/login?next=https://evil.example/", data=b"token=nope")
     try:
         opener.open(bad, timeout=10)
@@ -67,7 +83,7 @@ def test_login_sets_a_cookie_that_the_api_accepts_with_a_csrf_header(server):
         assert exc.code == 401
     job = server.submit({"payload": "x"})[0]
     post = urllib.request.Request(server.url + f"/api/v1/jobs/{job['uuid']}/kill", data=b"", method="POST")
-    post.add_header("Cookie", f"p3s_token={server.token}")
+    post.add_header("Cookie", f"p3s_session={session}")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(post, timeout=10)
     assert info.value.code == 403                            # no CSRF header: refused
@@ -104,7 +120,7 @@ def test_data_behind_every_page_and_filter(server):
     alarms = server.ok("GET", "/alarms")
     names = {a["name"]: a for a in alarms["items"]}
     assert names["pilots at cern"]["status"] == "alarm"       # 1 live pilot, nominal 4
-    assert server.ok("GET", "/whoami") == {"role": "admin", "name": "admin", "auth": True}
+    assert server.ok("GET", "/whoami") == {"role": "admin", "name": "admin", "auth": True, "address": "127.0.0.1"}
     for uuid in (jobs[0]["uuid"],):
         assert server.ok("GET", f"/jobs/{uuid}")["name"] == "reco run7"
 
@@ -132,13 +148,15 @@ def test_metrics_in_prometheus_format(server):
     pilot = server.register(site="cern")
     job = server.claim(pilot)["job"]
     server.report(pilot, "jobstart", job=job["uuid"], pid=1)
-    status, body, headers = get(server, "/metrics")
+    status, body, headers = get(server, "/metrics", token=server.token)
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert 'p3s_jobs{state="running",jobtype="reco"} 1' in body
-    assert 'p3s_pilots{state="running",site="cern"} 1' in body
-    assert re.search(r'p3s_dispatch_latency_seconds_bucket\{le="\+Inf"\} 1', body)
-    assert "p3s_dispatch_latency_seconds_count 1" in body
-    assert re.search(r'p3s_http_requests_total\{method="POST",code="201"\} \d+', body)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(body) for s in family.samples}
+    assert samples[("p3s_jobs", (("jobtype", "reco"), ("state", "running")))] == 1
+    assert samples[("p3s_pilots", (("site", "cern"), ("state", "running")))] == 1
+    assert samples[("p3s_dispatch_latency_seconds_bucket", (("le", "+Inf"),))] == 1
+    assert samples[("p3s_dispatch_latency_seconds_count", ())] == 1
+    assert samples[("p3s_http_requests_total", (("code", "201"), ("method", "POST")))] >= 1
     for line in body.splitlines():
         assert line.startswith("#") or re.match(r'^[a-z_][a-z0-9_]*(\{[^}]*\})? [0-9.e+-]+$', line), line
 
@@ -232,6 +250,9 @@ def test_client_role_sees_no_kill_or_cancel_buttons(make_server, tmp_path):
     try:
         for token, buttons in (("client-token-0123456789", 0), ("admin-token-0123456789", 1)):
             browser.open(server.url + "/logout")
+            browser.wait_for("document.querySelector('form') !== null")
+            browser.eval("document.querySelector('form').submit()")
+            browser.wait_for("location.pathname === '/login'")
             browser.open(server.url + f"/jobs/{job['uuid']}")
             browser.eval(f"document.querySelector('input[name=token]').value = {json.dumps(token)};"
                          "document.querySelector('form').submit()")

@@ -9,9 +9,11 @@ restart forgets neither. Other parts add rules by appending to ``RULES``.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as _dt
 import logging
+import time
 from typing import Any, Callable, Iterable
 
 import mongoengine as me
@@ -58,11 +60,17 @@ def _live_pilots(counters: Any, site: str | None = None) -> int:
 def failure_rates(server: Any) -> Iterable[Finding]:
     """Per job type: share of its jobs ending unsuccessfully in the last 10 minutes."""
     config, stats = server.config, server.stats
-    jobtypes = {t for c in stats.counts.values() for (e, t) in c if e in UNSUCCESSFUL or e == "finished"}
-    for jobtype in sorted(jobtypes):
-        bad, good = stats.recent(UNSUCCESSFUL, 600, jobtype), stats.recent(["finished"], 600, jobtype)
-        if bad + good == 0:
-            continue
+    now = int(time.time() // 60)
+    bad_by_type: collections.Counter = collections.Counter()
+    good_by_type: collections.Counter = collections.Counter()
+    for minute in range(now - 9, now + 1):                 # one pass over the last 10 minutes
+        for (event, jobtype), n in stats.counts.get(minute, {}).items():
+            if event in UNSUCCESSFUL:
+                bad_by_type[jobtype] += n
+            elif event == "finished":
+                good_by_type[jobtype] += n
+    for jobtype in sorted(set(bad_by_type) | set(good_by_type)):
+        bad, good = bad_by_type[jobtype], good_by_type[jobtype]
         rate = bad / (bad + good)
         yield Finding(
             f"failure_rate:{jobtype}", f"failure rate of {jobtype or '(no type)'}",
@@ -219,3 +227,27 @@ class AlarmBoard:
 def summary(items: list[dict]) -> dict[str, int]:
     return {"firing": sum(i["status"] == "alarm" and not i["silenced"] for i in items),
             "silenced": sum(i["silenced"] for i in items)}
+
+
+WITHIN_ETA_MIN = 5        # jobs with an ETA ended in 10 minutes before a type's share can alarm
+
+
+def within_eta(server: Any) -> Iterable[Finding]:
+    """Per job type with an ETA (p3s.freshness): the share of its jobs finished within their ETA over
+    10 minutes, against the type's alarm_within_eta (else the configuration's)."""
+    for name, row in server.freshness.report()["types"].items():
+        window = row["windows"]["10m"]
+        share, threshold = window["share_within_eta"], row["alarm_within_eta"]
+        if not row["eta"] or share is None:
+            continue
+        dropped = sum(window["dropped"].values())
+        yield Finding(f"within_eta:{name}", f"within ETA: {name}",
+                      f"share of {name} jobs finished within their ETA ({row['eta']} s from data arrival) in the "
+                      f"last 10 min is at least {threshold:g}, with at least {WITHIN_ETA_MIN} jobs counted",
+                      window["done"] + dropped >= WITHIN_ETA_MIN and share < threshold, share,
+                      f">= {threshold:g} (ETA {row['eta']} s)",
+                      f"{window['within_eta']} of {window['done']} {name} jobs within {row['eta']} s in the last "
+                      f"10 minutes; {dropped} dropped")
+
+
+RULES.append(within_eta)

@@ -3,6 +3,7 @@ stream and job logs. Mounted under /api/v1 with the others and described in the 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import tornado.iostream
@@ -35,7 +36,8 @@ class WhoAmIHandler(ApiHandler):
     doc = {"GET": {"summary": "The caller's role and name", "response": "WhoAmI"}}
 
     def get(self) -> None:
-        self.reply({"role": self.role, "name": self.user, "auth": not self.server.authenticator.disabled})
+        self.reply({"role": self.role, "name": self.user, "auth": not self.server.authenticator.disabled,
+                    "address": self.request.remote_ip})
 
 
 class StreamHandler(ApiHandler):
@@ -70,6 +72,37 @@ class StreamHandler(ApiHandler):
             live.queue_close(queue)
 
 
+def log_roots(dirs: list[str]) -> list[str]:
+    """The real paths of the configured job_log_dirs, resolved once when the server starts: a link
+    made later (``/tmp/p3s -> /``) does not widen what the server serves."""
+    return [os.path.realpath(os.path.expanduser(d)) for d in dirs]
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def read_log(path: Path, roots: list[str]) -> bytes:
+    """The last 8 MiB of the log file ``path``, if its real path is inside one of ``roots``.
+
+    The check is made on the file actually opened (``/proc/self/fd``), so swapping a directory
+    for a link between the check and the open gains nothing."""
+    real = os.path.realpath(path)
+    if not _inside(real, roots):
+        raise ApiError(403, f"{path} is outside the job log directories this server may read")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise not_found("log file", str(path)) from None
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else real
+        if not _inside(opened, roots) or not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ApiError(403, f"{path} is outside the job log directories this server may read")
+        size = os.fstat(fd).st_size
+        handle.seek(max(0, size - (8 << 20)))
+        return handle.read()
+
+
 class JobLogHandler(ApiHandler):
     roles = {"GET": auth.READ}
     doc = {"GET": {"summary": "A job's whole stdout (out) or stderr (err) file, when the server can read "
@@ -83,14 +116,7 @@ class JobLogHandler(ApiHandler):
         if not job.get("log_dir"):
             raise not_found("log of job", uuid)
         path = Path(job["log_dir"]) / f"{uuid}.{stream}"
-        allowed = [Path(os.path.expanduser(d)).resolve() for d in self.server.config.job_log_dirs]
-        real = path.resolve()
-        if not any(real.is_relative_to(root) for root in allowed):
-            raise ApiError(403, f"{path} is outside the job log directories this server may read")
-        try:
-            data = real.read_bytes()[-(8 << 20):]
-        except OSError:
-            raise not_found("log file", str(path)) from None
+        data = read_log(path, self.server.job_log_roots)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(data)
 

@@ -3,6 +3,8 @@ errors view, and bulk actions on jobs (rerun, kill). Mounted under /api/v1 and d
 same OpenAPI document."""
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 from p3s import actions, auth, diagnosis
@@ -13,6 +15,7 @@ from p3s.server.handlers import JOB_FILTERS, job_query
 from p3s.server.openapi import EXTRA_SCHEMAS
 from p3s.web import alarms, loginlink
 
+ERRORS_TTL = 5.0          # seconds an errors view is reused
 ALARM_ACK = Body("AlarmAck", (
     Field("alarm", "str", "The alarm's key (e.g. failure_rate:reco).", required=True, max_length=300),
     Field("reason", "str", "Why it is silenced (shown to everyone).", required=True, max_length=500),
@@ -132,7 +135,8 @@ class HostDrainHandler(ApiHandler):
 class ErrorsHandler(ApiHandler):
     roles = {"GET": auth.READ}
     doc = {"GET": {"summary": "Unsuccessful jobs of the last hour (or ?hours=N), grouped by job type, end state "
-                              "and the ?by= fields (exit_code, error_line, host), with example jobs",
+                              "and the ?by= fields (exit_code, error_line, host), with example jobs "
+                              "(computed at most every 5 s per query)",
                    "query": {"hours": "Window in hours (1–168, default 1).",
                              "by": "Comma-separated: exit_code, error_line, host (default exit_code,host).",
                              "jobtype": "Only this job type."},
@@ -146,7 +150,18 @@ class ErrorsHandler(ApiHandler):
                 raise invalid("by", f"cannot group by {b!r} (choose from {', '.join(diagnosis.GROUPINGS)})")
         if len(set(by)) != len(by):
             raise invalid("by", "a field is named twice")
-        self.reply(jsonable(diagnosis.errors(hours * 3600, by, self.arg("jobtype"))))
+        key = (hours, by, self.arg("jobtype"))
+        cache = self.server.__dict__.setdefault("errors_cache", {})
+        hit = cache.get(key)
+        now = time.monotonic()
+        if hit is None or hit[0] < now:
+            # The scan reads up to diagnosis.MAX_SCAN jobs on the event loop: one per key every few
+            # seconds, however many people look.
+            if len(cache) > 64:
+                cache.clear()
+            hit = cache[key] = (now + ERRORS_TTL, json.dumps(jsonable(diagnosis.errors(hours * 3600, by, key[2]))))
+        self.set_status(200)
+        self.finish(hit[1])
 
 
 class _Bulk(ApiHandler):

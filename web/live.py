@@ -22,6 +22,7 @@ MAX_ITEMS = 500          # per message and kind; beyond, pages are told to reloa
 PING_EVERY = 5.0         # seconds: a quiet stream still says it is alive (pages show stale data otherwise)
 ROW_FIELDS = ("state", "jobtype", "workflow", "pilot", "name", "host", "exit_code", "priority", "ts_def", "ts_dis",
               "ts_sta", "ts_sto", "error", "user")
+PILOT_ROW_FIELDS = ("state", "job", "host", "site", "ts_lhb", "ts_stop", "reason")
 
 
 class Broadcaster(Listener):
@@ -79,8 +80,8 @@ class Broadcaster(Listener):
         self._note(self.jobs, doc["_id"], {"state": "deleted"})
 
     def pilot_moved(self, before: dict, after: dict) -> None:
-        self._note(self.pilots, after["_id"], {"state": after["state"], "job": after.get("job"),
-                                               "host": after.get("host"), "site": after.get("site")})
+        change = {k: after[k] for k in PILOT_ROW_FIELDS if k in after}
+        self._note(self.pilots, after["_id"], {**self.pilots.get(after["_id"], {}), **change})
 
     def workflow_moved(self, after: dict) -> None:
         self._note(self.workflows, after["_id"], {"state": after["state"], "ndone": after.get("ndone"),

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 from p3s.config import Config, ConfigError, load_config
 
-CLIENT_SETTINGS = ("server_url", "token", "data_dir")
+CLIENT_SETTINGS = ("server_url", "token", "data_dir", "ca_file")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -32,6 +32,9 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
                        help="server URL [default: $P3S_SERVER_URL or the config's server_url]")
     group.add_argument("--token", help="bearer token [default: $P3S_TOKEN, the config's token, "
                                        "or the token file the server generated in data_dir]")
+    group.add_argument("--ca-file", dest="ca_file", metavar="FILE",
+                       help="CA certificates (PEM) to verify an https server with [default: $P3S_CA_FILE, the "
+                            "config's ca_file, or the system's]")
     group.add_argument("--config", metavar="FILE", help="YAML config file")
     group.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
@@ -43,10 +46,11 @@ def make_client(args: argparse.Namespace):
 
     try:
         config = load_config(getattr(args, "config", None),
-                             {"server_url": getattr(args, "server_url", None), "token": getattr(args, "token", None)})
+                             {"server_url": getattr(args, "server_url", None), "token": getattr(args, "token", None),
+                              "ca_file": getattr(args, "ca_file", None)})
     except ConfigError as exc:
         fail(str(exc))
-    return Client(config.server_url, client_token(config), retries=2)
+    return Client(config.server_url, client_token(config), retries=2, ca_file=config.ca_file or None)
 
 
 def number_type(kind: type, minimum: float = 0) -> Callable[[str], Any]:

@@ -10,6 +10,7 @@
     p3s-job errors [--hours N] [--by exit_code,error_line,host] [-T TYPE]
     p3s-job delete -u UUID[,UUID…] | delete [-A STATES] [-T TYPE] [--user U] [--workflow W] --yes
     p3s-job limits [-T TYPE] [-L N|none]
+    p3s-job types [-T TYPE] [-L N|none] [--eta S|none] [--order fifo|newest-first] [--stale on|off] …
 
 The original system's flag style works too: ``-j FILE`` submits, ``-a`` adjusts, ``-d`` deletes,
 ``-k`` kills and ``-l`` lists or sets limits, e.g. ``p3s-job -a -u UUID -P 5``.
@@ -21,6 +22,7 @@ import argparse
 import sys
 from typing import Any, Iterable
 
+from p3s.cli import jobtypes
 from p3s.cli.common import (Failures, add_client_arguments, check_site, add_input_file_arguments, fail, json_type,
                             load_json_list, make_client, number_type, parse_pairs, print_json, print_record,
                             print_table, run_command, split_csv)
@@ -422,13 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
     _kill_parser(sub)
     _delete_parser(sub)
     _limits_parser(sub)
+    jobtypes.add_parser(sub, _UNSET)
     job_ops.add_parsers(sub)
     return parser
 
 
 def from_flag_style(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
     """The original's ``-a``/``-d``/``-k``/``-l``/``-j`` flags as the matching sub-command."""
-    commands = {"submit", "list", "show", "adjust", "kill", "delete", "limits", "rerun", "log", "errors"}
+    commands = {"submit", "list", "show", "adjust", "kill", "delete", "limits", "rerun", "log", "errors", "types"}
     if not argv or argv[0] in commands or argv[0] in ("-h", "--help"):
         return argv
     actions = {FLAG_STYLE_ACTIONS[a] for a in argv if a in FLAG_STYLE_ACTIONS}

@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import signal
 import sys
 
@@ -13,7 +14,8 @@ from p3s.cli.common import fail, setup_logging
 from p3s.config import ConfigError, add_config_arguments, config_from_args
 from p3s.store import StoreError
 
-SERVER_SETTINGS = ("host", "port", "data_dir", "db", "no_auth", "log_level", "log_file")
+SERVER_SETTINGS = ("host", "port", "data_dir", "db", "no_auth", "i_understand_no_auth_is_open", "certfile", "keyfile",
+                   "log_level", "log_file")
 log = logging.getLogger("p3s.server")
 
 
@@ -27,8 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(config) -> None:
     from p3s.server.app import P3SServer
+    from p3s.server.exposure import ExposureError
 
-    server = P3SServer(config)
+    try:
+        server = P3SServer(config)
+    except ExposureError as exc:
+        fail(str(exc))
     try:
         server.open()
     except StoreError as exc:
@@ -44,7 +50,9 @@ async def serve(config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    url = f"http://{config.host}:{port}"
+    url = f"{server.scheme}://{config.host}:{port}"
+    if server.open_warning:
+        log.warning("%s", server.open_warning)
     auth_note = "no authentication" if server.authenticator.disabled else (
         f"admin token in {server.authenticator.generated_file}" if server.authenticator.generated_file
         else f"{len(server.authenticator.tokens)} configured token(s)")
@@ -62,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         config = config_from_args(args, SERVER_SETTINGS)
     except ConfigError as exc:
         fail(str(exc))
+    os.umask(0o077)          # the database, archives and logs the server writes are its user's alone
     setup_logging(config)
     asyncio.run(serve(config))
     sys.exit(0)

@@ -18,13 +18,14 @@ from p3s.cli.common import (add_client_arguments, fail, make_client, parse_pairs
 
 PROG = "p3s-workflow"
 STATE_MARKS = {"finished": "●", "running": "◐", "dispatched": "◑", "defined": "○", "template": "·",
-               "cancelled": "✕", "failed": "✗", "timelimit": "✗", "pilot_lost": "✗", "killed": "✗", "nonstarter": "✗"}
+               "cancelled": "✕", "failed": "✗", "timelimit": "✗", "pilot_lost": "✗", "killed": "✗", "nonstarter": "✗",
+               "stale": "✕"}
 COLOURS = {"finished": "32", "running": "36", "dispatched": "36", "defined": "34", "failed": "31", "timelimit": "31",
-           "pilot_lost": "31", "killed": "31", "nonstarter": "31", "cancelled": "33"}
+           "pilot_lost": "31", "killed": "31", "nonstarter": "31", "cancelled": "33", "stale": "33"}
 
 
 def _overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``VERTEX.FIELD=VALUE`` (FIELD: payload, priority, timelimit, jobtype, env.NAME) as API overrides."""
+    """``VERTEX.FIELD=VALUE`` (FIELD: payload, priority, timelimit, jobtype, eta, env.NAME) as API overrides."""
     out: dict[str, dict[str, Any]] = {}
     for key, value in parse_pairs(items, "--override").items():
         vertex, _, field = key.partition(".")
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("-i", "--input", action="append", metavar="TAG=PATH",
                        help="input file for an edge (by data tag or edge id); repeatable")
     start.add_argument("-o", "--override", action="append", metavar="VERTEX.FIELD=VALUE",
-                       help="change a vertex: payload, priority, timelimit, jobtype or env.NAME; repeatable")
+                       help="change a vertex: payload, priority, timelimit, jobtype, eta or env.NAME; repeatable")
     start.add_argument("--filenames", choices=("generated", "template", "derived"), default="generated",
                        help="names of produced files [generated: uuid + extension]")
     start.add_argument("--dirpath", default="", help="directory for produced files")

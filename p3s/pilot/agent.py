@@ -41,6 +41,7 @@ class PilotOptions:
     logdir: Path = Path("/tmp/p3s/pilots")
     joblogdir: Path = Path("/tmp/p3s/jobs")
     workdir: Path = Path("/tmp/p3s/work")
+    resultdir: Path = Path("/tmp/p3s/results")   # parent of each job's $P3S_OUTPUT_DIR
     cycles: int = 3                    # consecutive idle requests before stopping; 0 = never
     period: float = 10.0               # seconds one idle request waits for work (long poll)
     beat: float = 10.0                 # heartbeat seconds while a payload runs
@@ -230,14 +231,15 @@ class Pilot:
         """Run one job to its end; returns the report for the server (sent with the next request)."""
         opts = self.options
         log.info("job %s (%s): %s", job["uuid"], job.get("jobtype"), job.get("payload"))
-        payload = Payload(job, self.uuid, {**os.environ, **opts.site_env}, opts.joblogdir, opts.workdir, opts.shell)
+        payload = Payload(job, self.uuid, {**os.environ, **opts.site_env}, opts.joblogdir, opts.workdir, opts.shell,
+                          resultroot=opts.resultdir)
+        where = {"log_dir": self.log_dir, "output_dir": str(payload.output_dir.resolve())}
         try:
             payload.start()
         except NonStarter as exc:
             log.warning("job %s could not start: %s", job["uuid"], exc)
             return {"event": "nonstarter", "job": job["uuid"], "attempt": job.get("attempt"),
-                    "message": str(exc)[:4000],
-                    "log_dir": self.log_dir, **payload.tails()}
+                    "message": str(exc)[:4000], **where, **payload.tails()}
         self.payload = payload
         self.guard.watch(payload.pid)
         self.jobs_run += 1
@@ -264,7 +266,7 @@ class Pilot:
                     try:
                         reply = self._call(event, self.client.report, self.uuid, event, job=job["uuid"],
                                            attempt=job.get("attempt"), pid=payload.pid, ts=time.time(),
-                                           usage=payload.usage(), log_dir=self.log_dir)
+                                           usage=payload.usage(), **where)
                     except P3SError as exc:
                         # Only an explicit order stops a payload: the server saying this pilot must
                         # stop, or kill_job in a reply. Any other refusal (e.g. of a repeated
@@ -295,7 +297,7 @@ class Pilot:
             self.payload = None
         report: dict[str, Any] = {"job": job["uuid"], "attempt": job.get("attempt"), "exit_code": code,
                                   "started": payload.started_wall,
-                                  "usage": usage, "log_dir": self.log_dir, **payload.tails()}
+                                  "usage": usage, **where, **payload.tails()}
         if outcome is None:
             report["event"] = "jobstop"
             log.info("job %s ended with exit code %s after %.2f s", job["uuid"], code, payload.elapsed())

@@ -26,6 +26,8 @@ def run_parser() -> argparse.ArgumentParser:
                         help="file holding the pilot (bootstrap) token, readable by its owner only "
                              "[$P3S_TOKEN_FILE; default: $P3S_TOKEN, else the server's token file]")
     parser.add_argument("--token", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ca-file", default=env("P3S_CA_FILE"), metavar="FILE",
+                        help="CA certificates (PEM) to verify an https server with [$P3S_CA_FILE; default: the system's]")
     parser.add_argument("-s", "--site", default=env("P3S_SITE", ""),
                         help="site: period, beat, cycles and env are bootstrapped from its record [$P3S_SITE]")
     parser.add_argument("-H", "--host", default=None, help="host name to report [default: this host's name]")
@@ -35,6 +37,9 @@ def run_parser() -> argparse.ArgumentParser:
                         help="directory of job stdout/stderr files [$P3S_JOBLOG or /tmp/p3s/jobs]")
     parser.add_argument("-w", "--workdir", type=Path, default=Path(env("P3S_WORKDIR", "/tmp/p3s/work")),
                         help="parent of the per-job work directories [$P3S_WORKDIR or /tmp/p3s/work]")
+    parser.add_argument("-R", "--resultdir", type=Path, default=Path(env("P3S_RESULTDIR", "/tmp/p3s/results")),
+                        help="parent of the per-job output directories ($P3S_OUTPUT_DIR), which the monitor "
+                             "shows [$P3S_RESULTDIR or /tmp/p3s/results]")
     parser.add_argument("-c", "--cycles", type=int, default=None,
                         help="consecutive idle requests before stopping; 0 = never [default 3]")
     parser.add_argument("-p", "--period", type=float, default=None,
@@ -57,6 +62,7 @@ def run_pilot(argv: list[str]) -> int:
     from p3s.pilot.client import (CREDENTIAL_VARIABLES, Client, P3SError, TokenFileError, find_token,
                                   read_token_file)
     from p3s.pilot.agent import Pilot, PilotOptions, PilotStop, bootstrap_site
+    from p3s.pilot.dirs import UnsafePath, private_dir
 
     parser = run_parser()
     args = parser.parse_args(argv)
@@ -75,18 +81,18 @@ def run_pilot(argv: list[str]) -> int:
     options = PilotOptions(
         server=args.server or os.environ.get("P3S_SERVER_URL") or "http://127.0.0.1:8470",
         token=token, site=args.site, host=args.host or socket.getfqdn(), logdir=args.logdir,
-        joblogdir=args.joblogdir, workdir=args.workdir, extra=args.extra,
+        joblogdir=args.joblogdir, workdir=args.workdir, resultdir=args.resultdir, extra=args.extra,
         jobtypes=[t for t in args.jobtypes.split(",") if t], register_deadline=args.register_deadline,
         outage=args.outage, grace=args.grace, shell=args.shell)
     for name in explicit - {"server"}:
         setattr(options, name, getattr(args, name))
-    for directory in (options.logdir, options.joblogdir, options.workdir):
+    for name in ("logdir", "joblogdir", "workdir", "resultdir"):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            print(f"p3s-pilot: error: cannot create {directory}: {exc.strerror}", file=sys.stderr)
+            setattr(options, name, private_dir(getattr(options, name)))
+        except UnsafePath as exc:
+            print(f"p3s-pilot: error: {exc}", file=sys.stderr)
             return 2
-    client = Client(options.server, options.token, timeout=30, retries=0)
+    client = Client(options.server, options.token, timeout=30, retries=0, ca_file=args.ca_file)
     pilot = Pilot(options, client)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbosity, logging.DEBUG)
     logging.basicConfig(level=level, force=True, format="%(asctime)s %(levelname)s pilot: %(message)s",

@@ -77,9 +77,12 @@ class Client:
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0,
                  retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, ca_file: str | None = None) -> None:
         self.url = (url or os.environ.get("P3S_SERVER_URL") or DEFAULT_URL).rstrip("/")
         self.token = token
+        # https: the server's certificate is always verified, against ca_file ($P3S_CA_FILE) or
+        # the system's CAs.
+        self.ca_file = ca_file or os.environ.get("P3S_CA_FILE") or None
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -111,8 +114,14 @@ class Client:
             parts = urllib.parse.urlsplit(self.url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise P3SError(0, f"not an http(s) URL: {self.url!r}")
-            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            self._conn = kind(parts.hostname, parts.port, timeout=timeout)
+            if parts.scheme == "https":
+                try:
+                    context = ssl.create_default_context(cafile=self.ca_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise P3SError(0, f"cannot read CA file {self.ca_file}: {getattr(exc, 'strerror', None) or exc}")
+                self._conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
+            else:
+                self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
         self._conn.timeout = timeout
         if self._conn.sock is not None:
             self._conn.sock.settimeout(timeout)
@@ -213,7 +222,11 @@ class Client:
         return self.call("POST", f"/jobs/{uuid}/kill")
 
     def set_limit(self, jobtype: str, limit: int | None, comment: str = "") -> dict:
-        return self.call("PUT", f"/jobtypes/{urllib.parse.quote(jobtype, safe='')}", {"limit": limit, "comment": comment})
+        return self.set_jobtype(jobtype, limit=limit, comment=comment)
+
+    def set_jobtype(self, jobtype: str, **settings: Any) -> dict:
+        """Change the given settings of a job type (limit, eta, order, stale, shed, …); others are kept."""
+        return self.call("PATCH", f"/jobtypes/{urllib.parse.quote(jobtype, safe='')}", settings)
 
     # --- pilots -------------------------------------------------------------------------------
     def register_pilot(self, **fields: Any) -> dict:

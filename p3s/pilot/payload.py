@@ -24,6 +24,7 @@ except ImportError:                     # a bare node: the same figures from /pr
     from p3s.pilot import procfs as psutil  # type: ignore[no-redef]
 
 from p3s.pilot.client import CREDENTIAL_VARIABLES
+from p3s.pilot.dirs import UnsafePath, append_file, create_file, job_dir, private_dir
 from p3s.pilot.guard import MARKER_VARIABLE
 
 TAIL_LINES = 20
@@ -63,15 +64,18 @@ class Payload:
     """One running payload and its process tree."""
 
     def __init__(self, job: dict, pilot_uuid: str, base_env: dict[str, str], joblogdir: Path, workroot: Path,
-                 force_shell: bool = False) -> None:
+                 force_shell: bool = False, resultroot: Path | None = None) -> None:
         self.job = job
         self.uuid = job["uuid"]
         self.workdir = workroot / self.uuid
+        # Results the monitor shows (the original's monitor/<job uuid>/): $P3S_OUTPUT_DIR.
+        self.output_dir = (resultroot or workroot.parent / "results") / self.uuid
         self.out_path = joblogdir / f"{self.uuid}.out"
         self.err_path = joblogdir / f"{self.uuid}.err"
         inherited = {k: v for k, v in base_env.items() if k not in CREDENTIAL_VARIABLES}
         self.env = {**inherited, **(job.get("env") or {}), "P3S_JOB_UUID": self.uuid,
-                    MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir)}   # P3S_PILOT_UUID
+                    MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir),   # P3S_PILOT_UUID
+                    "P3S_OUTPUT_DIR": str(self.output_dir)}
         self.force_shell = force_shell
         self.proc: subprocess.Popen | None = None
         self._logs: tuple[Any, Any] | None = None
@@ -86,18 +90,25 @@ class Payload:
 
     def start(self) -> None:
         """Start the payload; raises NonStarter with the reason (also written to the .err file)."""
-        self.out_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
+            for parent in (self.out_path.parent, self.workdir.parent, self.output_dir.parent):
+                if not parent.is_dir():          # normally made private at the pilot's start
+                    private_dir(parent)
+            job_dir(self.workdir)
+            job_dir(self.output_dir)
             command, shell = command_for(self.job, self.workdir, self.force_shell)
-            # Kept open (read back for the tails): two file opens fewer per job.
-            self._logs = (open(self.out_path, "w+b"), open(self.err_path, "w+b"))
+            # Kept open (read back for the tails): two file opens fewer per job. Created afresh,
+            # never through a link planted under a name the submitter chose (the job's uuid).
+            self._logs = (os.fdopen(create_file(self.out_path), "w+b"), os.fdopen(create_file(self.err_path), "w+b"))
             self.proc = subprocess.Popen(command, shell=shell, stdout=self._logs[0], stderr=self._logs[1],
                                          stdin=subprocess.DEVNULL, cwd=self.workdir, env=self.env,
                                          start_new_session=True)
         except NonStarter as exc:
             self._note_nonstarter(str(exc))
             raise
+        except UnsafePath as exc:
+            self._note_nonstarter(str(exc))
+            raise NonStarter(str(exc)) from None
         except (OSError, subprocess.SubprocessError) as exc:
             reason = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
             if getattr(exc, "filename", None):
@@ -109,7 +120,7 @@ class Payload:
 
     def _note_nonstarter(self, reason: str) -> None:
         try:
-            with open(self.err_path, "a") as err:
+            with os.fdopen(append_file(self.err_path), "a") as err:
                 err.write(f"nonstarter: {reason}\n")
         except OSError:
             pass

@@ -16,6 +16,7 @@ from p3s import API_PREFIX, schema
 from p3s.auth import Authenticator
 from p3s.broker import Broker
 from p3s.config import Config
+from p3s.freshness import Freshness
 from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle
 from p3s.loopwatch import LoopWatch
@@ -25,8 +26,9 @@ from p3s.reaper import Reaper
 from p3s.reconcile import reconcile
 from p3s.retention import Retention
 from p3s.server import admin
-from p3s.server import connections
+from p3s.server import connections, exposure, proxies
 from p3s.server.base import NotFoundHandler
+from p3s.sessions import Sessions
 from p3s import events
 from p3s.server.handlers import ROUTES, url_specs
 from p3s.hosts import HostWatch
@@ -34,7 +36,7 @@ from p3s.web import api as web_api
 from p3s.web import control as web_control
 from p3s.web import loginlink
 from p3s.web.alarms import AlarmBoard
-from p3s.web import pages
+from p3s.web import pages, results
 from p3s.web.live import Broadcaster
 from p3s.web.stats import Stats
 from p3s.store import Database
@@ -50,6 +52,13 @@ class P3SServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # Refused here, before anything is opened: an unsafe exposure or an unusable certificate.
+        self.open_warning = exposure.check_no_auth(config)
+        self.ssl_context = exposure.ssl_context(config)
+        try:
+            self.trusted_proxies = proxies.networks(config.trusted_proxies)
+        except ValueError as exc:
+            raise exposure.ExposureError(str(exc)) from None
         self.db = Database(config.db, config.data_path, config.db_name)
         self.started = time.time()
         self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -66,6 +75,8 @@ class P3SServer:
         schema.LIMITS["max_timelimit"] = self.config.max_timelimit
         self.db.open()
         self.authenticator.open()
+        self.sessions = Sessions(self.authenticator, self.config.session_days)
+        self.job_log_roots = web_api.log_roots(self.config.job_log_dirs)
         self.lifecycle = Lifecycle()
         if self.db.embedded:
             self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}
@@ -84,6 +95,7 @@ class P3SServer:
         self.reaper.loop_watch = self.loop_watch
         self.templates = TemplateStore()
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
+        self._open_freshness()
         self.stats = Stats()
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
@@ -99,9 +111,20 @@ class P3SServer:
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
 
+    def _open_freshness(self) -> None:
+        """Arrival, ETA and deadline of jobs, and the policies that keep them fresh (p3s.freshness)."""
+        self.freshness = Freshness(self.lifecycle, self.config, lambda: self.registry.pilots.values())
+        self.freshness.load()
+        self.freshness.broker = self.broker
+        self.freshness.kill_job = self.pilot_service.kill_job
+        for jobtype in self.freshness.newest_first_types():
+            self.broker.queue.reorder(jobtype, True)
+        self.broker.gate = self.freshness.drop_if_stale
+        self.jobs.freshness = self.workflows.freshness = self.freshness
+
     @property
     def api_routes(self) -> list:
-        return web_control.ROUTES + ROUTES + web_api.ROUTES + admin.ROUTES + loginlink.ROUTES
+        return web_control.ROUTES + ROUTES + web_api.ROUTES + admin.ROUTES + loginlink.ROUTES + results.ROUTES
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(
@@ -120,12 +143,14 @@ class P3SServer:
                                                backlog=4096)
         # Any body over SMALL_BODY is refused before it is buffered; API handlers raise the cap to
         # max_body_size for their requests (and answer 413 in the API's error shape).
+        # Forwarded-address headers are read by client_address, from the configured proxies only.
         self.http = connections.BoundedHTTPServer(
-            self.make_app(), max_body_size=connections.SMALL_BODY, xheaders=True,
+            self.make_app(), max_body_size=connections.SMALL_BODY, xheaders=False, ssl_options=self.ssl_context,
             idle_connection_timeout=self.config.idle_timeout, body_timeout=self.config.body_timeout)
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
+        self._every(min(1.0, self.config.reaper_period), self.freshness.tick)
         self.live.start()
         self.loop_watch.start()
         self._every(ALARM_PERIOD, self.check_alarms)
@@ -136,6 +161,14 @@ class P3SServer:
         self._every(kept.SAVE_PERIOD, self.save_stats, jitter=0.1)
         self._every(self.config.retention_period, self.retention.tick, jitter=0.1)
         return self.port
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+    def client_address(self, request: Any) -> str:
+        """The request's client: its peer, or what a trusted proxy forwarded."""
+        return proxies.client_address(request.remote_ip, request.headers, self.trusted_proxies)
 
     def _every(self, seconds: float, callback: Any, jitter: float = 0.0) -> None:
         if seconds > 0:
@@ -152,6 +185,7 @@ class P3SServer:
     def resync(self) -> None:
         self.lifecycle.counters.load()
         self.broker.resync()
+        self.freshness.reload_policies()
         self.retention.load()
 
     def save_stats(self) -> None:
@@ -170,6 +204,7 @@ class P3SServer:
         self.broker.stop_all_waiting()
         self.live.stop()
         events.subscribers.remove(self.live.event_recorded)
+        self.freshness.close()
         if self.http is not None:
             try:
                 await self.http.close_all_connections()

@@ -12,11 +12,11 @@ from bson import ObjectId
 from p3s import auth, ownership, schema
 from p3s.errors import ApiError, invalid
 from p3s.ownership import redact
+from p3s.sessions import COOKIE as SESSION_COOKIE
 from p3s.states import IllegalTransition
 
 log = logging.getLogger("p3s.server")
 
-TOKEN_COOKIE = "p3s_token"
 CSRF_HEADER = "X-P3S-Request"
 # Fields too bulky for list views; the detail view has them.
 HEAVY_FIELDS = ("usage_series", "stdout_tail", "stderr_tail")
@@ -73,6 +73,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
     def prepare(self) -> None:
+        self.request.remote_ip = self.server.client_address(self.request)
         limit = self.server.config.max_body_size
         self.request.connection.set_max_body_size(limit)     # the server's default cap is small
         length = self.request.headers.get("Content-Length")
@@ -84,13 +85,16 @@ class ApiHandler(tornado.web.RequestHandler):
         if allowed is auth.PUBLIC:
             return
         header = self.request.headers.get("Authorization")
-        if header is None and self.get_cookie(TOKEN_COOKIE):
-            # The monitor's pages authenticate with a cookie; a changing request from a page must
-            # also carry a custom header, which another site's page cannot send (CSRF).
+        if header is not None:
+            who = self.server.authenticator.identify(header)
+        elif self.get_cookie(SESSION_COOKIE):
+            # The monitor's pages authenticate with a session cookie; a changing request from a
+            # page must also carry a custom header, which another site's page cannot send (CSRF).
             if self.request.method not in ("GET", "HEAD") and not self.request.headers.get(CSRF_HEADER):
                 raise ApiError(403, f"a request authenticated by cookie needs the {CSRF_HEADER} header")
-            header = f"Bearer {self.get_cookie(TOKEN_COOKIE)}"
-        who = self.server.authenticator.identify(header)
+            who = self.server.sessions.identify(self.get_cookie(SESSION_COOKIE))
+        else:
+            who = self.server.authenticator.identify(None)
         if who is None:
             self.set_header("WWW-Authenticate", 'Bearer realm="p3s"')
             raise ApiError(401, "missing or unknown bearer token (send 'Authorization: Bearer <token>')")

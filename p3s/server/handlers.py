@@ -155,11 +155,14 @@ class JobTypesHandler(ApiHandler):
 
 
 class JobTypeHandler(ApiHandler):
-    roles = {"GET": auth.READ, "PUT": auth.ADMIN, "DELETE": auth.ADMIN}
+    roles = {"GET": auth.READ, "PUT": auth.ADMIN, "PATCH": auth.ADMIN, "DELETE": auth.ADMIN}
     doc = {
         "GET": {"summary": "Get one job type", "response": "JobType"},
-        "PUT": {"summary": "Set a job type's limit on dispatched+running jobs", "body": schema.JOBTYPE_SET,
-                "response": "JobType"},
+        "PUT": {"summary": "Set a job type's limit on dispatched+running jobs and its freshness policies "
+                           "(ETA, order, stale, stop_running, shed); what is not given is unset",
+                "body": schema.JOBTYPE_SET, "response": "JobType"},
+        "PATCH": {"summary": "Change some of a job type's settings", "body": schema.JOBTYPE_PATCH,
+                  "response": "JobType"},
         "DELETE": {"summary": "Remove a job type's settings (its limit)", "response": "Deleted"},
     }
 
@@ -169,6 +172,10 @@ class JobTypeHandler(ApiHandler):
     def put(self, name: str) -> None:
         schema.Field("name", "name", "").clean(name, "name")
         self.reply(self.server.jobs.set_jobtype(name, schema.JOBTYPE_SET.validate(self.body())))
+
+    def patch(self, name: str) -> None:
+        schema.Field("name", "name", "").clean(name, "name")
+        self.reply(self.server.jobs.set_jobtype(name, schema.JOBTYPE_PATCH.validate(self.body()), replace=False))
 
     def delete(self, name: str) -> None:
         self.server.jobs.delete_jobtype(name)
@@ -350,7 +357,8 @@ class DataListHandler(ListMixin, ApiHandler):
             clean = schema.DATA_CREATE.validate(item, where)
             _check_datatype(clean["datatype"], f"{where}.datatype" if where else "datatype")
             docs.append({"_id": str(_uuid.uuid4()), **clean, "owner": self.user, "workflow": None, "datatag": None, "source": None,
-                         "target": None, "source_job": None, "target_job": None, "ts_reg": now, "ts_upd": now})
+                         "target": None, "source_job": None, "target_job": None, "ts_reg": now, "ts_upd": now,
+                         "arrived": clean["arrived"] or now})
         models.DataFile._get_collection().insert_many(docs)
         self.reply({"items": [document(d) for d in docs]}, 201)
 
@@ -639,7 +647,7 @@ class SummaryHandler(ApiHandler):
 
     def get(self) -> None:
         faults.stall_point()
-        self.reply(self.server.summary())
+        self.reply({**self.server.summary(), "freshness": self.server.freshness.report()})
 
 
 class StatusHandler(ApiHandler):

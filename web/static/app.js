@@ -11,14 +11,16 @@ const P3S = window.P3S = window.P3S || {};
 P3S.routes = P3S.routes || [];                  // [regexp, (…groups) => page]
 P3S.panels = P3S.panels || [];                  // dashboard panels: {id, order, make() -> {node, update(summary, stats)}}
 P3S.listActions = P3S.listActions || {};        // resource -> (titleElement) => (params, total) => void
+P3S.jobCards = P3S.jobCards || [];              // (container, job) => void: more cards on a job's page
 const MAIN = document.getElementById("main");
 const JOB_STATES = ["template", "defined", "dispatched", "running", "finished", "failed", "timelimit",
-  "pilot_lost", "killed", "nonstarter", "cancelled"];
+  "pilot_lost", "killed", "nonstarter", "cancelled", "stale"];
 const PILOT_STATES = ["idle", "running", "stopped", "lost"];
-const WORKFLOW_STATES = ["template", "defined", "running", "finished", "failed", "cancelled"];
+const WORKFLOW_STATES = ["template", "defined", "running", "finished", "failed", "cancelled", "dropped"];
 const COLOURS = {finished: "#2e9e4f", running: "#1c8fb8", dispatched: "#5fb7d6", defined: "#3f63c9",
   template: "#a5adbd", failed: "#d13b3b", timelimit: "#e0732c", pilot_lost: "#9b3bd1", killed: "#b33a6a",
-  nonstarter: "#7a2e2e", cancelled: "#c9a227", idle: "#3f63c9", stopped: "#a5adbd", lost: "#9b3bd1"};
+  nonstarter: "#7a2e2e", cancelled: "#c9a227", idle: "#3f63c9", stopped: "#a5adbd", lost: "#9b3bd1",
+  stale: "#8a6d3b", dropped: "#8a6d3b"};
 const PER_PAGE = [25, 50, 100, 200, 400];
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -387,7 +389,9 @@ function jobPage(uuid) {
       h("div", {class: "grid"},
         h("div", {class: "card"}, h("h2", {}, "Job"), fields(job, [["uuid"], ["name"], ["jobtype", "type"], ["user"], ["priority"],
           ["payload", "payload"], ["params"], ["env", "env"], ["input_file", "input file"], ["site", "site wanted"],
-          ["timelimit", "time limit (s)"], ["attempts", "attempts", (v, j) => `${v} of ${j.max_attempts}`],
+          ["timelimit", "time limit (s)"], ["arrived", "data arrived", when],
+          ["deadline", "deadline", (v, j) => (v ? `${when(v)} (ETA ${j.eta} s)` : "–")],
+          ["attempts", "attempts", (v, j) => `${v} of ${j.max_attempts}`],
           ["workflow", "workflow", (v, j) => v ? link(`/workflows/${v}`, `${short(v)} (${j.vertex})`) : "–"],
           ["error"]])),
         h("div", {class: "card"}, h("h2", {}, "Where and when"), fields(job, [["pilot", "pilot", (v) => v ? link(`/pilots/${v}`, v) : "–"],
@@ -400,6 +404,7 @@ function jobPage(uuid) {
         h("div", {class: "card"}, h("h2", {}, "CPU (%)"), cpu.node),
         h("div", {class: "card"}, h("h2", {}, "Memory, RSS (MB)"), rss.node)) : "",
       failed ? h("div", {class: "grid"}, stdoutCard, stderrCard) : "");
+    for (const add of P3S.jobCards) add(MAIN, job);       // freshness.js: the job's outputs
     const xs = series.map((x) => x.t);
     cpu.update(xs, [series.map((x) => x.cpu_percent ?? null)]);
     rss.update(xs, [series.map((x) => (x.rss === undefined ? null : x.rss / 1048576))]);
@@ -506,11 +511,15 @@ function templatePage(name) {
 
 function sitePage(name) {
   async function load() {
-    let site, pilots;
-    try { [site, pilots] = await Promise.all([api(`/sites/${encodeURIComponent(name)}`), api(`/pilots?site=${encodeURIComponent(name)}&state=idle,running`)]); } catch (error) { return failure(error); }
+    let site, pilots, rounds;
+    try { [site, pilots, rounds] = await Promise.all([api(`/sites/${encodeURIComponent(name)}`), api(`/pilots?site=${encodeURIComponent(name)}&state=idle,running`),
+      api(`/events?kind=fleet.topup&site=${encodeURIComponent(name)}&limit=1`)]); } catch (error) { return failure(error); }
+    const round = rounds.items[0];   // the pilot factory's last round (p3s-fleet top-up --every)
     MAIN.replaceChildren(h("h1", {}, "Site ", site.name),
       h("div", {class: "card"}, fields(site, [["pilots", "nominal pilots"], [null, "live pilots", () => pilots.total], ["period"], ["beat"],
         ["cycles"], ["lifetime"], ["server"], ["env"], ["comment"]])),
+      round ? h("div", {class: "card", id: "factory"}, h("h3", {}, "Pilot factory"), fields({...round.data, ts: round.ts}, [["wanted"], ["submitted"],
+        ["queued", "queued in the batch system"], ["registered"], ["backend"], ["ts", "last round", when], ["error"]])) : "",
       h("h2", {}, "Live pilots"), h("div", {class: "card"}, h("table", {},
         h("tr", {}, ["pilot", "state", "host", "job", "last contact"].map((x) => h("th", {}, x))),
         pilots.items.map((p) => h("tr", {}, h("td", {}, link(`/pilots/${p.uuid}`, short(p.uuid))), h("td", {}, stateBadge(p.state)),
