@@ -23,6 +23,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1      # what MongoDB stores as a
 MAX_DEPTH = 16                                         # nesting of objects and lists in a body
 PID_MAX = (1 << 31) - 1                                # process ids and exit codes are C ints
 EPOCH_MAX = 253402300799                               # 9999-12-31T23:59:59Z: the last date Python has
+ETA_MAX = 10 * 366 * 86400                             # seconds: an arrival plus this stays a date
 # Limits taken from the server's settings at start (p3s.server.app); the defaults are the settings'.
 LIMITS: dict[str, int] = {"max_timelimit": 2592000}
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -336,7 +337,7 @@ JOB_CREATE = Body("JobCreate", (
     Field("arrived", "time", "When its data arrived (seconds since the epoch or ISO 8601; default: now). "
                              "Its deadline is arrived + ETA.", nullable=True, default=None),
     Field("eta", "int", "Seconds from arrival within which its result is wanted (default: its type's ETA).",
-          minimum=1, nullable=True, default=None),
+          minimum=1, maximum=ETA_MAX, nullable=True, default=None),
     *_JOB_COMMON,
 ))
 JOB_PATCH = Body("JobPatch", (
@@ -432,7 +433,7 @@ JOBTYPE_SET = Body("JobTypeSet", (
     *(
         Field("eta", "int", "Seconds from data arrival within which a job of this type is wanted (null: "
                             "the configuration's default, else none: no freshness policy).",
-              minimum=1, nullable=True, default=None),
+              minimum=1, maximum=ETA_MAX, nullable=True, default=None),
         Field("order", "str", "Order within a priority: fifo, or newest-first (freshest data first).",
               choices=ORDERS, nullable=True, default=None),
         Field("stale", "bool", "Drop a job whose deadline passed before a pilot took it (state stale).",
@@ -486,7 +487,8 @@ VERTEX_OVERRIDE = Body("VertexOverride", (
     Field("priority", "int", "Replacement priority."),
     Field("timelimit", "int", "Replacement time limit.", minimum=1, maximum="max_timelimit"),
     Field("jobtype", "name", "Replacement job type."),
-    Field("eta", "int", "Replacement ETA in seconds (default: the vertex's, else its type's).", minimum=1),
+    Field("eta", "int", "Replacement ETA in seconds (default: the vertex's, else its type's).", minimum=1,
+          maximum=ETA_MAX),
 ), patch=True)
 WORKFLOW_CREATE = Body("WorkflowCreate", (
     Field("uuid", "uuid", "Client-chosen id (optional; must be new): makes a retried request safe.",
