@@ -13,12 +13,13 @@ Results go to stdout, progress and errors to stderr; the exit status is 1 when a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from p3s.backends import BackendNotFound, available, load
 from p3s.backends.base import Backend, BackendBase, Settings
 from p3s.cli.common import add_client_arguments, fail, make_client, number_type, print_json, print_table
-from p3s.pilot.client import P3SError
+from p3s.pilot.client import P3SError, TokenFileError, read_token_file
 from p3s.fleet import batch_cli
 from p3s.fleet import kill as kill_mod
 from p3s.fleet import report as report_mod
@@ -84,7 +85,11 @@ def _common_parser(backends: dict[str, type[BackendBase]]) -> argparse.ArgumentP
 def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pilots (more pilot options after --, e.g. -- -c 0 -p 30)")
     group.add_argument("--pilot-server", metavar="URL", help="server URL the pilots use [default: --server]")
-    group.add_argument("--pilot-token", metavar="TOKEN", help="token the pilots use [default: --token's]")
+    group.add_argument("--pilot-token-file", metavar="FILE",
+                       help="file (readable by its owner only) holding the token the pilots register with, best "
+                            "a pilot (bootstrap) token [default: $P3S_PILOT_TOKEN, else the fleet's own token]; "
+                            "it reaches the pilots on stdin, never on a command line")
+    group.add_argument("--pilot-token", help=argparse.SUPPRESS)
     group.add_argument("--logdir", default="/tmp/p3s/pilots", metavar="DIR",
                        help="pilot logs; {node} is replaced by the host's name [default /tmp/p3s/pilots]")
     group.add_argument("--joblogdir", default="/tmp/p3s/jobs", metavar="DIR",
@@ -198,6 +203,19 @@ def _grouped(rows: list[tuple[str, dict]]) -> list[dict]:
 
 
 # --- commands ---------------------------------------------------------------------------------
+def _pilot_token(args: argparse.Namespace, view: ServerView) -> str | None:
+    """The token the pilots get: from a private file, $P3S_PILOT_TOKEN, else the fleet's own."""
+    if args.pilot_token is not None:
+        fail("--pilot-token is refused: a token on the command line is shown to every user of this machine "
+             "(ps); use --pilot-token-file FILE (chmod 600) or $P3S_PILOT_TOKEN")
+    if args.pilot_token_file:
+        try:
+            return read_token_file(args.pilot_token_file)
+        except TokenFileError as exc:
+            fail(str(exc))
+    return os.environ.get("P3S_PILOT_TOKEN") or view.token
+
+
 def _plan(args: argparse.Namespace, view: ServerView, pilot_args: list[str]) -> PilotPlan:
     """What to start, after checking the pilot options and that the server answers (and has the
     site): better no pilot at all than pilots that cannot register."""
@@ -210,7 +228,7 @@ def _plan(args: argparse.Namespace, view: ServerView, pilot_args: list[str]) -> 
             view.check(args.site)
         except P3SError as exc:
             fail(f"{exc}; nothing started", 1)
-    return PilotPlan(args.pilot_server or view.url, args.pilot_token or view.token, args.site or "",
+    return PilotPlan(args.pilot_server or view.url, _pilot_token(args, view), args.site or "",
                      args.logdir, args.joblogdir, args.workdir, pilot_args)
 
 

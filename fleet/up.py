@@ -15,7 +15,7 @@ from p3s.fleet.server import ServerView
 RESERVED = {
     "host": ("-H/--host", "it is always the node's name"),
     "server": ("-S/--server", "use p3s-fleet --pilot-server (default: --server)"),
-    "token": ("--token", "use p3s-fleet --pilot-token (it reaches the pilot on stdin, never on a command line)"),
+    "token": ("--token", "use p3s-fleet --pilot-token-file (the token reaches the pilot on stdin, never on a command line)"),
     "site": ("-s/--site", "use p3s-fleet --site"),
     "logdir": ("-l/--logdir", "use p3s-fleet --logdir"),
     "joblogdir": ("-L/--joblogdir", "use p3s-fleet --joblogdir"),

@@ -6,6 +6,7 @@ import uuid as _uuid
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from p3s import events, models, schema, slices, states
 from p3s.broker import Broker
@@ -57,7 +58,10 @@ class JobService:
             if taken:
                 raise ApiError(409, f"job {taken['_id']} exists already", "uuid")
         shed = self.freshness.admit(docs) if self.freshness is not None else []
-        await self.lifecycle.insert_jobs_in_slices(docs)
+        try:
+            await self.lifecycle.insert_jobs_in_slices(docs)
+        except DuplicateKeyError:      # taken by another server since the check above
+            raise ApiError(409, "a job with one of these uuids exists already", "uuid") from None
         if shed:
             self.freshness.record_shed(shed)
         return docs
@@ -154,6 +158,8 @@ class JobService:
         after = collection.find_one_and_update({"_id": name}, {"$set": body}, upsert=True,
                                                return_document=ReturnDocument.AFTER)
         self.broker.limits[name] = after.get("limit")
+        if self.broker.slots is not None and after.get("limit") is not None:
+            self.broker.slots.seed(name)
         if self.freshness is not None:
             self.freshness.set_stored(name, after)
         self.broker.schedule_serve()

@@ -12,6 +12,7 @@ import logging
 from typing import Any, Iterable
 
 from pymongo import ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from p3s import models, slices, states
 from p3s.errors import ApiError, not_found
@@ -236,8 +237,15 @@ class Lifecycle:
         """Insert new jobs all together; on any error none remains."""
         try:
             self.jobs.insert_many(docs, ordered=True)
+        except BulkWriteError as exc:
+            # Ordered: exactly the first nInserted went in. A uuid another server took between the
+            # check and the insert stops it there; that server's job is not touched.
+            self.remove_inserted(docs[:exc.details.get("nInserted", len(docs))])
+            if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                raise DuplicateKeyError("a job with one of these uuids exists already") from None
+            raise
         except Exception:
-            self.jobs.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+            self.remove_inserted(docs)
             raise
         for doc in docs:
             self.counters.jobs[(doc["state"], doc["jobtype"])] += 1
@@ -247,20 +255,23 @@ class Lifecycle:
     async def insert_jobs_in_slices(self, docs: list[dict]) -> None:
         """``insert_jobs`` for many jobs, in slices that let the loop run. Nobody hears of the jobs
         (the broker cannot offer them) until all are in; on any error those inserted are removed."""
-        inserted: list[str] = []
+        inserted: list[dict] = []
         try:
             for chunk in slices.chunks(docs):
                 try:
                     self.jobs.insert_many(list(chunk), ordered=True)
-                except Exception as exc:
-                    done = (getattr(exc, "details", None) or {}).get("nInserted", 0)
-                    inserted += [d["_id"] for d in chunk[:done]]
+                except BulkWriteError as exc:
+                    # Ordered: exactly the first nInserted went in; a uuid another server took
+                    # between the check and the insert stops it there (that job is not touched).
+                    inserted += chunk[:exc.details.get("nInserted", len(chunk))]
+                    if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                        raise DuplicateKeyError("a job with one of these uuids exists already") from None
                     raise
-                inserted += [d["_id"] for d in chunk]
+                inserted += chunk
                 await slices.pause()
-        except Exception:
-            for ids in slices.chunks(inserted):
-                self.jobs.delete_many({"_id": {"$in": list(ids)}})
+        except BaseException:
+            for part in slices.chunks(inserted):
+                self.remove_inserted(list(part))
             raise
         for chunk in slices.chunks(docs, 2000):
             for doc in chunk:
@@ -279,6 +290,12 @@ class Lifecycle:
             deleted += self.delete_jobs({"_id": {"$in": list(chunk)}, "$and": [query]})
             await slices.pause()
         return deleted
+    def remove_inserted(self, docs: list[dict]) -> None:
+        """Delete the jobs this request inserted (``docs``), and nothing another request inserted
+        under the same uuid: a job is ours only if its ``seq`` is one of ours too."""
+        if docs:
+            self.jobs.delete_many({"_id": {"$in": [d["_id"] for d in docs]},
+                                   "seq": {"$in": sorted({d["seq"] for d in docs})}})
 
     def delete_jobs(self, query: dict) -> list[str]:
         """Delete the jobs matching ``query`` that are not dispatched or running; return their ids."""

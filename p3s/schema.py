@@ -484,6 +484,7 @@ TEMPLATE_ADD = Body("TemplateAdd", (
 VERTEX_OVERRIDE = Body("VertexOverride", (
     Field("payload", "str", "Replacement payload."),
     Field("env", "env", "Extra environment."),
+    Field("secret_env", "envnames", "Names of env variables whose values no API answer shows (see jobs)."),
     Field("priority", "int", "Replacement priority."),
     Field("timelimit", "int", "Replacement time limit.", minimum=1, maximum="max_timelimit"),
     Field("jobtype", "name", "Replacement job type."),

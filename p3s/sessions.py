@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from p3s.auth import Authenticator, Identity
 from p3s.credentials import SESSION, digest
+from p3s.models import utcnow
 
 COOKIE = "p3s_session"
 
@@ -21,7 +22,9 @@ class Sessions:
         self.seconds = days * 86400
 
     def start(self, who: Identity) -> str:
-        """A new session for ``who`` (an admin or client); returns its id for the cookie."""
+        """A new session for ``who`` (an admin or client); returns its id for the cookie. Expired
+        sessions are removed here, so they never pile up."""
+        self.authenticator.credentials.collection.delete_many({"kind": SESSION, "expires": {"$lt": utcnow()}})
         return self.authenticator.credentials.issue(SESSION, ttl=self.seconds, role=who.role, name=who.name,
                                                     token=who.key)
 

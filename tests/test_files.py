@@ -120,3 +120,24 @@ def test_server_serves_logs_only_under_the_directories_resolved_at_start(make_se
                                      headers={"Authorization": f"Bearer {server.token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.read() == b"the log\n"
+
+
+def test_result_files_never_include_the_servers_own_data_directory(make_server, tmp_path):
+    """A client registers a data record pointing at the server's token file: never served."""
+    client = "client-token-0123456789"
+    server = make_server(tokens=[{"token": "admin-token-0123456789", "role": "admin", "name": "boss"},
+                                 {"token": client, "role": "client", "name": "mallory"}],
+                         result_dirs=[str(tmp_path)])
+    (server.data_dir / "token").write_text("admin-token-0123456789\n")      # as a generated one would be
+    record = server.ok("POST", "/data", {"name": "token", "dirpath": str(server.data_dir)}, 201,
+                       token=client)["items"][0]
+    reply = server.call("GET", f"/data/{record['uuid']}/content", token=client)
+    assert reply.status == 403, reply
+    # a link placed after the start does not widen the result directories either
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not yours\n")
+    (tmp_path / "innocent").symlink_to(outside)
+    record = server.ok("POST", "/data", {"name": "secret.txt", "dirpath": str(tmp_path / "innocent")}, 201,
+                       token=client)["items"][0]
+    assert server.call("GET", f"/data/{record['uuid']}/content", token=client).status == 403

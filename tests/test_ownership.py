@@ -81,3 +81,13 @@ def test_secret_env_values_are_never_shown(s):
     assert patched["env"] == {"KEY": "<secret>"} and "s3cret" not in json.dumps(s.ok("GET", "/jobs"))
     reply = s.call("POST", "/jobs", {"payload": "x", "secret_env": ["BAD NAME"]}, token=ALICE)
     assert reply.status == 422 and reply.error["field"] == "secret_env"
+
+
+def test_secret_env_given_to_a_workflow_vertex_is_hidden_too(s):
+    s.ok("POST", "/templates", {"yaml": DAG}, 201, token=ALICE)
+    wf = s.ok("POST", "/workflows", {"template": "pair", "overrides": {
+        "a": {"env": {"DB_PASSWORD": "hunter2"}, "secret_env": ["DB_PASSWORD"]}}}, 201, token=ALICE)
+    job = s.ok("GET", f"/workflows/{wf['uuid']}")["jobs"]
+    first = next(j for j in job if j["vertex"] == "a")
+    assert s.job(first["uuid"])["env"]["DB_PASSWORD"] == "<secret>"
+    assert "hunter2" not in json.dumps(s.ok("GET", "/jobs?limit=1000"))

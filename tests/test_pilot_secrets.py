@@ -20,11 +20,12 @@ def run_pilot(server, tmp: Path, *args: str, env: dict | None = None, timeout: f
 def test_a_payload_never_sees_the_pilots_token(server, tmp_path):
     job = server.submit({"payload": "env", "env": {"MINE": "visible"}})[0]["uuid"]
     site_job = server.submit({"payload": "echo token=$P3S_TOKEN file=$P3S_TOKEN_FILE", "env": SHELL})[0]["uuid"]
-    done = run_pilot(server, tmp_path, env={"P3S_TOKEN": server.token})
+    done = run_pilot(server, tmp_path, env={"P3S_TOKEN": server.token, "P3S_PILOT_TOKEN": "fleet-secret"})
     assert done.returncode == 0, done.stderr
     shown = server.job(job)
     assert shown["state"] == "finished" and "MINE=visible" in shown["stdout_tail"]
     assert server.token not in shown["stdout_tail"] and "P3S_TOKEN" not in shown["stdout_tail"]
+    assert "fleet-secret" not in shown["stdout_tail"]
     assert server.job(site_job)["stdout_tail"] == "token= file="
     # nor through a token file, nor through the full log the pilot wrote
     token_file = tmp_path / "token"
@@ -60,3 +61,46 @@ def test_a_token_file_others_can_read_is_refused(server, tmp_path):
     done = run_pilot(server, tmp_path, "--token-file", str(token_file))
     assert done.returncode == 0, done.stderr
     assert server.ok("GET", "/pilots")["total"] == 1
+
+
+def test_a_fleet_hands_its_pilots_a_bootstrap_token_from_a_private_file(make_server, tmp_path):
+    from fleet_support import Fleet
+
+    server = make_server(tokens=[{"token": "admin-token-0123456789", "role": "admin", "name": "boss"},
+                                 {"token": "pilot-token-01234567890", "role": "pilot", "name": "lab-pilots",
+                                  "site": "lab", "max_pilots": 2}])
+    server.ok("POST", "/sites", {"name": "lab"}, 201)
+    fleet = Fleet(tmp_path / "fleet", server)
+    try:
+        token_file = tmp_path / "pilot-token"
+        token_file.write_text("pilot-token-01234567890\n")
+        token_file.chmod(0o644)
+        done = fleet.run("up", "-w", "wn01", "-n", "2", "--site", "lab", "--pilot-token-file", str(token_file),
+                         "--", "-c", "0", "-p", "5")
+        assert done.returncode == 2 and "chmod 600" in done.stderr and fleet.pids() == []
+        done = fleet.run("up", "-w", "wn01", "-n", "1", "--pilot-token", "pilot-token-01234567890")
+        assert done.returncode == 2 and "--pilot-token is refused" in done.stderr
+        token_file.chmod(0o600)
+        done = fleet.run("up", "-w", "wn01", "-n", "2", "--site", "lab", "--pilot-token-file", str(token_file),
+                         "--", "-c", "0", "-p", "5")
+        assert done.returncode == 0, done
+        pilots = server.ok("GET", "/pilots?state=idle,running")["items"]
+        assert len(pilots) == 2 and {p["registrar"] for p in pilots} == {"lab-pilots"}
+        for pid in fleet.pilot_pids():                 # the token is in no pilot's visible environment
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                assert b"pilot-token-0123" not in handle.read()
+    finally:
+        fleet.cleanup()
+
+
+def test_clients_read_their_token_from_a_private_file_too(server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    command = [sys.executable, "-m", "p3s.cli.job", "list", "-S", server.url, "--token-file", str(token_file)]
+    token_file.chmod(0o640)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "chmod 600" in done.stderr
+    token_file.chmod(0o600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr

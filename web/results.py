@@ -28,14 +28,31 @@ TEXTS = (".txt", ".log", ".json", ".csv", ".out", ".err", ".yaml", ".yml", ".md"
 FILE_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox; frame-ancestors 'self'"
 
 
+_RESOLVED: dict[int, tuple[list[Path], Path]] = {}
+
+
 def roots(config: Any) -> list[Path]:
-    return [Path(os.path.expanduser(d)).resolve() for d in config.result_dirs]
+    """The result roots, resolved on first use (the server does it at start) and never again: a link
+    made later does not widen them."""
+    return _resolved(config)[0]
+
+
+def _resolved(config: Any) -> tuple[list[Path], Path]:
+    found = _RESOLVED.get(id(config))
+    if found is None:
+        found = _RESOLVED[id(config)] = ([Path(os.path.expanduser(d)).resolve() for d in config.result_dirs],
+                                         Path(os.path.realpath(config.data_path)))
+    return found
 
 
 def allowed(path: str | os.PathLike, config: Any) -> Path | None:
-    """The resolved path when it lies under a configured result root, else None."""
+    """The resolved path when it lies under a configured result root, else None. Nothing under the
+    server's own data directory (its database, its token) is ever a result."""
+    result_roots, data_dir = _resolved(config)
     real = Path(path).resolve()
-    return real if any(real == root or real.is_relative_to(root) for root in roots(config)) else None
+    if real == data_dir or real.is_relative_to(data_dir):
+        return None
+    return real if any(real == root or real.is_relative_to(root) for root in result_roots) else None
 
 
 def kind_of(name: str) -> str:
@@ -105,6 +122,10 @@ def serve(handler: ApiHandler, path: Path) -> None:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise not_found("file", path.name)
+        # Checked again on the file actually opened: a directory swapped for a link meanwhile gains nothing.
+        opened = f"/proc/self/fd/{handle.fileno()}"
+        if os.path.exists(opened) and allowed(os.readlink(opened), handler.server.config) is None:
+            raise ApiError(403, f"{path} is outside the result directories this server may read")
         if info.st_size > MAX_SERVED:
             raise ApiError(413, f"{path.name} is {info.st_size} bytes; the monitor serves at most {MAX_SERVED}")
         data = handle.read(MAX_SERVED)
@@ -126,7 +147,7 @@ class JobOutputsHandler(ApiHandler):
     roles = {"GET": auth.READ}
     doc = {"GET": {"summary": "What a job produced: the files in its $P3S_OUTPUT_DIR (when the server can read "
                               "it under result_dirs), its summary.json, and its output data files",
-                   "response": "OpenAPI"}}
+                   "response": "Outputs"}}
 
     def get(self, uuid: str) -> None:
         self.reply(jsonable(outputs(self.server.jobs.get(uuid), self.server.config)))
@@ -173,7 +194,7 @@ class DataContentHandler(ApiHandler):
 class LatestResultsHandler(ApiHandler):
     roles = {"GET": auth.READ}
     doc = {"GET": {"summary": "Per job type, the newest finished job's outputs and their age",
-                   "query": {"jobtype": "Only this job type."}, "response": "OpenAPI"}}
+                   "query": {"jobtype": "Only this job type."}, "response": "LatestResults"}}
 
     def get(self) -> None:
         wanted = self.arg("jobtype")
@@ -198,7 +219,7 @@ class FreshnessHandler(ApiHandler):
     roles = {"GET": auth.READ}
     doc = {"GET": {"summary": "Per job type: ETA and policies, backlog, predicted wait, turnaround p50/p95, "
                               "share within ETA and dropped jobs over 10 min, 1 h and 24 h; workflows' "
-                              "turnaround per template; files the injector dropped", "response": "OpenAPI"}}
+                              "turnaround per template; files the injector dropped", "response": "Freshness"}}
 
     def get(self) -> None:
         self.reply(self.server.freshness.report())
@@ -210,7 +231,7 @@ class AdmissionHandler(ApiHandler):
                               "The injector asks this before it starts a workflow",
                    "query": {"template": "Template whose root jobs to judge.", "jobtype": "Or one job type.",
                              "priority": "The job's priority (with jobtype).", "arrived": "Seconds since the epoch."},
-                   "response": "OpenAPI"}}
+                   "response": "Admission"}}
 
     def get(self) -> None:
         from p3s import dag, schema

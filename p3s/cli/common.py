@@ -23,6 +23,8 @@ def setup_logging(config: Config) -> None:
         handlers.append(logging.FileHandler(config.log_file))
     logging.basicConfig(level=config.log_level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pymongo logs every command at DEBUG (a few ms each): p3s's debug log is about p3s.
+    logging.getLogger("pymongo").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,8 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
                        help="server URL [default: $P3S_SERVER_URL or the config's server_url]")
     group.add_argument("--token", help="bearer token [default: $P3S_TOKEN, the config's token, "
                                        "or the token file the server generated in data_dir]")
+    group.add_argument("--token-file", metavar="FILE",
+                       help="file holding the token, readable by its owner only (keeps it out of ps)")
     group.add_argument("--ca-file", dest="ca_file", metavar="FILE",
                        help="CA certificates (PEM) to verify an https server with [default: $P3S_CA_FILE, the "
                             "config's ca_file, or the system's]")
@@ -42,7 +46,7 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 def make_client(args: argparse.Namespace):
     """A Client from flags, environment and config file; config errors exit with code 2."""
     from p3s.auth import client_token
-    from p3s.pilot.client import Client
+    from p3s.pilot.client import Client, TokenFileError, read_token_file
 
     try:
         config = load_config(getattr(args, "config", None),
@@ -50,7 +54,13 @@ def make_client(args: argparse.Namespace):
                               "ca_file": getattr(args, "ca_file", None)})
     except ConfigError as exc:
         fail(str(exc))
-    return Client(config.server_url, client_token(config), retries=2, ca_file=config.ca_file or None)
+    token = client_token(config)
+    if getattr(args, "token_file", None):
+        try:
+            token = read_token_file(args.token_file)
+        except TokenFileError as exc:
+            fail(str(exc))
+    return Client(config.server_url, token, retries=2, ca_file=config.ca_file or None)
 
 
 def number_type(kind: type, minimum: float = 0) -> Callable[[str], Any]:

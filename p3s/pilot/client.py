@@ -33,7 +33,7 @@ class P3SError(Exception):
 
 
 # Every variable that carries a p3s credential: the pilot removes them from its payloads' environment.
-CREDENTIAL_VARIABLES = ("P3S_TOKEN", "P3S_TOKEN_FILE")
+CREDENTIAL_VARIABLES = ("P3S_TOKEN", "P3S_TOKEN_FILE", "P3S_PILOT_TOKEN")
 
 
 class TokenFileError(Exception):
