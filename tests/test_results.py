@@ -188,5 +188,10 @@ def test_freshness_panel_and_latest_results_in_a_real_browser(produced, tmp_path
         browser.wait_for("document.querySelector('#outputs tr[data-file=\"summary.json\"]') !== null")
         assert browser.eval("document.querySelectorAll('#outputs img').length") == 2
         assert browser.dialogs == [] and browser.console == []
+        # opened on its own, the SVG's script still does not run (sandboxed by its policy)
+        svg = browser.eval("[...document.querySelectorAll('#outputs a')].find((a) => a.textContent === 'sub/trick.svg').href")
+        browser.open(svg)
+        assert browser.eval("document.documentElement.localName") == "svg"
+        assert browser.dialogs == []
     finally:
         browser.close()
