@@ -168,7 +168,7 @@ def test_freshness_panel_and_latest_results_in_a_real_browser(produced, tmp_path
         browser.screenshot(ARTEFACTS / "freshness-panel.png")
         # the latest results: the image shown, the summary as a table, the SVG's script never run
         browser.open(server.url + "/results")
-        card = f"document.querySelector('.results .card[data-jobtype=evdisp]')"
+        card = "document.querySelector('.results .card[data-jobtype=evdisp]')"
         browser.wait_for(f"{card} !== null && {card}.dataset.job === {json.dumps(job['uuid'])}")
         browser.wait_for(f"[...{card}.querySelectorAll('img')].every((i) => i.complete && i.naturalWidth > 0)")
         assert browser.eval(f"[...{card}.querySelectorAll('img')].map((i) => i.naturalWidth).sort()") == [4, 40]
