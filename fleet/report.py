@@ -126,7 +126,7 @@ def pilot_rows(reports: dict[str, HostReport]) -> list[dict[str, Any]]:
             table.append({"node": p.node, "pid": p.pid, "uuid": p.uuid or record.get("uuid"),
                           "state": record.get("state"), "site": p.site or None, "job": p.job or record.get("job"),
                           "cpu": f"{p.cpu:.1f}", "rss": _mb(p.rss),
-                          "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.started))})
+                          "started": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(p.started))})
         for g in r.gone:
             table.append({"node": r.node, "pid": g.get("pid"), "uuid": g["uuid"], "state": f"{g['state']} (gone)",
                           "site": g.get("site") or None, "job": g.get("job")})

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, view: ServerView, backend: str, rounds: dict[s
                 if args.json:
                     print_json(outcome.data)
                 else:
-                    print(time.strftime("%H:%M:%S ") + outcome.summary, flush=True)
+                    print(time.strftime("%H:%M:%SZ ", time.gmtime()) + outcome.summary, flush=True)
             if error:
                 print(f"{PROG}: error: site {site}: {error}", file=sys.stderr, flush=True)
             record(view, site, backend, outcome, error)

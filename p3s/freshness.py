@@ -97,6 +97,7 @@ class Freshness(Listener):
         self._deadlines: list[tuple[float, str, str]] = []      # (deadline, job, jobtype)
         self._cached: tuple[float, dict] | None = None
         self._dirty = True                   # figures changed since the cached report
+        self._capacity_memo: dict[str, tuple[int, int]] | None = None
         lifecycle.listeners.append(self)
         events.subscribers.append(self.event_recorded)
 
@@ -116,12 +117,16 @@ class Freshness(Listener):
                              {"state": 1, "jobtype": 1, "priority": 1, "deadline": 1}):
             if doc["state"] == states.DEFINED:
                 self._ready_in(doc)
+            self.priority.setdefault(doc.get("jobtype", ""), doc.get("priority", 0))
             self._watch(doc)
         since = utcnow() - _dt.timedelta(days=1)
         fields = {"jobtype": 1, "state": 1, "arrived": 1, "deadline": 1, "eta": 1, "ts_sta": 1, "ts_sto": 1,
                   "dropped": 1, "noop": 1}
-        for doc in jobs.find({"state": {"$in": [states.FINISHED, states.STALE]}, "ts_sto": {"$gte": since}}, fields):
-            self._ended(doc, epoch(doc["ts_sto"]))
+        for doc in jobs.find({"state": {"$in": [states.FINISHED, states.STALE]}, "ts_sto": {"$gte": since}},
+                             {**fields, "priority": 1}):
+            if not doc.get("noop"):
+                self._ended(doc, epoch(doc["ts_sto"]))
+                self.priority.setdefault(doc.get("jobtype", ""), doc.get("priority", 0))
         for doc in models.Workflow._get_collection().find(
                 {"state": states.WF_FINISHED, "ts_sto": {"$gte": since}}, {"template": 1, "arrived": 1, "ts_sto": 1}):
             self._workflow_ended(doc)
@@ -192,12 +197,18 @@ class Freshness(Listener):
         return len(recent) / ARRIVAL_WINDOW
 
     def capacity(self, jobtype: str) -> tuple[int, int]:
-        """Live pilots that may take the type, and how many of them are idle."""
+        """Live pilots that may take the type, and how many of them are idle (counted once per
+        admission batch)."""
+        memo = self._capacity_memo
+        if memo is not None and jobtype in memo:
+            return memo[jobtype]
         total = idle = 0
         for pilot in self.live_pilots():
             if not pilot.jobtypes or jobtype in pilot.jobtypes:
                 total += 1
                 idle += pilot.job is None and pilot.state == states.IDLE
+        if memo is not None:
+            memo[jobtype] = (total, idle)
         return total, idle
 
     def predicted_wait(self, jobtype: str, priority: int, now: float | None = None) -> float | None:
@@ -240,16 +251,29 @@ class Freshness(Listener):
     def admit(self, docs: list[dict]) -> list[dict]:
         """Mark the new ``defined`` jobs to shed (state stale, dropped shed) before they are inserted;
         returns the shed ones. Lowest priority goes first: only work below a protected type's
-        priority is shed to protect it."""
-        shed = []
+        priority is shed to protect it. Each job admitted counts as ahead of the next of the batch."""
+        shed: list[dict] = []
         now = time.time()
-        for doc in docs:
-            if doc.get("state") not in (states.DEFINED, states.TEMPLATE) or doc.get("noop"):
-                continue
-            reason = self.shed_reason(doc.get("jobtype", ""), doc.get("priority", 0), epoch(doc.get("deadline")), now)
-            if reason is not None:
-                doc.update(state=states.STALE, dropped="shed", error=reason, ts_sto=utcnow())
-                shed.append(doc)
+        counted: collections.Counter[tuple[str, int]] = collections.Counter()
+        self._capacity_memo = {}
+        try:
+            for doc in docs:
+                if doc.get("state") not in (states.DEFINED, states.TEMPLATE) or doc.get("noop"):
+                    continue
+                key = (doc.get("jobtype", ""), doc.get("priority", 0))
+                reason = self.shed_reason(key[0], key[1], epoch(doc.get("deadline")), now)
+                if reason is not None:
+                    doc.update(state=states.STALE, dropped="shed", error=reason, ts_sto=utcnow())
+                    shed.append(doc)
+                elif doc["state"] == states.DEFINED:
+                    self.ready[key] += 1
+                    counted[key] += 1
+        finally:
+            self._capacity_memo = None
+            for key, n in counted.items():        # job_created counts them for real once inserted
+                self.ready[key] -= n
+                if self.ready[key] <= 0:
+                    del self.ready[key]
         return shed
 
     def shed_reason(self, jobtype: str, priority: int, deadline: float | None, now: float | None = None) -> str | None:

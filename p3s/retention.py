@@ -184,7 +184,9 @@ class Retention:
             return self._select_rows(kind, collection, cutoff, excess)
         doomed: dict[Any, dict] = {}
         if excess:
-            for doc in collection.find(kind.query).limit(min(excess, self.slice)):
+            # Oldest first: MongoDB returns unsorted documents in no promised order.
+            oldest = [(kind.age_fields[0], 1), ("_id", 1)]
+            for doc in collection.find(kind.query).sort(oldest).limit(min(excess, self.slice)):
                 doomed[doc["_id"]] = doc
         if cutoff is not None and len(doomed) < self.slice:
             aged = {"$and": [kind.query, {"$or": [
@@ -247,8 +249,9 @@ class Retention:
             if authenticator is not None and authenticator.credentials is not None:
                 authenticator.credentials.revoke_pilots(sorted(gone))      # their credentials go with them
         else:
-            kind.model._get_collection().delete_many({"_id": {"$in": ids}})
-            gone = set(ids)
+            # Another server on the same MongoDB may have removed some first: count what this one did.
+            deleted = kind.model._get_collection().delete_many({"_id": {"$in": ids}}).deleted_count
+            gone = set(ids[:deleted])
         removed = [d for d in doomed if d["_id"] in gone]
         self._add_totals(kind.name, removed)
         self.removed[kind.name] += len(removed)

@@ -1,8 +1,8 @@
 """The operators' commands as a person runs them: real processes against a real server."""
 from __future__ import annotations
 
-import json
 import os
+import re
 import subprocess
 import sys
 
@@ -134,6 +134,8 @@ def test_fleet_up_warns_when_pilots_will_stop_after_idling(server, tmp_path):
         assert "-- -c 0" in idle.stderr
         stays = fleet.run("up", "-w", "wn02", "--", "-c", "0", "-p", "1", "-b", "1")
         assert stays.returncode == 0 and "stop by themselves" not in stays.stderr
+        pilots = fleet.run("report", "-w", "wn02", "--pilots")
+        assert pilots.returncode == 0 and re.search(r"\d\d:\d\d:\d\dZ", pilots.stdout), pilots.stdout
     finally:
         fleet.cleanup()
 

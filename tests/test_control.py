@@ -84,3 +84,18 @@ def test_a_failed_workflow_names_the_job_and_the_reason(server):
     finish(server, pilot, 3, "reading input\nFATAL: input file is empty\n")
     error = server.wait_for(lambda: server.ok("GET", f"/workflows/{wf['uuid']}").get("error"))
     assert "filter" in error and "exit code 3" in error and "FATAL: input file is empty" in error, error
+
+
+def test_a_cancelled_workflow_says_who_cancelled_it(server):
+    dag = textwrap.dedent("""
+        name: two
+        jobs:
+          a: {jobtype: a, payload: "x"}
+          b: {jobtype: b, payload: "y"}
+        data:
+          - {source: a, target: b, datatag: A}
+    """)
+    server.ok("POST", "/templates", {"yaml": dag}, 201)
+    wf = server.ok("POST", "/workflows", {"template": "two"}, 201)
+    server.ok("POST", f"/workflows/{wf['uuid']}/cancel", status=202)
+    assert server.ok("GET", f"/workflows/{wf['uuid']}")["error"] == "cancelled on request of admin"

@@ -66,12 +66,19 @@ def test_alarms_fire_clear_and_the_stale_banner(make_server, tmp_path):
         browser.wait_for("document.querySelector('[data-alarm=no_pilots]') === null", timeout=20)
         browser.screenshot(ARTEFACTS / "dashboard-failures-1280x800.png")
         # the server dies: at once a banner says the data is stale, and alarms are never "all clear"
+        port = server.port
         server.stop(signal.SIGKILL)
         browser.wait_for("!document.getElementById('stale').hidden", timeout=10)
         assert "data as of" in browser.eval("document.getElementById('stale').textContent")
         browser.wait_for("document.getElementById('alarms-unknown') !== null", timeout=15)
         assert browser.eval("document.getElementById('all-clear')") is None
         browser.screenshot(ARTEFACTS / "dashboard-stale-1280x800.png")
+        # back: the banner goes, the page reloads what it shows
+        server.start(port)
+        browser.wait_for("document.getElementById('stale').hidden", timeout=30)
+        browser.wait_for("document.getElementById('alarms-unknown') === null", timeout=15)
+        browser.wait_for("document.querySelector('#alarms .alarm-row, #all-clear') !== null")
+        assert not browser.eval("document.body.classList.contains('stale')")
     finally:
         browser.close()
 
@@ -111,7 +118,7 @@ def test_live_rows_elapsed_time_rerun_and_layout(make_server, tmp_path):
         # the confirmation is answered in the page (a DevTools dialog would race the test's own calls)
         browser.eval("window.confirm = (m) => { window.asked = m; return true; };"
                      "document.querySelector('button.rerun').click()")
-        browser.wait_for(f"document.querySelector('h1 .state').textContent === 'defined'")
+        browser.wait_for("document.querySelector('h1 .state').textContent === 'defined'")
         assert server.job(job["uuid"])["state"] == "defined"
         assert "Rerun this job" in browser.eval("window.asked")
         # the errors view groups the failures, with links to examples

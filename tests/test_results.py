@@ -161,7 +161,7 @@ def test_freshness_panel_and_latest_results_in_a_real_browser(produced, tmp_path
         browser.eval(f"document.querySelector('input[name=token]').value = {json.dumps(server.token)};"
                      "document.querySelector('form').submit()")
         browser.wait_for("document.querySelector('#freshness tr[data-jobtype=evdisp]') !== null")
-        row = "document.querySelector('#freshness tr[data-jobtype=evdisp] td[data-col={}]').textContent"
+        row = "document.querySelector('#freshness tr[data-jobtype=evdisp] [data-col={}]').textContent"
         assert browser.eval(row.format("eta")) == "30 s"
         assert browser.eval(row.format("share")) == "100 %"
         assert "ETA 30 s" in browser.eval(row.format("p95"))

@@ -147,7 +147,7 @@ class JobOutputsHandler(ApiHandler):
     roles = {"GET": auth.READ}
     doc = {"GET": {"summary": "What a job produced: the files in its $P3S_OUTPUT_DIR (when the server can read "
                               "it under result_dirs), its summary.json, and its output data files",
-                   "response": "OpenAPI"}}
+                   "response": "Outputs"}}
 
     def get(self, uuid: str) -> None:
         self.reply(jsonable(outputs(self.server.jobs.get(uuid), self.server.config)))
@@ -194,7 +194,7 @@ class DataContentHandler(ApiHandler):
 class LatestResultsHandler(ApiHandler):
     roles = {"GET": auth.READ}
     doc = {"GET": {"summary": "Per job type, the newest finished job's outputs and their age",
-                   "query": {"jobtype": "Only this job type."}, "response": "OpenAPI"}}
+                   "query": {"jobtype": "Only this job type."}, "response": "LatestResults"}}
 
     def get(self) -> None:
         wanted = self.arg("jobtype")
@@ -219,7 +219,7 @@ class FreshnessHandler(ApiHandler):
     roles = {"GET": auth.READ}
     doc = {"GET": {"summary": "Per job type: ETA and policies, backlog, predicted wait, turnaround p50/p95, "
                               "share within ETA and dropped jobs over 10 min, 1 h and 24 h; workflows' "
-                              "turnaround per template; files the injector dropped", "response": "OpenAPI"}}
+                              "turnaround per template; files the injector dropped", "response": "Freshness"}}
 
     def get(self) -> None:
         self.reply(self.server.freshness.report())
@@ -231,7 +231,7 @@ class AdmissionHandler(ApiHandler):
                               "The injector asks this before it starts a workflow",
                    "query": {"template": "Template whose root jobs to judge.", "jobtype": "Or one job type.",
                              "priority": "The job's priority (with jobtype).", "arrived": "Seconds since the epoch."},
-                   "response": "OpenAPI"}}
+                   "response": "Admission"}}
 
     def get(self) -> None:
         from p3s import dag, schema

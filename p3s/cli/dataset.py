@@ -50,11 +50,16 @@ def _records(args: argparse.Namespace) -> list[dict]:
     records = [dict(item) for item in load_json_list(args.data_file, "data file description")] \
         if args.data_file else []
     records += [describe_path(path) for path in args.paths]
+    if args.arrived == "mtime":            # each file's own modification time
+        for record, path in zip(records[len(records) - len(args.paths):], args.paths):
+            if os.path.isfile(path):
+                record["arrived"] = os.path.getmtime(path)
+        args.arrived = None
     if not records:
         args.parser.error("give the files to register: PATH... or -j FILE")
     meta = parse_pairs(args.meta, "--meta")
     overrides = {k: v for k, v in (("datatype", args.type), ("dirpath", args.dirpath), ("state", args.state),
-                                   ("comment", args.comment)) if v is not None}
+                                   ("comment", args.comment), ("arrived", args.arrived)) if v is not None}
     for record in records:
         record.update(overrides)
         if meta:
@@ -175,6 +180,8 @@ def _register_parser(sub: Any) -> None:
     p.add_argument("--dirpath", metavar="DIR", help="directory of every file [default: each PATH's directory]")
     p.add_argument("-A", "--state", choices=DATA_STATES, help="state of every file [default defined]")
     p.add_argument("--comment", help="comment on every file")
+    p.add_argument("--arrived", metavar="TIME", help="when the files arrived: seconds since the epoch or ISO 8601, "
+                                                     "'mtime' for each file's modification time [default: now]")
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata of every file; repeatable")
 
 

@@ -4,7 +4,6 @@ do not count), 3 when some do, so scripts and cron can use it."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from p3s.cli.common import add_client_arguments, make_client, paint, print_json, print_table, run_command, RESET
 from p3s.states import JOB_STATES, PILOT_STATES

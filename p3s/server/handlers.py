@@ -631,7 +631,7 @@ class WorkflowCancelHandler(ApiHandler):
 
     def post(self, uuid: str) -> None:
         self.require_owner(self.server.workflows.get(uuid), "workflow", uuid)
-        self.reply(document(self.server.workflows.cancel(uuid)), 202)
+        self.reply(document(self.server.workflows.cancel(uuid, self.user)), 202)
 
 
 class SummaryHandler(ApiHandler):
@@ -649,7 +649,7 @@ class StatusHandler(ApiHandler):
 
     def get(self) -> None:
         self.reply({"status": "ok", "version": __version__, "database": self.server.db.description,
-                    "auth": not self.server.authenticator.disabled})
+                    "database_state": self.server.database_status(), "auth": not self.server.authenticator.disabled})
 
 
 class OpenApiHandler(ApiHandler):

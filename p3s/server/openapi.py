@@ -78,13 +78,35 @@ def _components() -> dict:
             "data": {"type": "array", "items": _ref("DataFile")}}}]},
         "JobType": {"type": "object", "properties": {
             "name": {"type": "string"}, "limit": {"type": "integer", "nullable": True},
-            "comment": {"type": "string"}, "active": {"type": "integer"}, "defined": {"type": "integer"}}},
+            "comment": {"type": "string"}, "active": {"type": "integer"}, "defined": {"type": "integer"},
+            "eta": {"type": "integer", "nullable": True}, "order": {"type": "string", "enum": ["fifo", "newest-first"]},
+            "stale": {"type": "boolean"}, "stop_running": {"type": "boolean"}, "shed": {"type": "boolean"},
+            "alarm_within_eta": {"type": "number", "nullable": True}}},
+        "Freshness": {"type": "object", "required": ["types", "workflows", "injector_dropped"], "properties": {
+            "types": {"type": "object", "description": "Per job type: policy, priority, backlog, runtime_s, "
+                      "predicted_wait_s (-1: unbounded), windows {10m, 1h, 24h}: done, within_eta, "
+                      "share_within_eta, turnaround_p50_s, turnaround_p95_s, dropped {stale, shed}."},
+            "workflows": {"type": "object"}, "injector_dropped": {"type": "object"}}},
+        "Admission": {"type": "object", "required": ["admit"], "properties": {
+            "admit": {"type": "boolean"}, "reason": {"type": "string", "nullable": True},
+            "jobtype": {"type": "string", "nullable": True}}},
+        "Outputs": {"type": "object", "properties": {
+            "job": {"type": "string"}, "output_dir": {"type": "string", "nullable": True},
+            "readable": {"type": "boolean"}, "files": {"type": "array", "items": {"type": "object"}},
+            "summary": {"nullable": True}, "data": {"type": "array", "items": {"type": "object"}},
+            "age_s": {"type": "number", "nullable": True}}},
+        "LatestResults": {"type": "object", "properties": {"items": {"type": "array", "items": _ref("Outputs")}}},
         "Summary": {"type": "object", "properties": {
             "jobs": counts, "jobs_total": {"type": "integer"}, "jobs_by_type": {"type": "object"},
             "pilots": counts, "pilots_total": {"type": "integer"}, "pilots_by_site": {"type": "object"},
-            "queue": {"type": "object"}, "server": {"type": "object"}}},
+            "queue": {"type": "object"}, "server": {"type": "object"}, "freshness": _ref("Freshness")}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}, "version": {"type": "string"},
-                                                    "database": {"type": "string"}, "auth": {"type": "boolean"}}},
+                                                    "database": {"type": "string"}, "auth": {"type": "boolean"},
+                                                    "database_state": {"type": "object", "properties": {
+                                                        "state": {"type": "string", "enum": ["ok", "unreachable"]},
+                                                        "waiting_calls": {"type": "integer"},
+                                                        "longest_wait": {"type": "number"},
+                                                        "error": {"type": "string", "nullable": True}}}}},
         "Deleted": {"type": "object", "properties": {"deleted": strings}},
         "Killed": {"type": "object", "properties": {"killed": strings}},
         "Registration": {"type": "object", "properties": {

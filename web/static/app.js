@@ -351,7 +351,7 @@ function listPage(resource) {
       if (!row) unseen = true;
     }
     if ((unseen || (resource === "events" && msg.events.length) || (resource === "sites")) && !Number(params.get("offset"))) reload();
-  }};
+  }, onReconnect: load};
 }
 
 // --- detail pages -------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ function pilotPage(uuid) {
   }
   const reload = debounced(load, 500);
   load();
-  return {onChange(msg) { if (msg.pilots[uuid] || Object.values(msg.jobs).some((j) => j.pilot === uuid)) reload(); }};
+  return {onChange(msg) { if (msg.pilots[uuid] || Object.values(msg.jobs).some((j) => j.pilot === uuid)) reload(); }, onReconnect: load};
 }
 
 function workflowPage(uuid) {
@@ -485,7 +485,7 @@ function workflowPage(uuid) {
       document.getElementById("wf-state").replaceChildren(stateBadge(msg.workflows[uuid].state));
       reload();
     }
-  }};
+  }, onReconnect: load};
 }
 
 function templatePage(name) {
@@ -527,7 +527,7 @@ function sitePage(name) {
   }
   const reload = debounced(load, 1000);
   load();
-  return {onChange(msg) { if (Object.values(msg.pilots).some((p) => p.site === name)) reload(); }};
+  return {onChange(msg) { if (Object.values(msg.pilots).some((p) => p.site === name)) reload(); }, onReconnect: load};
 }
 
 function dataPage(uuid) {

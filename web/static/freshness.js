@@ -27,7 +27,7 @@
       let report;
       try { report = await api("/freshness"); } catch (error) { card.replaceChildren(h("h2", {}, "Freshness"), h("p", {class: "error"}, error.message)); return; }
       const types = Object.entries(report.types);
-      const head = ["type", "ETA", "within ETA 10 min", "1 h", "24 h", "turnaround p50 / p95 (10 min)", "backlog",
+      const head = ["type", "ETA", "within ETA: 10 min · 1 h · 24 h", "turnaround p50 / p95 (10 min)", "backlog",
         "predicted wait", "dropped stale / shed (1 h)", "policy"];
       const rows = types.map(([name, t]) => {
         const w = t.windows["10m"], hour = t.windows["1h"], day = t.windows["24h"];
@@ -38,8 +38,8 @@
         return h("tr", {"data-jobtype": name},
           h("td", {}, link(`/jobs?jobtype=${encodeURIComponent(name)}`, name || "–")),
           h("td", {class: "num", "data-col": "eta"}, t.eta ? secs(t.eta) : "none"),
-          h("td", {class: `num ${low ? "alarm" : ""}`, "data-col": "share"}, share(w.share_within_eta)),
-          h("td", {class: "num"}, share(hour.share_within_eta)), h("td", {class: "num"}, share(day.share_within_eta)),
+          h("td", {class: "num"}, h("span", {class: low ? "alarm" : "", "data-col": "share"}, share(w.share_within_eta)),
+            h("span", {class: "muted"}, ` · ${share(hour.share_within_eta)} · ${share(day.share_within_eta)}`)),
           h("td", {class: `num ${late ? "alarm" : ""}`, "data-col": "p95"}, `${secs(w.turnaround_p50_s)} / ${secs(w.turnaround_p95_s)}`,
             t.eta ? h("span", {class: "muted"}, ` (ETA ${secs(t.eta)})`) : ""),
           h("td", {class: "num", "data-col": "backlog"}, t.backlog),
@@ -48,8 +48,11 @@
           h("td", {class: "wrap muted"}, policy));
       });
       const injected = Object.entries(report.injector_dropped["1h"] || {}).map(([reason, n]) => `${reason} ${n}`).join(", ");
+      const flows = Object.entries(report.workflows).filter(([_t, w]) => w["1h"]).map(([template, w]) =>
+        `${template}: ${w["1h"].done} finished, p50 ${secs(w["1h"].turnaround_p50_s)}, p95 ${secs(w["1h"].turnaround_p95_s)}`).join("; ");
       card.replaceChildren(h("h2", {}, "Freshness: turnaround from data arrival against each type's ETA"),
         types.length ? h("table", {}, h("tr", {}, head.map((x) => h("th", {}, x))), rows) : h("p", {class: "muted"}, "no job types yet"),
+        flows ? h("p", {class: "muted", "data-workflows": "turnaround"}, `Workflows, data arrival to finished (last hour): ${flows}`) : "",
         h("p", {class: "muted", "data-injector": "dropped"}, `Files the injector dropped in the last hour: ${injected || "none"}`));
     }
     const timer = setInterval(() => { if (card.isConnected) load(); else if (location.pathname !== "/") clearInterval(timer); }, 10000);
