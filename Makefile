@@ -20,8 +20,11 @@ $(VENV)/.installed: setup.py
 demo: install
 	$(BIN)/p3s-demo
 
+# The suite twice: on the embedded store, then over pymongo against the MongoDB wire-protocol
+# server that tests/conftest.py starts (tests/wire_server.py).
+# Both passes run whatever the first gave; the target fails if either did.
 test: install system
-	$(BIN)/pytest
+	$(BIN)/pytest; first=$$?; P3S_TEST_DB=wire $(BIN)/pytest; second=$$?; exit $$(( first || second ))
 
 bench: install
 	$(BIN)/python bench/broker.py

@@ -120,8 +120,11 @@ class Broker(Listener):
         self.queue = ReadyQueue()
         self.limits: dict[str, int | None] = {}
         self.shared_db = shared_db
+        self.slots: Any = None               # p3s.limits.SlotGate on a shared database
         self._waiters: collections.OrderedDict[str, tuple[PilotInfo, asyncio.Future]] = collections.OrderedDict()
         self._serve_scheduled = False
+        self._serving = self._serve_again = False
+        self.call_soon = lambda fn: IOLoop.current().add_callback(fn)   # p3s.dbcalls on MongoDB
         self.dispatch_latencies: collections.deque[float] = collections.deque(maxlen=10000)
         # Asked before a job is handed out: True drops it (p3s.freshness: past its deadline).
         self.gate: Callable[[str, str, float | None], bool] | None = None
@@ -161,6 +164,8 @@ class Broker(Listener):
     # --- claims -------------------------------------------------------------------------------
     def blocked_types(self) -> list[str]:
         """Job types at their limit of dispatched+running jobs."""
+        if self.slots is not None:
+            return []                        # the database's slot counters decide (p3s.limits)
         counters = self.lifecycle.counters
         return [t for t, limit in self.limits.items() if limit is not None and counters.active(t) >= limit]
 
@@ -168,13 +173,18 @@ class Broker(Listener):
         """Give ``pilot`` the best job it may take now, or None. One conditional write per job taken."""
         if pilot.host in self.drained:
             return None
-        blocked = self.blocked_types()
+        blocked = set(self.blocked_types())
         while True:
             entry = self.queue.best(pilot.jobtypes, pilot.site, blocked)
             if entry is None:
                 return None
+            if self.slots is not None and not self.slots.acquire(entry.jobtype, entry.uuid):
+                blocked.add(entry.jobtype)   # at its limit across all servers
+                continue
             self.queue.discard(entry.uuid)
             if self.gate is not None and self.gate(entry.uuid, entry.jobtype, entry.deadline):
+                if self.slots is not None:
+                    self.slots.release(entry.jobtype, entry.uuid)
                 continue
             now = utcnow()
             try:
@@ -184,6 +194,8 @@ class Broker(Listener):
                     inc={"attempts": 1})
             except (IllegalTransition, ApiError):
                 log.debug("job %s was no longer defined; skipped", entry.uuid)
+                if self.slots is not None:
+                    self.slots.release(entry.jobtype, entry.uuid)
                 continue
             if job.get("ts_def"):
                 self.dispatch_latencies.append((now - job["ts_def"]).total_seconds())
@@ -204,6 +216,10 @@ class Broker(Listener):
     def waiting(self) -> int:
         """How many pilots are parked waiting for work."""
         return len(self._waiters)
+
+    def waiting_pilots(self) -> list[str]:
+        """The uuids of the pilots parked here."""
+        return list(self._waiters)
 
     def is_waiting(self, pilot_uuid: str) -> bool:
         return pilot_uuid in self._waiters
@@ -229,21 +245,38 @@ class Broker(Listener):
         """Serve waiting pilots on the next loop iteration (coalesced)."""
         if not self._serve_scheduled and self._waiters:
             self._serve_scheduled = True
-            IOLoop.current().add_callback(self._serve)
+            self.call_soon(self._serve)
 
     def _serve(self) -> None:
         self._serve_scheduled = False
-        for uuid in list(self._waiters):
-            if not len(self.queue):
-                return
-            pilot, future = self._waiters[uuid]
-            if future.done():
-                self._waiters.pop(uuid, None)
-                continue
-            job = self.claim(pilot)
-            if job is not None:
-                self._waiters.pop(uuid, None)
-                future.set_result(job)
+        if self._serving:          # a round is waiting on the database (MongoDB): it goes again after
+            self._serve_again = True
+            return
+        self._serving = True
+        try:
+            for uuid in list(self._waiters):
+                if not len(self.queue):
+                    return
+                waiter = self._waiters.get(uuid)
+                if waiter is None:
+                    continue
+                pilot, future = waiter
+                if future.done():
+                    self._waiters.pop(uuid, None)
+                    continue
+                job = self.claim(pilot)
+                if job is not None:
+                    if self._waiters.get(uuid) is waiter:
+                        self._waiters.pop(uuid, None)
+                    if future.done():
+                        pilot.job = job["_id"]      # its wait ended meanwhile: the next request gets it
+                    else:
+                        future.set_result(job)
+        finally:
+            self._serving = False
+            if self._serve_again:
+                self._serve_again = False
+                self.schedule_serve()
 
     # --- listener -----------------------------------------------------------------------------
     def job_created(self, doc: dict) -> None:

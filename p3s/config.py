@@ -80,6 +80,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("long_poll_wait", 20, int, "Seconds a pilot's job request waits for work when it asks for no wait."),
     Setting("long_poll_max", 30, int, "Upper bound on the wait a pilot may ask for."),
     Setting("reaper_period", 5, int, "Seconds between checks for lost pilots and overdue jobs."),
+    Setting("sync_period", 2, float, "Seconds between re-reads of the ready queue, limits and running jobs when "
+                                      "several servers share one MongoDB (how soon one sees another's jobs)."),
     Setting("checkpoint_period", 2, int, "Seconds between flushes of the embedded store to disk."),
     Setting("usage_points", 360, int, "Resource-usage samples kept per job (oldest dropped first)."),
     Setting("max_body_size", 1048576, int, "Largest request body in bytes; larger ones get 413."),

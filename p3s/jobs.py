@@ -6,6 +6,7 @@ import uuid as _uuid
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from p3s import events, models, schema, states
 from p3s.broker import Broker
@@ -53,7 +54,10 @@ class JobService:
         if taken:
             raise ApiError(409, f"job {taken[0]} exists already", "uuid")
         shed = self.freshness.admit(docs) if self.freshness is not None else []
-        self.lifecycle.insert_jobs(docs)
+        try:
+            self.lifecycle.insert_jobs(docs)
+        except DuplicateKeyError:      # taken by another server since the check above
+            raise ApiError(409, "a job with one of these uuids exists already", "uuid") from None
         if shed:
             self.freshness.record_shed(shed)
         return docs
@@ -146,6 +150,8 @@ class JobService:
         after = collection.find_one_and_update({"_id": name}, {"$set": body}, upsert=True,
                                                return_document=ReturnDocument.AFTER)
         self.broker.limits[name] = after.get("limit")
+        if self.broker.slots is not None and after.get("limit") is not None:
+            self.broker.slots.seed(name)
         if self.freshness is not None:
             self.freshness.set_stored(name, after)
         self.broker.schedule_serve()

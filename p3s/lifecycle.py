@@ -12,6 +12,7 @@ import logging
 from typing import Any, Iterable
 
 from pymongo import ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from p3s import models, states
 from p3s.errors import ApiError, not_found
@@ -236,13 +237,27 @@ class Lifecycle:
         """Insert new jobs all together; on any error none remains."""
         try:
             self.jobs.insert_many(docs, ordered=True)
+        except BulkWriteError as exc:
+            # Ordered: exactly the first nInserted went in. A uuid another server took between the
+            # check and the insert stops it there; that server's job is not touched.
+            self.remove_inserted(docs[:exc.details.get("nInserted", len(docs))])
+            if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                raise DuplicateKeyError("a job with one of these uuids exists already") from None
+            raise
         except Exception:
-            self.jobs.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+            self.remove_inserted(docs)
             raise
         for doc in docs:
             self.counters.jobs[(doc["state"], doc["jobtype"])] += 1
             for listener in self.listeners:
                 listener.job_created(doc)
+
+    def remove_inserted(self, docs: list[dict]) -> None:
+        """Delete the jobs this request inserted (``docs``), and nothing another request inserted
+        under the same uuid: a job is ours only if its ``seq`` is one of ours too."""
+        if docs:
+            self.jobs.delete_many({"_id": {"$in": [d["_id"] for d in docs]},
+                                   "seq": {"$in": sorted({d["seq"] for d in docs})}})
 
     def delete_jobs(self, query: dict) -> list[str]:
         """Delete the jobs matching ``query`` that are not dispatched or running; return their ids."""

@@ -49,12 +49,13 @@ def _matching(collection: Any, query: dict, field: str) -> list[tuple[Any, Any]]
 
 def page(collection: Any, query: dict, projection: dict | None, field: str, descending: bool,
          offset: int, limit: int) -> tuple[list[dict], int]:
-    """The documents of one page sorted by ``field`` (then ``_id`` ascending), and the number matching."""
-    order = [(field, -1 if descending else 1), ("_id", 1)]
+    """The documents of one page sorted by ``field`` (then ``_id``, in the same direction, so that
+    the MongoDB index ``{field: 1, _id: 1}`` serves it either way: p3s.indexes), and the number matching."""
+    order = [(field, -1 if descending else 1), ("_id", -1 if descending else 1)]
     if _is_embedded(collection) and "." not in field:
         keys = _matching(collection, query, field)
         try:
-            keys.sort(key=lambda d: _rank(d[0]))
+            keys.sort(key=lambda d: _rank(d[0]), reverse=descending)
             keys.sort(key=lambda d: _rank(d[1]), reverse=descending)
         except TypeError:
             pass                                   # unusual values: the engine's own sort below

@@ -184,7 +184,9 @@ class Retention:
             return self._select_rows(kind, collection, cutoff, excess)
         doomed: dict[Any, dict] = {}
         if excess:
-            for doc in collection.find(kind.query).limit(min(excess, self.slice)):
+            # Oldest first: MongoDB returns unsorted documents in no promised order.
+            oldest = [(kind.age_fields[0], 1), ("_id", 1)]
+            for doc in collection.find(kind.query).sort(oldest).limit(min(excess, self.slice)):
                 doomed[doc["_id"]] = doc
         if cutoff is not None and len(doomed) < self.slice:
             aged = {"$and": [kind.query, {"$or": [

@@ -21,9 +21,10 @@ from urllib.parse import urlparse
 
 import mongoengine as me
 
-from p3s import models
+from p3s import indexes, models
 
 log = logging.getLogger("p3s.store")
+MIN_MONGODB = (5, 0)     # the oldest MongoDB p3s supports (see check_version)
 
 
 class StoreError(Exception):
@@ -126,14 +127,34 @@ class Database:
             parsed = urlparse(self.uri)
             if parsed.path.strip("/"):
                 self.db_name = parsed.path.strip("/").split("?")[0]
+            # Every call has bounded waits (server selection, connecting, an answer), so a database
+            # that fails over or stops answering shows as an error after seconds, never a hang.
             me.connect(db=self.db_name, host=self.uri, uuidRepresentation="standard",
-                       serverSelectionTimeoutMS=5000, tz_aware=False)
+                       serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, socketTimeoutMS=20000,
+                       tz_aware=False)
         self._client = me.get_connection()
         try:
+            if not self.embedded:
+                self.check_version()
             models.ensure_indexes()
+            if not self.embedded:
+                indexes.ensure(self._client[self.db_name])
+        except StoreError:
+            self.close()
+            raise
         except Exception as exc:  # pymongo raises ServerSelectionTimeoutError and friends
             self.close()
             raise StoreError(f"cannot use {self.description}: {exc}") from None
+
+    def check_version(self) -> None:
+        """Refuse a MongoDB older than MIN_MONGODB: p3s stores user-chosen keys (usage, metadata,
+        vertex names) that may hold ``.`` or ``$``, which MongoDB accepts only from 5.0 on."""
+        version = str(self._client.server_info().get("version", "0"))
+        numbers = tuple(int(part) if part.isdigit() else 0 for part in version.split(".")[:2])
+        if numbers < MIN_MONGODB:
+            wanted = ".".join(map(str, MIN_MONGODB))
+            raise StoreError(f"{self.description} runs MongoDB {version}; p3s needs MongoDB {wanted} or newer "
+                             f"(field names with '.' or '$')")
 
     def checkpoint(self) -> None:
         """Sync the embedded store's write-ahead logs to disk (no-op elsewhere)."""

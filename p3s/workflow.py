@@ -18,6 +18,7 @@ import uuid as _uuid
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from p3s import dag, events, models, schema, states
 from p3s.diagnosis import failure_reason
@@ -170,12 +171,22 @@ class WorkflowEngine(Listener):
                     "roots": roots, "error": None, "ts_def": now, "ts_sta": None, "ts_sto": None, "arrived": arrived}
         try:
             self.collection.insert_one(workflow)
-            self.lifecycle.insert_jobs(job_docs)
+        except DuplicateKeyError:
+            raise ApiError(409, f"workflow {wf_uuid} exists already", "uuid") from None
+        try:
+            self.lifecycle.insert_jobs(job_docs)     # on failure it removes what it inserted itself
+        except Exception:
+            self.collection.delete_one({"_id": wf_uuid, "vertices": job_ids})
+            raise
+        try:
             if data_docs:
                 self.data.insert_many(data_docs)
             self.templates.collection.update_one({"_id": tdoc["_id"]}, {"$inc": {"workflows": 1}})
         except Exception:
-            self._remove(wf_uuid)
+            # Remove only what this request inserted: another request may hold the same workflow uuid.
+            self.data.delete_many({"_id": {"$in": [d["_id"] for d in data_docs]}})
+            self.lifecycle.remove_inserted(job_docs)
+            self.collection.delete_one({"_id": wf_uuid, "vertices": job_ids})
             raise
         for listener in self.lifecycle.listeners:
             listener.workflow_moved(workflow)

@@ -1,9 +1,13 @@
 """Fixtures: a real p3s server process on a free port, on the embedded store or on the MongoDB
-named by ``P3S_TEST_DB`` (e.g. ``P3S_TEST_DB=mongodb://localhost:27017``)."""
+named by ``P3S_TEST_DB``: a URI (``P3S_TEST_DB=mongodb://localhost:27017``), or ``wire`` for the
+MongoDB wire-protocol server of tests/wire_server.py, which the session starts itself."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import tempfile
 import signal
 import subprocess
 import sys
@@ -37,6 +41,83 @@ SEED_EXAMPLE = """[
 # Fast timings so that reaper behaviour shows within seconds.
 FAST = {"reaper_period": 1, "pilot_lost_timeout": 3, "timelimit_grace": 1, "long_poll_max": 5,
         "long_poll_wait": 2, "heartbeat": 1, "checkpoint_period": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WireServer:
+    """tests/wire_server.py (nx-27017 with the adapter) as a subprocess on a free port."""
+
+    def __init__(self, *options: str) -> None:
+        self.options = list(options)
+        self.dir = Path(tempfile.mkdtemp(prefix="p3s-wire-"))
+        self.port = free_port()
+        self.uri = f"mongodb://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WireServer":
+        import pymongo
+
+        self.log = open(self.dir / "wire.log", "a")
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "wire_server.py"), "--port", str(self.port),
+                                      "--data-dir", str(self.dir / "data"), *self.options],
+                                     stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500)
+                client.admin.command("ping")
+                client.close()
+                return self
+            except pymongo.errors.PyMongoError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"wire server did not start:\n{(self.dir / 'wire.log').read_text()[-3000:]}")
+                time.sleep(0.1)
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+            self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wire_database():
+    """With P3S_TEST_DB=wire, the wire server every test's database lives on."""
+    global TEST_DB
+    if TEST_DB != "wire":
+        yield None
+        return
+    wire = WireServer()
+    try:
+        wire.start()
+        TEST_DB = wire.uri
+        yield wire
+    finally:
+        TEST_DB = "wire"
+        wire.stop()
+
+
+def on_mongodb() -> bool:
+    """Whether the tests' servers use a MongoDB (a real one or the wire server)."""
+    return bool(TEST_DB)
 
 
 def test_database_uri() -> str:

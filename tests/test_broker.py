@@ -55,7 +55,10 @@ def test_jobtype_limit_applies_at_dispatch_and_jobs_wait(server):
     assert server.claim(p2)["job"] is None
 
 
-def test_200_concurrent_requests_for_100_jobs_hand_out_each_once(server):
+def test_200_concurrent_requests_for_100_jobs_hand_out_each_once(make_server):
+    # Registering 200 pilots one after another takes seconds: a lost timeout of minutes keeps the
+    # first ones alive until they claim (this test is about claims, not about reaping).
+    server = make_server(pilot_lost_timeout=120)
     server.submit(*({"payload": f"job{i}"} for i in range(100)))
     pilots = [server.register(host=f"wn{i:03d}") for i in range(200)]
     barrier = threading.Barrier(50)

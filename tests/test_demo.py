@@ -53,7 +53,8 @@ def _demo(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "p3s.cli.demo", *args], capture_output=True, text=True, timeout=60)
 
 
-def test_demo_that_cannot_start_says_why(server, tmp_path):
+def test_demo_that_cannot_start_says_why(make_server, tmp_path):
+    server = make_server(db="")     # the embedded store, whose data directory the demo finds locked
     taken = _demo("--data-dir", str(tmp_path / "d"), "--port", str(server.port), "--pilots", "0")
     assert taken.returncode == 1 and f"port {server.port} is not free" in taken.stderr
     busy = _demo("--data-dir", str(server.data_dir), "--port", "0", "--pilots", "0")

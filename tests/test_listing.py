@@ -36,7 +36,7 @@ def test_pages_and_totals_match_the_engine(jobs, field, descending):
     for query in ({"state": {"$in": ["defined"]}}, {"state": {"$in": ["finished", "failed"]}}, {}):
         for offset, limit in ((0, 25), (40, 100), (290, 50)):
             expected = list(jobs.find(query, {"usage_series": 0}).sort(
-                [(field, -1 if descending else 1), ("_id", 1)]).skip(offset).limit(limit))
+                [(field, -1 if descending else 1), ("_id", -1 if descending else 1)]).skip(offset).limit(limit))
             got, total = listing.page(jobs, query, {"usage_series": 0}, field, descending, offset, limit)
             assert got == expected, (query, offset)
             assert total == jobs.count_documents(query)

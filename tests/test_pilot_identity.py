@@ -111,7 +111,16 @@ def test_credentials_are_stored_hashed_and_revoked_with_the_pilot(s):
     s.ok("POST", f"/pilots/{pilot}/events", {"event": "heartbeat"}, token=cred)
     s.ok("POST", f"/pilots/{pilot}/events", {"event": "stopped"}, token=cred)
     s.stop()                       # flushes the store
-    stored = b"".join(p.read_bytes() for p in (s.data_dir / "db").rglob("*") if p.is_file())
+    if s.db:                       # MongoDB: every stored document, as BSON
+        import bson
+        import pymongo
+
+        client = pymongo.MongoClient(s.db)
+        database = client.get_default_database()
+        stored = b"".join(bson.encode(d) for name in database.list_collection_names() for d in database[name].find())
+        client.close()
+    else:
+        stored = b"".join(p.read_bytes() for p in (s.data_dir / "db").rglob("*") if p.is_file())
     assert cred.encode() not in stored and BOOT.encode() not in stored
     assert hashlib.sha256(cred.encode()).hexdigest().encode() in stored
     s.start()

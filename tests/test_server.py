@@ -97,16 +97,16 @@ def test_unknown_database_uri_is_a_clear_error(tmp_path):
     assert result.returncode == 2 and "unsupported database URI" in result.stderr
 
 
-@pytest.mark.skipif(not TEST_DB, reason="two server processes share only a real MongoDB (set P3S_TEST_DB)")
+@pytest.mark.skipif(not TEST_DB, reason="two server processes share only a MongoDB (set P3S_TEST_DB)")
 def test_two_servers_on_one_mongodb_never_hand_out_a_job_twice(make_server):
     import concurrent.futures
 
-    first = make_server(auth=False)
-    second = make_server(auth=False, db=first.db)
+    # Registering 200 pilots one after another takes seconds: a lost timeout of minutes keeps the
+    # first ones alive until they claim (this test is about claims, not about reaping).
+    first = make_server(auth=False, pilot_lost_timeout=120, sync_period=0.5)
+    second = make_server(auth=False, db=first.db, pilot_lost_timeout=120, sync_period=0.5)
     first.submit(*({"payload": str(i)} for i in range(100)))
-    second.ok("GET", "/summary")
-    import time
-    time.sleep(11)                       # the second server's periodic re-sync picks the jobs up
+    second.wait_for(lambda: second.ok("GET", "/summary")["queue"]["ready"] == 100)   # its re-sync saw them
     servers = [first, second]
     pilots = [(servers[i % 2], servers[i % 2].register(host=f"h{i}")) for i in range(200)]
     with concurrent.futures.ThreadPoolExecutor(40) as pool:

@@ -11,6 +11,7 @@ import tornado.web
 
 from p3s import __version__, auth
 from p3s.auth import Identity
+from p3s.server.base import database_calls_off_the_loop
 from p3s.sessions import COOKIE
 from p3s.web import metrics
 
@@ -19,6 +20,10 @@ PAGES = ("", "jobs", "pilots", "workflows", "templates", "data", "events", "site
 
 
 class PageBase(tornado.web.RequestHandler):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        database_calls_off_the_loop(cls)     # the token check may read the database
+
     def initialize(self, server: Any) -> None:
         self.server = server
 

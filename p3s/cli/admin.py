@@ -3,10 +3,11 @@
     p3s-admin archive [--kind K]                                   policy, totals, archive files
     p3s-admin purge [-k KIND…] [--older-than DAYS] [--keep N] [--dry-run]
     p3s-admin restore KIND DAY… [--offline [--data-dir DIR]]
+    p3s-admin compact [--data-dir DIR]                             give purged space back (server stopped)
 
 Every command talks to the server's admin API (an admin token is needed), except
-``restore --offline``, which opens the embedded store itself and so needs the server stopped
-(the data directory's lock refuses it otherwise).
+``restore --offline`` and ``compact``, which open the embedded store's files themselves and so
+need the server stopped (the data directory's lock refuses them otherwise).
 """
 from __future__ import annotations
 
@@ -65,10 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open the embedded store directly instead of asking the server (the server must be stopped)")
     p.add_argument("--data-dir", help="data directory for --offline [default: the config's data_dir]")
     add_client_arguments(p)
+    p = sub.add_parser("compact", help="rewrite the embedded store's files to give the space of removed records "
+                                       "back to the file system (the server must be stopped)")
+    p.add_argument("--data-dir", help="data directory [default: the config's data_dir]")
+    p.add_argument("--config", metavar="FILE", help="YAML config file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.command == "compact":
+        rows = compact(args)
+        print_json(rows) if args.json else print_table(rows, ("file", "bytes_before", "bytes_after"))
+        return
     if args.command == "restore" and args.offline:
         print_result(args, restore_offline(args))
         return
@@ -140,6 +150,48 @@ def restore_offline(args: argparse.Namespace) -> dict:
         return asyncio.run(work())
     except (ApiError, _ArchiveError) as exc:
         fail(getattr(exc, "message", str(exc)), 1)
+
+
+def compact(args: argparse.Namespace) -> list[dict]:
+    """VACUUM every collection file of the embedded store, holding the data directory's lock."""
+    import sqlite3
+    from pathlib import Path
+
+    from p3s.config import ConfigError, load_config
+    from p3s.store import DataDirLock, StoreError
+
+    try:
+        config = load_config(args.config, {"data_dir": args.data_dir})
+    except ConfigError as exc:
+        fail(str(exc))
+    if config.db:
+        fail("compact is for the embedded store; MongoDB reuses and compacts its own space")
+    folder = Path(config.data_path) / "db" / config.db_name
+    if not folder.is_dir():
+        fail(f"no embedded store in {folder}")
+    lock = DataDirLock(config.data_path)
+    try:
+        lock.acquire()
+    except StoreError as exc:
+        fail(f"{exc}; stop it first")
+    rows = []
+    try:
+        for path in sorted(folder.iterdir()):
+            if not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal")):
+                continue
+            size = lambda: sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())  # noqa: E731
+            before = size()
+            connection = sqlite3.connect(path)
+            try:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                connection.execute("VACUUM")
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                connection.close()
+            rows.append({"file": str(path), "bytes_before": before, "bytes_after": size()})
+    finally:
+        lock.release()
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,8 @@ def setup_logging(config: Config) -> None:
         handlers.append(logging.FileHandler(config.log_file))
     logging.basicConfig(level=config.log_level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pymongo logs every command at DEBUG (a few ms each): p3s's debug log is about p3s.
+    logging.getLogger("pymongo").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import socket
 import time
@@ -18,7 +19,10 @@ from p3s.broker import Broker
 from p3s.config import Config
 from p3s.freshness import Freshness
 from p3s.jobs import JobService
+from p3s.dbcalls import OffLoop
 from p3s.lifecycle import Lifecycle
+from p3s.limits import SlotGate
+from p3s import models
 from p3s.pilots import PilotService, Registry
 from p3s import kept
 from p3s.reaper import Reaper
@@ -42,7 +46,7 @@ from p3s.store import Database
 from p3s.workflow import TemplateStore, WorkflowEngine
 
 log = logging.getLogger("p3s.server")
-RESYNC_PERIOD = 10.0     # seconds between queue/counter re-synchronisations on a shared MongoDB
+COUNTS_PERIOD = 10.0     # seconds between recounts of the state counters on a shared MongoDB
 ALARM_PERIOD = 2.0       # seconds between alarm checks (since-when and events need no viewer)
 
 
@@ -51,6 +55,7 @@ class P3SServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.offloop: OffLoop | None = None
         # Refused here, before anything is opened: an unsafe exposure or an unusable certificate.
         self.open_warning = exposure.check_no_auth(config)
         self.ssl_context = exposure.ssl_context(config)
@@ -83,6 +88,9 @@ class P3SServer:
             self.counted = {"counters": "counted"}
         self.broker = Broker(self.lifecycle, shared_db=self.db.shared)
         self.broker.load()
+        if self.db.shared:
+            self.broker.slots = SlotGate(models.Job._get_db(), self.broker)
+            self.lifecycle.listeners.append(self.broker.slots)
         self.registry = Registry()
         self.registry.load()
         self.pilot_service = PilotService(self.lifecycle, self.broker, self.registry, self.config)
@@ -107,6 +115,12 @@ class P3SServer:
         self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
+        if self.db.shared:
+            # From here on, database calls made while serving wait off the event loop.
+            self.offloop = OffLoop()
+            self.offloop.install()
+            self.broker.call_soon = self.offloop.call_soon
+            self.reaper.health = self.offloop.health
 
     def _open_freshness(self) -> None:
         """Arrival, ETA and deadline of jobs, and the policies that keep them fresh (p3s.freshness)."""
@@ -149,7 +163,8 @@ class P3SServer:
         if self.db.embedded:
             self._every(self.config.checkpoint_period, self.db.checkpoint)
         if self.db.shared:
-            self._every(RESYNC_PERIOD, self.resync, jitter=0.2)
+            self._every(self.config.sync_period, self.resync, jitter=0.2)
+            self._every(COUNTS_PERIOD, self.recount, jitter=0.2)
         self._every(kept.SAVE_PERIOD, self.save_stats, jitter=0.1)
         self._every(self.config.retention_period, self.retention.tick, jitter=0.1)
         return self.port
@@ -164,6 +179,8 @@ class P3SServer:
 
     def _every(self, seconds: float, callback: Any, jitter: float = 0.0) -> None:
         if seconds > 0:
+            if self.offloop is not None:
+                callback = functools.partial(self.offloop.spawn, callback)
             periodic = PeriodicCallback(callback, seconds * 1000, jitter=jitter)
             periodic.start()
             self._callbacks.append(periodic)
@@ -175,10 +192,22 @@ class P3SServer:
             log.exception("alarm check failed")
 
     def resync(self) -> None:
-        self.lifecycle.counters.load()
-        self.broker.resync()
-        self.freshness.reload_policies()
-        self.retention.load()
+        """Learn what the other servers on the shared database did: new jobs, limits, job starts."""
+        try:
+            self.broker.resync()
+            self.reaper.sync()
+            self.broker.slots.repair()
+        except Exception:
+            log.exception("re-synchronisation with the database failed")
+
+    def recount(self) -> None:
+        """Recount the state counters, reload freshness and retention settings (shared database)."""
+        try:
+            self.lifecycle.counters.load()
+            self.freshness.reload_policies()
+            self.retention.load()
+        except Exception:
+            log.exception("recounting failed")
 
     def save_stats(self) -> None:
         try:
@@ -205,6 +234,8 @@ class P3SServer:
         if self.db.embedded:
             kept.save_counters(self.lifecycle.counters)
         self.db.close()
+        if self.offloop is not None:
+            self.offloop.close()
 
     # --- figures ------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -214,6 +245,12 @@ class P3SServer:
         out["archived"] = self.retention.totals()
         out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description}
         return out
+
+    def database_status(self) -> dict[str, Any]:
+        """Whether the database answers, from the calls the server makes (no call of its own)."""
+        if self.offloop is None:
+            return {"state": "ok", "waiting_calls": 0, "longest_wait": 0.0, "error": None}
+        return self.offloop.health.status()
 
     def metrics_response(self, method: str, status: int, seconds: float) -> None:
         self.requests[(method, status)] += 1

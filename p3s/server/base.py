@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 from typing import Any
@@ -48,12 +49,45 @@ def document(doc: dict, key: str = "uuid", heavy: bool = True) -> dict:
     return out
 
 
+def _database_unreachable(error: BaseException) -> bool:
+    from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+
+    return isinstance(error, (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError))
+
+
+# The handler methods that may reach the database.
+_DATABASE_METHODS = ("prepare", "get", "post", "put", "patch", "delete", "head")
+
+
+def _off_the_loop(method: Any) -> Any:
+    """On MongoDB, run the handler method in a greenlet whose database calls wait off the event
+    loop (p3s.dbcalls); elsewhere, as it is."""
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        runner = getattr(self.server, "offloop", None)
+        if runner is None or runner.in_task():
+            return method(self, *args, **kwargs)
+        return runner.spawn(method, self, *args, **kwargs)
+    return run
+
+
+def database_calls_off_the_loop(cls: type) -> None:
+    """Make the HTTP methods ``cls`` defines run off the loop on MongoDB (any handler with ``server``)."""
+    for name in _DATABASE_METHODS:
+        if name in cls.__dict__:
+            setattr(cls, name, _off_the_loop(cls.__dict__[name]))
+
+
 @tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
     """Parse, authorise, call one method of a service, serialise. Subclasses set ``roles``."""
 
     roles: dict[str, frozenset[str]] = {}     # HTTP method -> roles allowed
     doc: dict[str, dict] = {}                 # HTTP method -> OpenAPI description (see openapi.py)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        database_calls_off_the_loop(cls)
 
     def initialize(self, server: Any) -> None:
         self.server = server
@@ -172,6 +206,9 @@ class ApiHandler(tornado.web.RequestHandler):
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, IllegalTransition):
             e = ApiError(409, str(e), "state")
+        if _database_unreachable(e):
+            log.warning("%s %s: the database did not answer: %s", self.request.method, self.request.path, e)
+            e = ApiError(503, "the database is not answering (fail-over?); retry in a few seconds")
         if isinstance(e, ApiError):
             if self._finished:
                 return
@@ -203,3 +240,6 @@ class NotFoundHandler(ApiHandler):
     def prepare(self) -> None:
         super().prepare()
         raise ApiError(404, f"no such API route: {self.request.method} {self.request.path}")
+
+
+ApiHandler.prepare = _off_the_loop(ApiHandler.prepare)    # the token check may read the database

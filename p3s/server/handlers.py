@@ -649,7 +649,7 @@ class StatusHandler(ApiHandler):
 
     def get(self) -> None:
         self.reply({"status": "ok", "version": __version__, "database": self.server.db.description,
-                    "auth": not self.server.authenticator.disabled})
+                    "database_state": self.server.database_status(), "auth": not self.server.authenticator.disabled})
 
 
 class OpenApiHandler(ApiHandler):

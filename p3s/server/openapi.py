@@ -101,7 +101,12 @@ def _components() -> dict:
             "pilots": counts, "pilots_total": {"type": "integer"}, "pilots_by_site": {"type": "object"},
             "queue": {"type": "object"}, "server": {"type": "object"}, "freshness": _ref("Freshness")}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}, "version": {"type": "string"},
-                                                    "database": {"type": "string"}, "auth": {"type": "boolean"}}},
+                                                    "database": {"type": "string"}, "auth": {"type": "boolean"},
+                                                    "database_state": {"type": "object", "properties": {
+                                                        "state": {"type": "string", "enum": ["ok", "unreachable"]},
+                                                        "waiting_calls": {"type": "integer"},
+                                                        "longest_wait": {"type": "number"},
+                                                        "error": {"type": "string", "nullable": True}}}}},
         "Deleted": {"type": "object", "properties": {"deleted": strings}},
         "Killed": {"type": "object", "properties": {"killed": strings}},
         "Registration": {"type": "object", "properties": {
