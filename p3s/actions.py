@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from p3s import events, states
+from p3s import events, slices, states
 from p3s.errors import ApiError, invalid
 from p3s.jobs import JobService
 from p3s.lifecycle import RETRY_RESET
@@ -33,13 +33,15 @@ def _select(jobs: JobService, query: dict, allowed: frozenset[str]) -> tuple[int
     return total, docs
 
 
-def rerun(jobs: JobService, query: dict, who: str, dry_run: bool = False) -> dict[str, Any]:
+async def rerun(jobs: JobService, query: dict, who: str, dry_run: bool = False) -> dict[str, Any]:
     """Put unsuccessful or cancelled jobs matching ``query`` back to ``defined`` as a fresh attempt."""
     total, docs = _select(jobs, query, RERUNNABLE)
     if dry_run:
         return {"matched": total, "done": [], "skipped": []}
     done, skipped = [], []
-    for doc in docs:
+    for n, doc in enumerate(docs):
+        if n % slices.SLICE == slices.SLICE - 1:
+            await slices.pause()           # thousands of writes: let other requests run between slices
         if doc.get("workflow"):
             skipped.append({"uuid": doc["_id"], "reason": f"part of workflow {doc['workflow']}: resume the workflow"})
             continue
@@ -55,13 +57,15 @@ def rerun(jobs: JobService, query: dict, who: str, dry_run: bool = False) -> dic
     return {"matched": total, "done": done, "skipped": skipped}
 
 
-def kill(jobs: JobService, query: dict, who: str, dry_run: bool = False) -> dict[str, Any]:
+async def kill(jobs: JobService, query: dict, who: str, dry_run: bool = False) -> dict[str, Any]:
     """Cancel matching jobs not yet dispatched; ask the pilots of dispatched or running ones to stop."""
     total, docs = _select(jobs, query, KILLABLE)
     if dry_run:
         return {"matched": total, "done": [], "skipped": []}
     done, skipped = [], []
-    for doc in docs:
+    for n, doc in enumerate(docs):
+        if n % slices.SLICE == slices.SLICE - 1:
+            await slices.pause()
         try:
             jobs.kill(doc["_id"])
             done.append(doc["_id"])

@@ -84,7 +84,10 @@ SETTINGS: tuple[Setting, ...] = (
                                       "several servers share one MongoDB (how soon one sees another's jobs)."),
     Setting("checkpoint_period", 2, int, "Seconds between flushes of the embedded store to disk."),
     Setting("usage_points", 360, int, "Resource-usage samples kept per job (oldest dropped first)."),
-    Setting("max_body_size", 1048576, int, "Largest request body in bytes; larger ones get 413."),
+    Setting("max_body_size", 1048576, int, "Largest API request body in bytes; larger ones get 413 (other routes: 64 KiB)."),
+    Setting("idle_timeout", 60, int,
+            "Seconds a connection may stay without sending a request (new, or kept alive between requests)."),
+    Setting("body_timeout", 60, int, "Seconds a request body may take to arrive."),
     Setting("tokens", [], list, "Bearer tokens: a list of {token or token_sha256, role, name}; role is admin, "
                                "client, pilot or metrics; a pilot token may have site and max_pilots."),
     Setting("token", "", str, "Token that clients and pilots send (else the generated one in data_dir)."),

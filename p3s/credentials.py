@@ -63,6 +63,10 @@ class CredentialStore:
             return None
         return doc
 
+    def taken(self, secret: str) -> bool:
+        """Whether ``secret`` is already some credential."""
+        return self.collection.find_one({"_id": digest(secret)}, {"_id": 1}) is not None
+
     def owns(self, secret: str, **binding: Any) -> bool:
         """Whether ``secret`` is a stored credential with exactly this binding (e.g. pilot=uuid)."""
         doc = self.collection.find_one({"_id": digest(secret)})

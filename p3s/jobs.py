@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from p3s import events, models, schema, states
+from p3s import events, models, schema, slices, states
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.errors import ApiError, invalid, not_found
@@ -36,8 +36,9 @@ class JobService:
         self.collection = ByIdCollection(models.Job._get_collection())
         self.freshness: Any = None           # p3s.freshness.Freshness, set by the server
 
-    def create(self, body: Any, user: str) -> list[dict]:
-        """Create one job (an object) or several (a list): all of them, or none."""
+    async def create(self, body: Any, user: str) -> list[dict]:
+        """Create one job (an object) or several (a list): all of them, or none. Done in slices
+        that let the event loop run (see p3s.slices)."""
         items = body if isinstance(body, list) else [body]
         if not items:
             raise invalid("body", "the list of jobs is empty")
@@ -47,15 +48,18 @@ class JobService:
         for i, item in enumerate(items):
             clean = schema.JOB_CREATE.validate(item, f"[{i}]" if isinstance(body, list) else "")
             docs.append(self.new_job(clean, user))
+            if i % slices.SLICE == slices.SLICE - 1:
+                await slices.pause()
         ids = [d["_id"] for d in docs]
         if len(set(ids)) != len(ids):
             raise invalid("uuid", "the same uuid is given to two jobs")
-        taken = [d["_id"] for d in self.collection.find({"_id": {"$in": ids}}, {"_id": 1})]
-        if taken:
-            raise ApiError(409, f"job {taken[0]} exists already", "uuid")
+        for chunk in slices.chunks(ids):
+            taken = self.collection.find_one({"_id": {"$in": list(chunk)}}, {"_id": 1})
+            if taken:
+                raise ApiError(409, f"job {taken['_id']} exists already", "uuid")
         shed = self.freshness.admit(docs) if self.freshness is not None else []
         try:
-            self.lifecycle.insert_jobs(docs)
+            await self.lifecycle.insert_jobs_in_slices(docs)
         except DuplicateKeyError:      # taken by another server since the check above
             raise ApiError(409, "a job with one of these uuids exists already", "uuid") from None
         if shed:
@@ -124,6 +128,10 @@ class JobService:
 
     def delete(self, query: dict) -> list[str]:
         return self.lifecycle.delete_jobs(query)
+
+    async def delete_matching(self, query: dict) -> list[str]:
+        """Delete any number of jobs matching ``query`` (not dispatched or running), in slices."""
+        return await self.lifecycle.delete_jobs_in_slices(query)
 
     # --- job types ----------------------------------------------------------------------------
     def jobtypes(self) -> list[dict]:

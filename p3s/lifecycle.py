@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from p3s import models, states
+from p3s import models, slices, states
 from p3s.errors import ApiError, not_found
 from p3s.fastpath import ByIdCollection
 from p3s.models import utcnow
@@ -252,6 +252,44 @@ class Lifecycle:
             for listener in self.listeners:
                 listener.job_created(doc)
 
+    async def insert_jobs_in_slices(self, docs: list[dict]) -> None:
+        """``insert_jobs`` for many jobs, in slices that let the loop run. Nobody hears of the jobs
+        (the broker cannot offer them) until all are in; on any error those inserted are removed."""
+        inserted: list[dict] = []
+        try:
+            for chunk in slices.chunks(docs):
+                try:
+                    self.jobs.insert_many(list(chunk), ordered=True)
+                except BulkWriteError as exc:
+                    # Ordered: exactly the first nInserted went in; a uuid another server took
+                    # between the check and the insert stops it there (that job is not touched).
+                    inserted += chunk[:exc.details.get("nInserted", len(chunk))]
+                    if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                        raise DuplicateKeyError("a job with one of these uuids exists already") from None
+                    raise
+                inserted += chunk
+                await slices.pause()
+        except BaseException:
+            for part in slices.chunks(inserted):
+                self.remove_inserted(list(part))
+            raise
+        for chunk in slices.chunks(docs, 2000):
+            for doc in chunk:
+                self.counters.jobs[(doc["state"], doc["jobtype"])] += 1
+                for listener in self.listeners:
+                    listener.job_created(doc)
+            await slices.pause()
+
+    async def delete_jobs_in_slices(self, query: dict) -> list[str]:
+        """``delete_jobs`` for any number of jobs: O(n), in slices that let the loop run. Each slice
+        deletes only jobs that still match ``query`` and are still not dispatched or running."""
+        ids = await slices.scan_ids(models.Job._get_collection(),
+                                    {"$and": [query, {"state": {"$nin": sorted(states.JOB_ACTIVE)}}]})
+        deleted: list[str] = []
+        for chunk in slices.chunks(ids, slices.DELETE_SLICE):
+            deleted += self.delete_jobs({"_id": {"$in": list(chunk)}, "$and": [query]})
+            await slices.pause()
+        return deleted
     def remove_inserted(self, docs: list[dict]) -> None:
         """Delete the jobs this request inserted (``docs``), and nothing another request inserted
         under the same uuid: a job is ours only if its ``seq`` is one of ours too."""
@@ -261,7 +299,11 @@ class Lifecycle:
 
     def delete_jobs(self, query: dict) -> list[str]:
         """Delete the jobs matching ``query`` that are not dispatched or running; return their ids."""
+        query = dict(query)
+        by_id = query.pop("_id", None)      # kept at the top, where the engine plans it by the id index
         query = {"$and": [query, {"state": {"$nin": sorted(states.JOB_ACTIVE)}}]}
+        if by_id is not None:
+            query["_id"] = by_id
         doomed = list(self.jobs.find(query, JOB_BRIEF))
         if not doomed:
             return []

@@ -16,7 +16,7 @@ from p3s import events, faults, models, schema, states
 from p3s.broker import Broker, PilotInfo
 from p3s.auth import Identity
 from p3s.config import Config
-from p3s.credentials import PILOT as PILOT_CREDENTIAL, CredentialStore, digest
+from p3s.credentials import PILOT as PILOT_CREDENTIAL, CredentialStore
 from p3s.errors import ApiError, invalid, not_found
 from p3s.fastpath import ByIdCollection
 from p3s.lifecycle import Lifecycle, build_update, equals, job_filter, pilot_filter
@@ -137,11 +137,16 @@ class PilotService:
                    "state": states.IDLE, "job": None, "njobs": 0, "kill_requested": False, "kill_job": None,
                    "ts_reg": now, "ts_lhb": now, "ts_stop": None, "usage": {}, "reason": None,
                    "registrar": who.name}
-            if credentials is not None and key is not None and credentials.collection.find_one(
-                    {"_id": digest(key)}, {"_id": 1}) is not None:
-                raise ApiError(409, "that key is already in use; choose a fresh random one", "key")
+            # The credential is written first: interrupted before the pilot's record, a retry with
+            # the same key finds it bound to this uuid and goes on.
+            credential = key or ""
+            if credentials is not None:
+                if key is not None and credentials.taken(key):
+                    if not credentials.owns(key, pilot=uuid):
+                        raise ApiError(409, "that key is already in use; choose a fresh random one", "key")
+                else:
+                    credential = credentials.issue(PILOT_CREDENTIAL, key, pilot=uuid, site=site)
             self.lifecycle.insert_pilot(doc)
-            credential = credentials.issue(PILOT_CREDENTIAL, key, pilot=uuid, site=site) if credentials else ""
             events.record("pilot.registered", f"pilot {uuid} registered on {doc['host']} (site {doc['site'] or '-'})",
                           pilot=uuid, site=doc["site"] or None)
         self.registry.pilots[uuid] = self.registry._info(

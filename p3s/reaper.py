@@ -59,7 +59,7 @@ class Reaper(Listener):
         self._read_since: _dt.datetime | None = None
         self._full_at = 0.0
         self.trusted_since = time.monotonic()   # start: live pilots get a fresh grace period
-        self._last_tick: float | None = None
+        self._last_tick: float | None = time.monotonic()   # a stall before the first round counts too
         lifecycle.listeners.append(self)
 
     # --- deadlines ----------------------------------------------------------------------------

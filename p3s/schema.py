@@ -19,6 +19,64 @@ from p3s.errors import invalid
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MISSING = object()
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1      # what MongoDB stores as an integer
+MAX_DEPTH = 16                                         # nesting of objects and lists in a body
+PID_MAX = (1 << 31) - 1                                # process ids and exit codes are C ints
+EPOCH_MAX = 253402300799                               # 9999-12-31T23:59:59Z: the last date Python has
+ETA_MAX = 10 * 366 * 86400                             # seconds: an arrival plus this stays a date
+# Limits taken from the server's settings at start (p3s.server.app); the defaults are the settings'.
+LIMITS: dict[str, int] = {"max_timelimit": 2592000}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The same rules as OpenAPI patterns (ECMA 262 regular expressions).
+TEXT_PATTERN = "^[^\\u0000]*$"
+UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+
+
+def check_text(value: str, where: str) -> None:
+    """Refuse what MongoDB cannot store or a payload cannot carry: NUL, lone surrogates."""
+    if "\x00" in value:
+        raise invalid(where, "must not contain a NUL character")
+    if _SURROGATE.search(value):
+        raise invalid(where, "must not contain a lone surrogate (not valid Unicode)")
+
+
+def check_key(key: Any, where: str) -> None:
+    """A key of a stored map: what MongoDB accepts as a field name (no leading $, no dot, no NUL)."""
+    if not isinstance(key, str) or not key:
+        raise invalid(where, "keys must be non-empty strings")
+    check_text(key, where)
+    if key.startswith("$") or "." in key:
+        raise invalid(where, f"key {key!r} may not start with $ or contain a dot")
+
+
+def check_tree(value: Any, where: str = "body", stored_keys: bool = False) -> None:
+    """Walk a decoded JSON value (without recursion): nesting at most MAX_DEPTH, integers within
+    64 bits, text without NUL or lone surrogates, and, with ``stored_keys``, keys MongoDB accepts.
+    Raises ApiError(422) naming the first offending place."""
+    stack = [(value, where, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth >= MAX_DEPTH:
+                raise invalid(path, f"is nested more than {MAX_DEPTH} levels deep")
+            for key, sub in item.items():
+                inner = f"{path}.{key}" if path else str(key)
+                if stored_keys:
+                    check_key(key, inner)
+                elif isinstance(key, str):
+                    check_text(key, inner)
+                stack.append((sub, inner, depth + 1))
+        elif isinstance(item, list):
+            if depth >= MAX_DEPTH:
+                raise invalid(path, f"is nested more than {MAX_DEPTH} levels deep")
+            stack.extend((sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(item))
+        elif isinstance(item, str):
+            check_text(item, path)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise invalid(path, "is outside the range of a 64-bit integer")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise invalid(path, "must be a finite number")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +90,9 @@ class Field:
     default: Any = MISSING
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    maximum: float | str | None = None     # a number, or the name of one of LIMITS
     nullable: bool = False
+    stored_keys: bool = True               # an object stored as given: its keys must suit MongoDB
     aliases: tuple[str, ...] = ()
     max_length: int = 4096
 
@@ -48,6 +108,9 @@ class Field:
             value = _number(value, where, integer=(kind == "int"))
             if self.minimum is not None and value < self.minimum:
                 raise invalid(where, f"must be at least {self.minimum:g}, got {value}")
+            top = self.upper()
+            if top is not None and value > top:
+                raise invalid(where, f"must be at most {top:g}, got {value}")
             return value
         if kind == "bool":
             if not isinstance(value, bool):
@@ -58,6 +121,7 @@ class Field:
                 raise invalid(where, f"must be a string, got {_json_type(value)}")
             if len(value) > self.max_length:
                 raise invalid(where, f"is longer than {self.max_length} characters")
+            check_text(value, where)
             if kind == "name" and not NAME_RE.match(value):
                 raise invalid(where, f"{value!r} is not a valid name (letters, digits and _.:@+- , "
                                      "starting with a letter or digit, at most 128)")
@@ -78,11 +142,14 @@ class Field:
                     raise invalid(f"{where}.{key}", "is not a valid environment variable name")
                 if isinstance(item, bool) or not isinstance(item, (str, int, float)):
                     raise invalid(f"{where}.{key}", f"must be a string or number, got {_json_type(item)}")
+                if isinstance(item, str):
+                    check_text(item, f"{where}.{key}")
                 env[key] = item if isinstance(item, str) else str(item)
             return env
         if kind == "object":
             if not isinstance(value, dict):
                 raise invalid(where, f"must be an object, got {_json_type(value)}")
+            check_tree(value, where, stored_keys=self.stored_keys)
             return value
         if kind == "envnames":
             if not isinstance(value, list) or not all(isinstance(v, str) and ENV_NAME_RE.match(v) for v in value):
@@ -91,8 +158,18 @@ class Field:
         if kind == "strlist":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise invalid(where, "must be a list of strings")
+            for i, item in enumerate(value):
+                check_text(item, f"{where}[{i}]")
             return list(value)
         raise AssertionError(f"unknown field kind {kind}")
+
+    def upper(self) -> float | None:
+        """The largest value accepted (kinds int and number), or None."""
+        if isinstance(self.maximum, str):
+            return LIMITS[self.maximum]
+        if self.maximum is None and self.kind == "int":
+            return INT64_MAX
+        return self.maximum
 
     def openapi(self) -> dict:
         schema: dict[str, Any] = {
@@ -100,19 +177,30 @@ class Field:
             "number": {"type": "number"},
             "time": {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
             "bool": {"type": "boolean"},
-            "str": {"type": "string"},
+            "str": {"type": "string", "pattern": TEXT_PATTERN},
             "name": {"type": "string", "pattern": NAME_RE.pattern},
-            "uuid": {"type": "string", "format": "uuid"},
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "object": {"type": "object"},
-            "strlist": {"type": "array", "items": {"type": "string"}},
+            "uuid": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN},
+            "env": {"type": "object", "additionalProperties": {"type": "string", "pattern": TEXT_PATTERN}},
+            "object": {"type": "object", "maxProperties": 1000},
+            "strlist": {"type": "array", "items": {"type": "string", "pattern": TEXT_PATTERN}},
             "envnames": {"type": "array", "items": {"type": "string", "pattern": ENV_NAME_RE.pattern}},
         }[self.kind].copy()
         schema["description"] = self.help + (f" (alias: {', '.join(self.aliases)})" if self.aliases else "")
+        # OpenAPI 3.0 has no propertyNames: the key rules are told in words.
+        if self.kind == "env":
+            schema["description"] += " Names: letters, digits and _, not starting with a digit."
+        if self.kind == "object" and self.stored_keys:
+            schema["description"] += " Keys: non-empty, not starting with $, without dots or NUL."
+        if self.kind in ("str", "uuid") and self.max_length:
+            schema["maxLength"] = self.max_length
         if self.choices:
             schema["enum"] = list(self.choices)
         if self.minimum is not None:
             schema["minimum"] = self.minimum
+        elif self.kind == "int":
+            schema["minimum"] = INT64_MIN
+        if self.upper() is not None:
+            schema["maximum"] = self.upper()
         if self.nullable:
             schema["nullable"] = True
         if self.default is not MISSING and not callable(self.default):
@@ -157,11 +245,15 @@ def _number(value: Any, where: str, integer: bool) -> int | float:
             value = int(text) if integer else float(text)
         except ValueError:
             raise invalid(where, f"must be {'an integer' if integer else 'a number'}, got {value!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise invalid(where, f"must be a finite number, got {value!r}")
     if integer:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int):
             raise invalid(where, f"must be an integer, got {value!r}")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise invalid(where, "is outside the range of a 64-bit integer")
     elif not isinstance(value, (int, float)):
         raise invalid(where, f"must be a number, got {_json_type(value)}")
     return value
@@ -210,9 +302,9 @@ class Body:
             "properties": {}
         }
         for field in self.fields.values():
+            # Aliases (the original's names) are accepted but not listed: a body giving both a
+            # field and its alias is refused, which the document could not say otherwise.
             schema["properties"][field.name] = field.openapi()
-            for alias in field.aliases:
-                schema["properties"][alias] = {**field.openapi(), "description": f"Alias of {field.name}."}
         required = [f.name for f in self.fields.values() if f.required and not self.patch]
         if required:
             schema["required"] = required
@@ -225,12 +317,13 @@ class Body:
 _JOB_COMMON = (
     Field("name", "str", "Human-readable name (in a workflow, the DAG vertex).", default="", max_length=256),
     Field("priority", "int", "Higher runs first; any integer.", default=0),
-    Field("timelimit", "int", "Seconds the payload may run (default: the server's default_timelimit).",
-          minimum=1, aliases=("timeout",)),
+    Field("timelimit", "int", "Seconds the payload may run (default: the server's default_timelimit; at most "
+                              "its max_timelimit).", minimum=1, maximum="max_timelimit", aliases=("timeout",)),
     Field("env", "env", "Environment variables for the payload.", default=dict),
     Field("secret_env", "envnames", "Names of env variables whose values are secret: the pilot gets them, "
                                     "but no API answer or page ever shows them (shown as <secret>).", default=list),
-    Field("max_attempts", "int", "Runs allowed after unsuccessful ends (1 = no retry).", minimum=1, default=1),
+    Field("max_attempts", "int", "Runs allowed after unsuccessful ends (1 = no retry).", minimum=1, maximum=1000,
+          default=1),
 )
 JOB_CREATE = Body("JobCreate", (
     Field("uuid", "uuid", "Client-chosen id (optional; must be new). The server makes one otherwise."),
@@ -244,7 +337,7 @@ JOB_CREATE = Body("JobCreate", (
     Field("arrived", "time", "When its data arrived (seconds since the epoch or ISO 8601; default: now). "
                              "Its deadline is arrived + ETA.", nullable=True, default=None),
     Field("eta", "int", "Seconds from arrival within which its result is wanted (default: its type's ETA).",
-          minimum=1, nullable=True, default=None),
+          minimum=1, maximum=ETA_MAX, nullable=True, default=None),
     *_JOB_COMMON,
 ))
 JOB_PATCH = Body("JobPatch", (
@@ -260,7 +353,7 @@ PILOT_REGISTER = Body("PilotRegister", (
     Field("uuid", "uuid", "The pilot's own id (it names its log file with it); the server makes one otherwise."),
     Field("host", "str", "Worker node.", required=True, max_length=256),
     Field("site", "str", "Site the pilot belongs to.", default="", max_length=128),
-    Field("pid", "int", "Pilot process id.", nullable=True, default=None),
+    Field("pid", "int", "Pilot process id.", minimum=0, maximum=PID_MAX, nullable=True, default=None),
     Field("extra", "str", "Free text, e.g. the batch system's job id.", default="", max_length=256),
     Field("jobtypes", "strlist", "Run only these job types (empty = any).", default=list),
     Field("version", "str", "Pilot software version.", default="", max_length=64),
@@ -274,11 +367,13 @@ PILOT_EVENT = Body("PilotEvent", (
     Field("job", "uuid", "The job the event is about.", nullable=True, default=None),
     Field("attempt", "int", "The job's attempt number as offered to the pilot: with the job and the event, what "
                             "makes a repeated report recognisable.", minimum=0, nullable=True, default=None),
-    Field("exit_code", "int", "Payload exit code (jobstop).", nullable=True, default=None),
-    Field("pid", "int", "Payload process id (jobstart).", nullable=True, default=None),
-    Field("ts", "number", "When it happened on the pilot, seconds since the epoch.", nullable=True, default=None),
-    Field("started", "number", "When the payload started (for a job that ends before reporting jobstart).",
+    Field("exit_code", "int", "Payload exit code (jobstop).", minimum=-PID_MAX - 1, maximum=PID_MAX, nullable=True,
+          default=None),
+    Field("pid", "int", "Payload process id (jobstart).", minimum=0, maximum=PID_MAX, nullable=True, default=None),
+    Field("ts", "number", "When it happened on the pilot, seconds since the epoch.", minimum=0, maximum=EPOCH_MAX,
           nullable=True, default=None),
+    Field("started", "number", "When the payload started (for a job that ends before reporting jobstart).",
+          minimum=0, maximum=EPOCH_MAX, nullable=True, default=None),
     Field("usage", "object", "Resource usage of the payload's process tree.", default=dict),
     Field("stdout_tail", "str", "Last lines of the payload's stdout.", nullable=True, default=None, max_length=65536),
     Field("stderr_tail", "str", "Last lines of the payload's stderr.", nullable=True, default=None, max_length=65536),
@@ -338,7 +433,7 @@ JOBTYPE_SET = Body("JobTypeSet", (
     *(
         Field("eta", "int", "Seconds from data arrival within which a job of this type is wanted (null: "
                             "the configuration's default, else none: no freshness policy).",
-              minimum=1, nullable=True, default=None),
+              minimum=1, maximum=ETA_MAX, nullable=True, default=None),
         Field("order", "str", "Order within a priority: fifo, or newest-first (freshest data first).",
               choices=ORDERS, nullable=True, default=None),
         Field("stale", "bool", "Drop a job whose deadline passed before a pilot took it (state stale).",
@@ -391,9 +486,10 @@ VERTEX_OVERRIDE = Body("VertexOverride", (
     Field("env", "env", "Extra environment."),
     Field("secret_env", "envnames", "Names of env variables whose values no API answer shows (see jobs)."),
     Field("priority", "int", "Replacement priority."),
-    Field("timelimit", "int", "Replacement time limit.", minimum=1),
+    Field("timelimit", "int", "Replacement time limit.", minimum=1, maximum="max_timelimit"),
     Field("jobtype", "name", "Replacement job type."),
-    Field("eta", "int", "Replacement ETA in seconds (default: the vertex's, else its type's).", minimum=1),
+    Field("eta", "int", "Replacement ETA in seconds (default: the vertex's, else its type's).", minimum=1,
+          maximum=ETA_MAX),
 ), patch=True)
 WORKFLOW_CREATE = Body("WorkflowCreate", (
     Field("uuid", "uuid", "Client-chosen id (optional; must be new): makes a retried request safe.",
@@ -406,8 +502,8 @@ WORKFLOW_CREATE = Body("WorkflowCreate", (
     Field("state", "str", "defined starts it now; template creates it stopped.",
           choices=(states.WF_DEFINED, states.WF_TEMPLATE), default=states.WF_DEFINED),
     Field("overrides", "object", "Per-vertex changes: {vertex: {payload, env, priority, timelimit, jobtype}}.",
-          default=dict),
-    Field("inputs", "object", "Input files: {edge id or data tag: path}.", default=dict),
+          default=dict, stored_keys=False),
+    Field("inputs", "object", "Input files: {edge id or data tag: path}.", default=dict, stored_keys=False),
     Field("filenames", "str", "File names of the other edges: generated (uuid + extension), template "
                               "(as in the template), derived (from the first input's name).",
           choices=("generated", "template", "derived"), default="generated"),
@@ -415,3 +511,26 @@ WORKFLOW_CREATE = Body("WorkflowCreate", (
     Field("arrived", "time", "When its data arrived (default: the earliest arrival of its registered input "
                              "files, else now).", nullable=True, default=None),
 ))
+
+
+# --- query parameters -------------------------------------------------------------------------
+# The typed query parameters: handlers read them with these bounds and the OpenAPI document says
+# the same (p3s.server.openapi). ``state`` and ``sort`` depend on the route: see state_pattern and
+# the handlers' ``sortable``.
+QUERY_FIELDS: dict[str, Field] = {f.name: f for f in (
+    Field("limit", "int", "Most items to return.", minimum=1, maximum=1000, default=100),
+    Field("offset", "int", "Items to skip.", minimum=0, default=0),
+    Field("hours", "int", "Window in hours.", minimum=1, maximum=168, default=1),
+    Field("version", "int", "Version (0 or absent: the latest).", minimum=0, default=0),
+    Field("format", "str", "Add the text in this format.", choices=("yaml", "graphml", "json")),
+    Field("all", "str", "true to act on every item when no filter is given.", choices=("true", "false")),
+    Field("severity", "str", "Severity.", choices=("info", "warning", "error")),
+    Field("minutes", "int", "Window in minutes.", minimum=1, maximum=1440, default=60),
+)}
+
+
+def state_pattern(allowed: Iterable[str]) -> str:
+    """The pattern of a comma-separated list of states from ``allowed`` (the ``state`` filter)."""
+    one = "(" + "|".join(sorted(allowed)) + ")"
+    return f"^{one}(,{one})*$"
+

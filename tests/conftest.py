@@ -161,9 +161,11 @@ class ServerProcess:
         self.token = ""
         self.log_path = tmp / "server.log"
         self.extra_env: dict[str, str] = {}      # e.g. the crash hook of p3s.faults
+        self.prefix: list[str] = []              # e.g. prlimit and its options
 
     def start(self, port: int = 0) -> "ServerProcess":
-        args = [sys.executable, "-m", "p3s.cli.server", "--config", str(self.config_path), "--port", str(port)]
+        args = [*self.prefix, sys.executable, "-m", "p3s.cli.server", "--config", str(self.config_path),
+                "--port", str(port)]
         if not self.auth:
             args.append("--no-auth")
         env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}

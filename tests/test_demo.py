@@ -12,30 +12,33 @@ from p3s.pilot.client import Client
 def test_demo_runs_sample_jobs_and_stops_cleanly(tmp_path):
     demo = subprocess.Popen([sys.executable, "-m", "p3s.cli.demo", "--data-dir", str(tmp_path), "--port", "0",
                              "--pilots", "2"], stdout=subprocess.PIPE, text=True)
-    lines = []
-    while not any("Press Ctrl-C" in line for line in lines):
-        line = demo.stdout.readline()
-        assert line, f"demo ended early: {lines}"
-        lines.append(line)
-    url = next(line.split()[1] for line in lines if line.strip().startswith("API"))[: -len("/api/v1")]
-    assert any(line.strip().startswith("monitor") and url in line for line in lines)
-    client = Client(url, (tmp_path / "token").read_text().strip())
-    deadline = time.monotonic() + 30
+    try:
+        lines = []
+        while not any("Press Ctrl-C" in line for line in lines):
+            line = demo.stdout.readline()
+            assert line, f"demo ended early: {lines}"
+            lines.append(line)
+        url = next(line.split()[1] for line in lines if line.strip().startswith("API"))[: -len("/api/v1")]
+        assert any(line.strip().startswith("monitor") and url in line for line in lines)
+        client = Client(url, (tmp_path / "token").read_text().strip())
+        deadline = time.monotonic() + 30
 
-    def states() -> dict:
-        return {j["name"]: j["state"] for j in client.list("jobs", limit=1000)["items"]}
-    while (states().get("hello"), states().get("fails")) != ("finished", "failed") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    states = states()
-    assert states["hello"] == "finished" and states["fails"] == "failed"
-    deadline = time.monotonic() + 30
-    while client.list("workflows")["items"][0]["state"] != "finished" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert client.list("workflows")["items"][0]["state"] == "finished"
-    counts = sorted((tmp_path / "demo" / "out").glob("run0001.filter*.txt"))
-    assert [c.read_text().strip() for c in counts] == ["2", "1", "1"]
-    demo.send_signal(signal.SIGINT)
-    assert demo.wait(30) == 0
+        def states() -> dict:
+            return {j["name"]: j["state"] for j in client.list("jobs", limit=1000)["items"]}
+        while (states().get("hello"), states().get("fails")) != ("finished", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        states = states()
+        assert states["hello"] == "finished" and states["fails"] == "failed"
+        deadline = time.monotonic() + 30
+        while client.list("workflows")["items"][0]["state"] != "finished" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.list("workflows")["items"][0]["state"] == "finished"
+        counts = sorted((tmp_path / "demo" / "out").glob("run0001.filter*.txt"))
+        assert [c.read_text().strip() for c in counts] == ["2", "1", "1"]
+    finally:
+        demo.send_signal(signal.SIGINT)                # the demo stops its pilots and server itself
+        code = demo.wait(30)
+    assert code == 0
     assert "stopping" in demo.stdout.read()
     # everything was reported before the server stopped: every pilot says it stopped
     server = subprocess.Popen([sys.executable, "-m", "p3s.cli.server", "--data-dir", str(tmp_path), "--port", "0"],

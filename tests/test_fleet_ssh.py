@@ -74,7 +74,7 @@ def test_agent_authentication_and_command_timeout(server, fleet: Fleet, sshd, tm
         late = fleet.json("report", "-w", "wn01", *ssh, "--python", str(slow), "--command-timeout", "1",
                           backend="ssh", env=env, code=1)
         assert late["hosts"][0]["error"] == "no answer from the agent within 1 s"
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 20          # far below the silent agent's 30 s: the timeout cut it short
     finally:
         agent.terminate()
         agent.wait(5)

@@ -168,7 +168,7 @@ def test_freshness_panel_and_latest_results_in_a_real_browser(produced, tmp_path
         browser.screenshot(ARTEFACTS / "freshness-panel.png")
         # the latest results: the image shown, the summary as a table, the SVG's script never run
         browser.open(server.url + "/results")
-        card = f"document.querySelector('.results .card[data-jobtype=evdisp]')"
+        card = "document.querySelector('.results .card[data-jobtype=evdisp]')"
         browser.wait_for(f"{card} !== null && {card}.dataset.job === {json.dumps(job['uuid'])}")
         browser.wait_for(f"[...{card}.querySelectorAll('img')].every((i) => i.complete && i.naturalWidth > 0)")
         assert browser.eval(f"[...{card}.querySelectorAll('img')].map((i) => i.naturalWidth).sort()") == [4, 40]
@@ -188,5 +188,10 @@ def test_freshness_panel_and_latest_results_in_a_real_browser(produced, tmp_path
         browser.wait_for("document.querySelector('#outputs tr[data-file=\"summary.json\"]') !== null")
         assert browser.eval("document.querySelectorAll('#outputs img').length") == 2
         assert browser.dialogs == [] and browser.console == []
+        # opened on its own, the SVG's script still does not run (sandboxed by its policy)
+        svg = browser.eval("[...document.querySelectorAll('#outputs a')].find((a) => a.textContent === 'sub/trick.svg').href")
+        browser.open(svg)
+        assert browser.eval("document.documentElement.localName") == "svg"
+        assert browser.dialogs == []
     finally:
         browser.close()

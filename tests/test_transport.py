@@ -172,3 +172,18 @@ def test_bad_tls_files_are_refused_clearly(tmp_path):
     assert done.returncode == 2 and "cannot load the TLS certificate" in done.stderr
     done = run_server(tmp_path, "--certfile", str(tmp_path / "missing.pem"))
     assert done.returncode == 2 and "both --certfile and --keyfile" in done.stderr
+
+
+def test_a_session_ends_when_its_token_is_removed_from_the_configuration(make_server):
+    import yaml
+
+    admin = {"token": "admin-token-0123456789", "role": "admin", "name": "boss"}
+    client = {"token": "client-token-0123456789", "role": "client", "name": "leaver"}
+    server = make_server(tokens=[admin, client])
+    session = session_of(server, client["token"])
+    assert api_with_cookie(server, session) == 200
+    settings = yaml.safe_load(server.config_path.read_text())
+    settings["tokens"] = [admin]
+    server.config_path.write_text(yaml.safe_dump(settings))
+    server.restart()
+    assert api_with_cookie(server, session) == 401

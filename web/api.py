@@ -10,6 +10,7 @@ import tornado.iostream
 
 from p3s import auth
 from p3s.errors import ApiError, invalid, not_found
+from p3s.server import openapi
 from p3s.server.base import ApiHandler
 from p3s.web import live
 
@@ -23,7 +24,7 @@ class StatsHandler(ApiHandler):
                    "response": "Stats"}}
 
     def get(self) -> None:
-        minutes = self.int_arg("minutes", 60, 1, 1440)
+        minutes = self.query_int("minutes")
         stats = self.server.stats
         self.reply({"windows": stats.windows(), "series": stats.series(minutes),
                     "limits": dict(self.server.broker.limits), "summary": self.server.summary(),
@@ -109,7 +110,7 @@ class JobLogHandler(ApiHandler):
                    "response": "OpenAPI"}}
 
     def get(self, uuid: str, stream: str) -> None:
-        if stream not in ("out", "err"):
+        if stream not in openapi.PATH_CHOICES["stream"]:
             raise invalid("stream", "must be out or err")
         job = self.server.jobs.get(uuid)
         if not job.get("log_dir"):

@@ -143,7 +143,7 @@ class ErrorsHandler(ApiHandler):
                    "response": "ErrorGroups"}}
 
     def get(self) -> None:
-        hours = self.int_arg("hours", 1, 1, 168)
+        hours = self.query_int("hours")
         by = tuple(b.strip() for b in (self.arg("by") or "exit_code,host").split(",") if b.strip())
         for b in by:
             if b not in diagnosis.GROUPINGS:
@@ -168,12 +168,12 @@ class _Bulk(ApiHandler):
     roles = {"POST": auth.ADMIN}
     action: Any = None
 
-    def post(self) -> None:
+    async def post(self) -> None:
         body = BULK.validate(self.object_body(optional=True))
         query = job_query(self)
         if not query:
             raise invalid("query", "give a filter (state, jobtype, user, workflow, site, pilot, host, q)")
-        self.reply(type(self).action(self.server.jobs, query, self.user or "admin", body["dry_run"]))
+        self.reply(await type(self).action(self.server.jobs, query, self.user or "admin", body["dry_run"]))
 
 
 class JobsRerunHandler(_Bulk):
@@ -194,12 +194,12 @@ class JobRerunHandler(ApiHandler):
     roles = {"POST": auth.ADMIN}
     doc = {"POST": {"summary": "Rerun one unsuccessful or cancelled job as a new attempt", "response": "BulkResult"}}
 
-    def post(self, uuid: str) -> None:
+    async def post(self, uuid: str) -> None:
         job = self.server.jobs.get(uuid)
         if job["state"] not in actions.RERUNNABLE:
             raise ApiError(409, f"job {uuid} is {job['state']}; only {', '.join(sorted(actions.RERUNNABLE))} "
                                 "jobs can be rerun", "state")
-        result = actions.rerun(self.server.jobs, {"_id": uuid}, self.user or "admin")
+        result = await actions.rerun(self.server.jobs, {"_id": uuid}, self.user or "admin")
         if not result["done"]:
             raise ApiError(409, result["skipped"][0]["reason"] if result["skipped"] else f"job {uuid} changed meanwhile")
         self.reply(result)

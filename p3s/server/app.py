@@ -13,7 +13,7 @@ import tornado.netutil
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from p3s import API_PREFIX
+from p3s import API_PREFIX, schema
 from p3s.auth import Authenticator
 from p3s.broker import Broker
 from p3s.config import Config
@@ -21,6 +21,7 @@ from p3s.freshness import Freshness
 from p3s.jobs import JobService
 from p3s.dbcalls import OffLoop
 from p3s.lifecycle import Lifecycle
+from p3s.loopwatch import LoopWatch
 from p3s.limits import SlotGate
 from p3s import models
 from p3s.pilots import PilotService, Registry
@@ -29,7 +30,7 @@ from p3s.reaper import Reaper
 from p3s.reconcile import reconcile
 from p3s.retention import Retention
 from p3s.server import admin
-from p3s.server import exposure, proxies
+from p3s.server import connections, exposure, proxies
 from p3s.server.base import NotFoundHandler
 from p3s.sessions import Sessions
 from p3s import events
@@ -69,12 +70,14 @@ class P3SServer:
         self.request_seconds: collections.Counter[str] = collections.Counter()
         self._callbacks: list[PeriodicCallback] = []
         self.http: tornado.httpserver.HTTPServer | None = None
+        self.loop_watch = LoopWatch()
         self.port: int | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
     def open(self) -> None:
         """Open the database and rebuild the in-memory state (must run on the loop's thread)."""
         self.authenticator = Authenticator(self.config)
+        schema.LIMITS["max_timelimit"] = self.config.max_timelimit
         self.db.open()
         self.authenticator.open()
         self.sessions = Sessions(self.authenticator, self.config.session_days)
@@ -146,19 +149,24 @@ class P3SServer:
 
     def listen(self) -> int:
         """Start serving; returns the port (useful with port 0)."""
+        fds = connections.raise_fd_limit()
+        log.info("open-files limit %d: room for about %d pilots and clients at once", fds,
+                 max(0, fds - connections.RESERVED_FDS))
         # A deep accept queue: a fleet of pilots (re)connecting at once must not be refused.
         sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host, family=socket.AF_INET,
                                                backlog=4096)
-        # Bodies are size-checked by the handlers (413 in the API's error shape), not by Tornado.
+        # Any body over SMALL_BODY is refused before it is buffered; API handlers raise the cap to
+        # max_body_size for their requests (and answer 413 in the API's error shape).
         # Forwarded-address headers are read by client_address, from the configured proxies only.
-        self.http = tornado.httpserver.HTTPServer(self.make_app(), max_body_size=1 << 30, xheaders=False,
-                                                  ssl_options=self.ssl_context,
-                                                  idle_connection_timeout=max(3600, self.config.long_poll_max * 4))
+        self.http = connections.BoundedHTTPServer(
+            self.make_app(), max_body_size=connections.SMALL_BODY, xheaders=False, ssl_options=self.ssl_context,
+            idle_connection_timeout=self.config.idle_timeout, body_timeout=self.config.body_timeout)
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
         self._every(min(1.0, self.config.reaper_period), self.freshness.tick)
         self.live.start()
+        self.loop_watch.start()
         self._every(ALARM_PERIOD, self.check_alarms)
         if self.db.embedded:
             self._every(self.config.checkpoint_period, self.db.checkpoint)
@@ -219,6 +227,7 @@ class P3SServer:
         """Stop serving, release waiting pilots, flush and close the database."""
         for periodic in self._callbacks:
             periodic.stop()
+        self.loop_watch.stop()
         if self.http is not None:
             self.http.stop()
         self.broker.stop_all_waiting()
@@ -243,7 +252,8 @@ class P3SServer:
         out["queue"] = {"ready": len(self.broker.queue), "waiting_pilots": self.broker.waiting,
                         "limits": dict(self.broker.limits)}
         out["archived"] = self.retention.totals()
-        out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description}
+        out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description,
+                         "loop": self.loop_watch.summary()}
         return out
 
     def database_status(self) -> dict[str, Any]:

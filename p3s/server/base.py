@@ -10,7 +10,7 @@ from typing import Any
 import tornado.web
 from bson import ObjectId
 
-from p3s import auth, ownership
+from p3s import auth, ownership, schema
 from p3s.errors import ApiError, invalid
 from p3s.ownership import redact
 from p3s.sessions import COOKIE as SESSION_COOKIE
@@ -23,6 +23,10 @@ CSRF_HEADER = "X-P3S-Request"
 HEAVY_FIELDS = ("usage_series", "stdout_tail", "stderr_tail")
 KEYS = {"jobs": "uuid", "pilots": "uuid", "data": "uuid", "sites": "name", "jobtypes": "name",
         "datatypes": "name", "events": "id"}
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def jsonable(value: Any) -> Any:
@@ -105,6 +109,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         self.request.remote_ip = self.server.client_address(self.request)
         limit = self.server.config.max_body_size
+        self.request.connection.set_max_body_size(limit)     # the server's default cap is small
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > limit:
             raise ApiError(413, f"request body of {length} bytes is over the limit of {limit} bytes")
@@ -172,9 +177,15 @@ class ApiHandler(tornado.web.RequestHandler):
         except UnicodeDecodeError as exc:
             raise ApiError(400, f"the body is not UTF-8 (byte {exc.start})") from None
         try:
-            return json.loads(text)
+            value = json.loads(text, parse_constant=_not_json)
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise ApiError(400, f"the JSON is nested too deeply (at most {schema.MAX_DEPTH} levels)") from None
+        except ValueError as exc:             # NaN, Infinity; integers of thousands of digits
+            raise ApiError(400, f"malformed JSON: {exc}") from None
+        schema.check_tree(value, "")
+        return value
 
     def object_body(self, optional: bool = False) -> dict:
         body = self.body(optional)
@@ -184,6 +195,8 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         value = self.get_query_argument(name, None)
+        if value:
+            schema.check_text(value, name)
         return default if value is None or value == "" else value
 
     def int_arg(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
@@ -194,9 +207,15 @@ class ApiHandler(tornado.web.RequestHandler):
             value = int(raw)
         except ValueError:
             raise invalid(name, f"must be an integer, got {raw!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
+        maximum = schema.INT64_MAX if maximum is None else maximum
+        if value < minimum or value > maximum:
             raise invalid(name, f"must be between {minimum} and {maximum}, got {value}")
         return value
+
+    def query_int(self, name: str) -> int:
+        """An integer query parameter with the default and bounds of ``schema.QUERY_FIELDS``."""
+        field = schema.QUERY_FIELDS[name]
+        return self.int_arg(name, field.default, int(field.minimum), int(field.upper()))
 
     def reply(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -216,13 +235,21 @@ class ApiHandler(tornado.web.RequestHandler):
             self.set_default_headers()
             if e.status == 401:
                 self.set_header("WWW-Authenticate", 'Bearer realm="p3s"')
+            if e.status == 405:
+                self.set_header("Allow", self.allowed_methods())
             self.set_status(e.status)
             self.finish(json.dumps(e.as_json()))
             return
         super()._handle_request_exception(e)
 
+    def allowed_methods(self) -> str:
+        """The ``Allow`` header of a 405: the methods this route serves."""
+        return ", ".join(sorted(self.roles))
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         message = self._reason
+        if status_code == 405:
+            self.set_header("Allow", self.allowed_methods())
         if status_code >= 500:
             message = "internal server error (logged on the server)"
         self.set_header("Content-Type", "application/json; charset=utf-8")

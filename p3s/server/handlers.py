@@ -5,11 +5,12 @@ from these and from the request schemas in ``p3s.schema``, so the document follo
 """
 from __future__ import annotations
 
+import json
 import re
 import uuid as _uuid
 from typing import Any
 
-from p3s import API_PREFIX, __version__, auth, listing, models, schema, states
+from p3s import API_PREFIX, __version__, auth, faults, listing, models, schema, slices, states
 from p3s.errors import ApiError, invalid, not_found
 from p3s.models import utcnow
 from p3s.server.base import ApiHandler, document
@@ -36,8 +37,8 @@ class ListMixin:
     default_sort = "-_id"
 
     def page(self: Any, collection: Any, query: dict, key: str, heavy: bool = False) -> None:
-        limit = self.int_arg("limit", 100, 1, 1000)
-        offset = self.int_arg("offset", 0, 0)
+        limit = self.query_int("limit")
+        offset = self.query_int("offset")
         sort = self.arg("sort", self.default_sort)
         field = sort.lstrip("-")
         if field not in self.sortable and field != "_id":
@@ -93,15 +94,20 @@ class JobsHandler(ListMixin, ApiHandler):
     def get(self) -> None:
         self.page(self.server.jobs.collection, job_query(self), "uuid")
 
-    def post(self) -> None:
-        docs = self.server.jobs.create(self.body(), self.user)
-        self.reply({"items": [document(d, "uuid") for d in docs]}, 201)
+    async def post(self) -> None:
+        docs = await self.server.jobs.create(self.body(), self.user)
+        parts = []
+        for chunk in slices.chunks(docs, 1000):       # 10,000 jobs take a while to serialise
+            parts.append(",".join(json.dumps(document(d, "uuid"), separators=(",", ":")) for d in chunk))
+            await slices.pause()
+        self.set_status(201)
+        self.finish('{"items":[' + ",".join(parts) + "]}")
 
-    def delete(self) -> None:
+    async def delete(self) -> None:
         query = job_query(self)
         if not query and self.arg("all") != "true":
             raise invalid("query", "give a filter, or all=true to delete every job")
-        self.reply({"deleted": self.server.jobs.delete(query)})
+        self.reply({"deleted": await self.server.jobs.delete_matching(query)})
 
 
 class JobHandler(ApiHandler):
@@ -557,7 +563,7 @@ class TemplateHandler(ApiHandler):
            "DELETE": {"summary": "Delete a template no workflow uses (all its versions)", "response": "Deleted"}}
 
     def get(self, name: str) -> None:
-        version = self.int_arg("version", 0, 0)
+        version = self.query_int("version")
         fmt = self.arg("format")
         if fmt not in (None, "yaml", "graphml", "json"):
             raise invalid("format", f"must be yaml, graphml or json, got {fmt!r}")
@@ -640,6 +646,7 @@ class SummaryHandler(ApiHandler):
                    "response": "Summary"}}
 
     def get(self) -> None:
+        faults.stall_point()
         self.reply({**self.server.summary(), "freshness": self.server.freshness.report()})
 
 

@@ -161,6 +161,37 @@ def _response_schema(spec: Any) -> dict:
     return _ref(spec)
 
 
+# The states a route's ``state`` filter takes, by the first part of its path.
+ROUTE_STATES = {"jobs": states.JOB_STATES, "pilots": states.PILOT_STATES, "workflows": states.WORKFLOW_STATES}
+
+
+def _query_schema(name: str, path: str, handler: Any) -> dict:
+    """A query parameter's schema, from the same tables the handlers check it with."""
+    if name in schema.QUERY_FIELDS:
+        out = schema.QUERY_FIELDS[name].openapi()
+        out.pop("description", None)
+        return out
+    if name == "sort" and getattr(handler, "sortable", None):
+        fields = (*handler.sortable, "_id")
+        return {"type": "string", "enum": [*fields, *(f"-{f}" for f in fields)]}
+    allowed = ROUTE_STATES.get(path.strip("/").split("/")[0])
+    if name == "state" and allowed:
+        return {"type": "string", "pattern": schema.state_pattern(allowed)}
+    return {"type": "string"}
+
+
+# Path parameters whose values the handlers check against a fixed set.
+PATH_CHOICES = {"stream": ("out", "err")}
+
+
+def _path_schema(name: str) -> dict:
+    if name == "name":
+        return {"type": "string", "pattern": schema.NAME_RE.pattern}
+    if name in PATH_CHOICES:
+        return {"type": "string", "enum": list(PATH_CHOICES[name])}
+    return {"type": "string"}
+
+
 @functools.lru_cache(maxsize=4)
 def _build(routes: tuple) -> dict:
     schemas = _components()
@@ -169,7 +200,7 @@ def _build(routes: tuple) -> dict:
         item: dict[str, Any] = {}
         params = re.findall(r"\{(\w+)\}", path)
         if params:
-            item["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            item["parameters"] = [{"name": p, "in": "path", "required": True, "schema": _path_schema(p)}
                                   for p in params]
         for method, roles in handler.roles.items():
             doc = handler.doc[method]
@@ -188,7 +219,7 @@ def _build(routes: tuple) -> dict:
             for name, help_ in doc.get("query", {}).items():
                 op.setdefault("parameters", []).append(
                     {"name": name, "in": "query", "required": False, "description": help_,
-                     "schema": {"type": "string"}})
+                     "schema": _query_schema(name, path, handler)})
             if "body" in doc:
                 op["requestBody"] = {"required": doc["body"] != "PilotRequest", "content": {
                     "application/json": {"schema": _body_schema(doc["body"], schemas)}}}

@@ -1,0 +1,43 @@
+"""Long operations in slices: the server is one event loop, so a bulk operation (creating,
+deleting, killing thousands of jobs) does a slice of its work, lets every other request and timer
+run, and goes on. Each slice is a set of conditional writes that stand on their own, so what a
+pause lets happen meanwhile (a claim, an end) is never overwritten.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
+SLICE = 100          # documents written per slice (an insert costs the embedded store ~0.2 ms each)
+DELETE_SLICE = 50    # a delete by a list of ids costs the embedded engine O(slice²): kept small
+SCAN = 1000          # documents read between pauses
+
+
+async def pause() -> None:
+    """Let the event loop run whatever is ready before going on."""
+    await asyncio.sleep(0)
+
+
+def chunks(items: Sequence[T], size: int = SLICE) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+async def scan_ids(collection: Any, query: dict) -> list:
+    """The ids of the documents matching ``query``, read with pauses every SCAN documents.
+
+    On the embedded store the engine's own lazy iteration is used (a find() there filters every
+    document before returning the first); on MongoDB the cursor fetches in batches anyway.
+    """
+    lazy = getattr(collection, "_iter_documents", None)
+    if lazy is not None:
+        docs = lazy(query)
+    else:
+        docs = collection.find(query, {"_id": 1}).batch_size(SCAN)
+    ids = []
+    for doc in docs:
+        ids.append(doc["_id"])
+        if len(ids) % SCAN == 0:
+            await pause()
+    return ids

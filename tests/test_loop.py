@@ -1,0 +1,58 @@
+"""A loop that never stalls: bulk operations in slices, and a reaper that does not blame pilots
+for silence the server caused. (Timings are in bench/stall.py; these tests check behaviour.)"""
+from __future__ import annotations
+
+import threading
+import time
+
+from p3s.faults import STALL_VARIABLE
+
+
+def test_pilot_is_not_lost_for_a_stall_of_the_server(make_server):
+    server = make_server()                    # pilot_lost_timeout 3 s, reaper every second
+    server.extra_env = {STALL_VARIABLE: "6"}
+    server.restart()
+    job = server.submit({"payload": "x"})[0]
+    pilot = server.register()
+    server.claim(pilot)
+    server.report(pilot, "jobstart", job=job["uuid"], pid=7)
+    server.ok("GET", "/summary")              # holds the loop for 6 s: nobody can be heard meanwhile
+    time.sleep(1.5)                           # the reaper runs at least once after the stall
+    reply = server.report(pilot, "heartbeat", job=job["uuid"], usage={})
+    assert reply.status == 200, reply
+    assert server.job(job["uuid"])["state"] == "running"
+    assert server.ok("GET", f"/pilots/{pilot}")["state"] == "running"
+    loop = server.ok("GET", "/summary")["server"]["loop"]
+    assert loop["max_late_ms"] >= 5000 and loop["stalls"]
+
+
+def test_bulk_delete_in_slices_keeps_what_changed_meanwhile(server):
+    jobs = server.submit(*({"payload": "x", "jobtype": "bulk", "name": f"j{i}"} for i in range(600)))
+    pilots = [server.register(jobtypes=["bulk"]) for _ in range(40)]
+    result: dict = {}
+    deleter = threading.Thread(target=lambda: result.update(server.ok("DELETE", "/jobs?jobtype=bulk")))
+    deleter.start()
+    claimed = []
+    while deleter.is_alive() and pilots:      # pilots are served while the delete goes on
+        pilot = pilots.pop()
+        offer = server.claim(pilot)["job"]
+        if offer:
+            claimed.append(offer["uuid"])
+            server.report(pilot, "jobstart", job=offer["uuid"], pid=1)
+    deleter.join()
+    assert len(result["deleted"]) + len(claimed) == len(jobs)
+    assert not set(result["deleted"]) & set(claimed)
+    for uuid in claimed:
+        assert server.job(uuid)["state"] == "running"
+    summary = server.ok("GET", "/summary")
+    assert summary["jobs"]["defined"] == 0 and summary["jobs"]["running"] == len(claimed)
+
+
+def test_bulk_create_is_all_or_none(server):
+    good = [{"payload": "x", "name": f"j{i}"} for i in range(450)]
+    taken = server.submit({"payload": "y"})[0]["uuid"]
+    reply = server.call("POST", "/jobs", good + [{"payload": "z", "uuid": taken}])
+    assert reply.status == 409
+    assert server.ok("GET", "/jobs?limit=1")["total"] == 1
+    assert len(server.submit(*good)) == 450
+    assert server.ok("GET", "/summary")["jobs"]["defined"] == 451
