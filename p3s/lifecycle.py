@@ -308,7 +308,12 @@ class Lifecycle:
         if not doomed:
             return []
         ids = [d["_id"] for d in doomed]
-        self.jobs.delete_many({"_id": {"$in": ids}, "state": {"$nin": sorted(states.JOB_ACTIVE)}})
+        result = self.jobs.delete_many({"_id": {"$in": ids}, "state": {"$nin": sorted(states.JOB_ACTIVE)}})
+        if getattr(result, "deleted_count", len(ids)) != len(ids):
+            # Dispatched meanwhile (another server, or a claim while this waited on MongoDB): kept.
+            kept = {d["_id"] for d in self.jobs.find({"_id": {"$in": ids}}, {"_id": 1})}
+            doomed = [d for d in doomed if d["_id"] not in kept]
+            ids = [d["_id"] for d in doomed]
         for doc in doomed:
             self.counters.jobs[(doc["state"], doc.get("jobtype", ""))] -= 1
             for listener in self.listeners:
