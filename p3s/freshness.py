@@ -29,6 +29,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from p3s import events, models, states
+from p3s.figures import epoch, percentile
 from p3s.lifecycle import Listener, Lifecycle
 from p3s.models import utcnow
 
@@ -60,18 +61,6 @@ class Policy:
     @property
     def newest_first(self) -> bool:
         return self.order == "newest-first"
-
-
-def epoch(moment: _dt.datetime | None) -> float | None:
-    """Seconds since the epoch of a naive UTC datetime (None stays None)."""
-    return None if moment is None else moment.replace(tzinfo=_dt.timezone.utc).timestamp()
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Freshness(Listener):

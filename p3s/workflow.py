@@ -23,7 +23,7 @@ from pymongo.errors import DuplicateKeyError
 from p3s import dag, events, models, schema, states
 from p3s.diagnosis import failure_reason
 from p3s.errors import ApiError, invalid, not_found
-from p3s.freshness import epoch
+from p3s.figures import epoch
 from p3s.fastpath import ByIdCollection
 from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle, Listener, build_update, job_filter, will_retry

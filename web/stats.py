@@ -15,6 +15,7 @@ import time
 from typing import Any, Iterable
 
 from p3s import models, states
+from p3s.figures import epoch as _epoch, percentile
 from p3s.lifecycle import Listener
 
 WINDOWS = {"1m": 60, "10m": 600, "1h": 3600, "24h": 86400}
@@ -31,17 +32,6 @@ _END_EVENT = {states.FINISHED: "finished", states.FAILED: "failed", states.TIMEL
 
 def _minute(epoch: float) -> int:
     return int(epoch // 60)
-
-
-def _epoch(moment: _dt.datetime | None) -> float | None:
-    return None if moment is None else moment.replace(tzinfo=_dt.timezone.utc).timestamp()
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Stats(Listener):
