@@ -217,29 +217,3 @@ class Reaper(Listener):
                 if info is not None and info.job == job["_id"]:
                     info.job = None
         return released
-
-    def reap_overdue(self) -> list[str]:
-        now = utcnow()
-        overdue = []
-        while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, uuid = heapq.heappop(self._deadlines)
-            job = models.Job._get_collection().find_one({"_id": uuid, "state": states.RUNNING},
-                                                        {"ts_sta": 1, "timelimit": 1, "pilot": 1})
-            if job is None:
-                continue
-            if job.get("ts_sta") and job["ts_sta"] + _dt.timedelta(
-                    seconds=job["timelimit"] + self.config.timelimit_grace) > now:
-                self._watch(uuid, job["ts_sta"], job["timelimit"])   # restarted with a new deadline
-                continue
-            try:
-                self.lifecycle.end_job(uuid, states.TIMELIMIT, sources={states.RUNNING},
-                                       set_={"error": f"still running {self.config.timelimit_grace} s past its "
-                                                      f"time limit of {job['timelimit']} s; ended by the server"})
-            except (IllegalTransition, ApiError):
-                continue
-            if job.get("pilot"):
-                self.pilots.kill_job({"_id": uuid, "pilot": job["pilot"]})
-            overdue.append(uuid)
-            events.record("job.timelimit", f"job {uuid} overran its time limit; its pilot is told to stop it",
-                          job=uuid, pilot=job.get("pilot"), severity="warning")
-        return overdue
