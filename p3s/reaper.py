@@ -25,7 +25,6 @@ import logging
 import time
 from typing import Any
 
-from tornado.ioloop import IOLoop
 
 from p3s import events, faults, models, states
 from p3s.broker import Broker
