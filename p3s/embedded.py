@@ -1,0 +1,508 @@
+"""The embedded store's engine: litemongo's SQLite files with persistent, ordered indexes.
+
+litemongo keeps each collection as BSON rows in one SQLite file and plans queries through hash
+indexes it rebuilds in memory from every document when a collection is first queried (5.5 s and
+~500 MB per 10^5 jobs), and it cannot sort through them. Here the collection store keeps, in the
+same file, a table ``ix`` with one row per (indexed path, document): the value's MongoDB type rank
+and the value itself, under a B-tree ordered as MongoDB sorts. It is written in the same SQLite
+transaction as the document, so a kill -9 leaves both or neither. Nothing is rebuilt at start.
+
+The paths indexed are those of the collection's declared indexes (p3s.models) and of p3s.indexes
+(the columns list pages sort on, the housekeeping queries). A path indexed for the first time (a
+data directory written before this engine, or a new index) is built once, at open, with a log line.
+
+Queries keep mongomock's semantics exactly: the index only selects *candidates* (a superset of the
+matches: values it cannot rank, such as arrays or sub-documents, are candidates of every query on
+their path) and mongomock's ``filter_applies`` decides on each, as before. Only ``page`` answers
+from the index alone, and only when every condition is one the index decides exactly (equality or
+``$in`` of strings on a path holding no unrankable value) and the sort path holds only rankable
+values; anything else goes the candidates' way. tests/test_embedded.py holds the answers equal to
+plain mongomock's on the query shapes p3s uses.
+
+Like litemongo, this is used on the server's event-loop thread only.
+"""
+from __future__ import annotations
+
+import calendar
+import datetime as _dt
+import json
+import logging
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import bson
+from litemongo import sqlite_store
+from litemongo._vendor.mongomock import indexing
+
+log = logging.getLogger("p3s.store")
+
+IX = "ix"
+COMPLEX = -1          # a value the index cannot rank: a candidate of every query on its path
+NULL, NUMBER, STRING, BOOL, DATE = 0, 1, 2, 8, 9     # MongoDB's order of types (those ranked here)
+_CHUNK = 500
+_FEW = 30_000         # up to this many matches, a page sorts them all (bounded); beyond, it walks the sort order
+_MS = 1000            # slack (ms) around a date in a query: stored dates are whole ms, queries may not be
+
+
+def wanted_paths(collection: str, declared: Iterable[dict]) -> set[str]:
+    """The paths to index for ``collection``: its declared indexes and p3s.indexes'."""
+    from p3s import indexes
+
+    paths = set(indexing.index_paths(declared))
+    paths.update(indexes.SORTED_LISTS.get(collection, ()))
+    for key in indexes.OTHER.get(collection, ()):
+        paths.update(key)
+    paths.discard("_id")
+    return {p for p in paths if p and not p.startswith("$")}
+
+
+def _epoch_ms(value: _dt.datetime) -> int:
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return calendar.timegm(value.timetuple()) * 1000 + value.microsecond // 1000
+
+
+def rank(value: Any) -> tuple[int, Any]:
+    """(type rank, value as SQLite orders it) of one value, or (COMPLEX, None)."""
+    if value is None:
+        return NULL, None
+    if isinstance(value, bool):
+        return BOOL, int(value)
+    if isinstance(value, int):
+        return (NUMBER, value) if -2 ** 63 <= value < 2 ** 63 else (COMPLEX, None)
+    if isinstance(value, float):
+        return (COMPLEX, None) if math.isnan(value) else (NUMBER, value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return COMPLEX, None
+        return STRING, value
+    if isinstance(value, _dt.datetime):
+        return DATE, _epoch_ms(value)
+    return COMPLEX, None
+
+
+def entry(doc: dict, path: str) -> tuple[int, Any]:
+    """The index entry of ``doc`` at a dotted ``path``: missing counts as null (as in a sort)."""
+    value: Any = doc
+    for part in path.split("."):
+        if isinstance(value, dict):
+            if part not in value:
+                return NULL, None
+            value = value[part]
+        elif isinstance(value, (list, tuple)):
+            return COMPLEX, None         # arrays have their own matching rules: never keyed
+        else:
+            return NULL, None
+    return rank(value)
+
+
+class _Clause:
+    """A condition on one path, as SQL over the ``ix`` columns ``t`` and ``v`` of alias ``{a}``."""
+
+    def __init__(self, path: str, sql: str, params: list, exact: bool) -> None:
+        self.path, self.sql, self.params, self.exact = path, sql, params, exact
+
+
+def _eq_sql(value: Any) -> tuple[str, list, bool] | None:
+    """SQL selecting (a superset of) the entries equal to ``value``; exact only for strings."""
+    if isinstance(value, str):
+        t, v = rank(value)
+        return (f"({{a}}.t = {STRING} AND {{a}}.v = ?)", [v], True) if t == STRING else None
+    if isinstance(value, (bool, int, float)):
+        t, v = rank(value)
+        if t == COMPLEX:
+            return None
+        return f"({{a}}.t IN ({NUMBER}, {BOOL}) AND {{a}}.v = ?)", [v], False   # mongomock: True == 1
+    if isinstance(value, _dt.datetime):
+        ms = _epoch_ms(value)
+        return f"({{a}}.t = {DATE} AND {{a}}.v BETWEEN ? AND ?)", [ms - _MS, ms + _MS], False
+    if value is None:
+        return f"({{a}}.t = {NULL})", [], False
+    return None
+
+
+def _range_sql(op: str, value: Any) -> tuple[str, list] | None:
+    """SQL selecting (a superset of) the entries ``op`` ``value`` (type-bracketed, as mongomock)."""
+    sign = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        t, v = rank(value)
+        return (f"({{a}}.t = {STRING} AND {{a}}.v {sign} ?)", [v]) if t == STRING else None
+    if isinstance(value, (int, float)):
+        t, v = rank(value)
+        return (f"({{a}}.t IN ({NUMBER}, {BOOL}) AND {{a}}.v {sign} ?)", [v]) if t == NUMBER else None
+    if isinstance(value, _dt.datetime):
+        ms = _epoch_ms(value) + (_MS if sign[0] == "<" else -_MS)
+        return f"({{a}}.t = {DATE} AND {{a}}.v {sign} ?)", [ms]
+    return None
+
+
+_PLAIN_IN = (str, bool, int, float, _dt.datetime, type(None))
+
+
+def _condition(path: str, condition: Any) -> list[_Clause] | None:
+    """Clauses for ``{path: condition}``; None when the index cannot narrow it (the condition is
+    then left wholly to mongomock's filter). All clauses returned hold together (AND)."""
+    if isinstance(condition, dict):
+        if not condition or not all(isinstance(k, str) and k.startswith("$") for k in condition):
+            return None                                   # equality with a sub-document
+        clauses: list[_Clause] = []
+        exact_ops = True
+        for op, value in condition.items():
+            found = None
+            if op == "$eq" and not isinstance(value, (dict, list, tuple)):
+                eq = _eq_sql(value)
+                if eq:
+                    found = _Clause(path, *eq)
+            elif op == "$in" and isinstance(value, (list, tuple)) and all(isinstance(x, _PLAIN_IN) for x in value):
+                parts = [_eq_sql(x) for x in value]
+                if all(parts):
+                    strings = [p[1][0] for p in parts if p[2]]
+                    others = [p for p in parts if not p[2]]
+                    sql = [f"({{a}}.t = {STRING} AND {{a}}.v IN ({','.join('?' * len(strings))}))"] if strings else []
+                    params = list(strings)
+                    for part in others:
+                        sql.append(part[0])
+                        params.extend(part[1])
+                    found = _Clause(path, "(" + " OR ".join(sql) + ")" if sql else "0", params, not others)
+            elif op in ("$gt", "$gte", "$lt", "$lte"):
+                ranged = _range_sql(op, value)
+                if ranged:
+                    found = _Clause(path, ranged[0], ranged[1], False)
+            elif op in ("$nin", "$ne"):
+                values = value if op == "$nin" else [value]
+                if isinstance(values, (list, tuple)) and values and all(isinstance(x, str) for x in values) \
+                        and all(rank(x)[0] == STRING for x in values):
+                    found = _Clause(path, f"NOT ({{a}}.t = {STRING} AND {{a}}.v IN ({','.join('?' * len(values))}))",
+                                    list(values), False)
+            if found is None:
+                exact_ops = False
+            else:
+                clauses.append(found)
+        if not exact_ops:
+            for clause in clauses:
+                clause.exact = False
+        return clauses or None
+    if isinstance(condition, (list, tuple, re.Pattern, bson.Regex)):
+        return None
+    eq = _eq_sql(condition)
+    return [_Clause(path, *eq)] if eq else None
+
+
+class IndexedCollectionStore(sqlite_store.CollectionStore):
+    """litemongo's SQLite collection store, planning and sorting through persistent indexes."""
+
+    def __init__(self, filename: Path, codec_options: bson.CodecOptions | None = None) -> None:
+        self._paths: dict[str, int] = {}       # path -> its number in ``ix``
+        self._complex: dict[str, bool] = {}    # path -> holds an unrankable value (cached per write)
+        super().__init__(filename, codec_options=codec_options)
+
+    # --- schema and upkeep ---------------------------------------------------------------------
+    def open(self) -> None:
+        super().open()
+        with self._connection:
+            self._connection.execute(f"CREATE TABLE IF NOT EXISTS {IX}(p INTEGER, k, t INTEGER, v, "
+                                     f"PRIMARY KEY (p, k)) WITHOUT ROWID")
+            self._connection.execute(f"CREATE INDEX IF NOT EXISTS {IX}_order ON {IX}(p, t, v, k)")
+        row = self._connection.execute(f"SELECT value FROM {self.INFO} WHERE key = 'ix_paths'").fetchone()
+        self._paths = json.loads(row[0]) if row else {}
+        self._complex = {}
+        self._sync_paths()
+
+    def _sync_paths(self) -> None:
+        """Index exactly the wanted paths: build new ones from the documents (once), drop old ones."""
+        wanted = wanted_paths(self._path.name, self.indexes.values())
+        if wanted == set(self._paths):
+            return
+        paths = {p: n for p, n in self._paths.items() if p in wanted}
+        new = sorted(wanted - set(paths))
+        number = max(self._paths.values(), default=0)
+        for path in new:
+            number += 1
+            paths[path] = number
+        count = len(self._documents)
+        started = time.monotonic()
+        if new and count:
+            log.info("indexing %s of the embedded store's %s (%d documents): once", ", ".join(new),
+                     self._path.name, count)
+        with self._connection:
+            for path, number in self._paths.items():
+                if path not in paths:
+                    self._connection.execute(f"DELETE FROM {IX} WHERE p = ?", (number,))
+            if new and count:
+                codec = self._codec_options
+                rows = []
+                for key, blob in self._connection.execute(f"SELECT {self.ID}, {self.DOC} FROM {self.DOCUMENTS}"):
+                    doc = bson.decode(blob, codec_options=codec)
+                    rows.extend((paths[path], key, *entry(doc, path)) for path in new)
+                    if len(rows) >= 50_000:
+                        self._write_rows(rows)
+                        rows = []
+                self._write_rows(rows)
+            self._connection.execute(f"INSERT OR REPLACE INTO {self.INFO} VALUES ('ix_paths', ?)",
+                                     (json.dumps(paths),))
+        self._paths = paths
+        self._complex = {}
+        if new and count:
+            log.info("indexed %s in %.1f s", self._path.name, time.monotonic() - started)
+
+    def _write_rows(self, rows: list) -> None:
+        self._connection.executemany(
+            f"INSERT INTO {IX}(p, k, t, v) VALUES (?, ?, ?, ?) ON CONFLICT(p, k) DO UPDATE "
+            f"SET t = excluded.t, v = excluded.v WHERE t IS NOT excluded.t OR v IS NOT excluded.v", rows)
+
+    def create_index(self, index_name: str, index_dict: dict) -> None:
+        super().create_index(index_name, index_dict)
+        self._sync_paths()
+
+    def drop_index(self, index_name: str) -> None:
+        super().drop_index(index_name)
+        self._sync_paths()
+
+    def __setitem__(self, key: Any, val: dict) -> None:
+        encoded = self._documents.encode_key(key)
+        blob = self._documents._encode_doc(val)              # fails before anything is written
+        rows = []
+        for path, number in self._paths.items():
+            t, v = entry(val, path)
+            if t == COMPLEX:
+                self._complex[path] = True
+            elif self._complex.get(path):
+                del self._complex[path]          # it may have held the last one: asked again
+            rows.append((number, encoded, t, v))
+        with self._connection:
+            self._cur.execute(f"INSERT INTO {self.DOCUMENTS} VALUES (?, ?) ON CONFLICT({self.ID}) "
+                              f"DO UPDATE SET {self.DOC} = excluded.{self.DOC}", (encoded, blob))
+            self._write_rows(rows)
+
+    def __delitem__(self, key: Any) -> None:
+        encoded = self._documents.encode_key(key)
+        with self._connection:
+            deleted = self._cur.execute(f"DELETE FROM {self.DOCUMENTS} WHERE {self.ID} = ?", (encoded,)).rowcount
+            self._connection.executemany(f"DELETE FROM {IX} WHERE p = ? AND k = ?",
+                                         [(number, encoded) for number in self._paths.values()])
+        self._complex = {path: held for path, held in self._complex.items() if not held}
+        if deleted <= 0:
+            raise KeyError(encoded)
+
+    def drop(self) -> None:
+        super().drop()
+        with self._connection:
+            self._connection.execute(f"DELETE FROM {IX}")
+        self._paths = {}
+        self._complex = {}
+        self._sync_paths()
+
+    def copy_from(self, source: Any) -> None:
+        super().copy_from(source)
+        with self._connection:
+            self._connection.execute(f"DELETE FROM {IX}")
+            self._connection.execute(f"DELETE FROM {self.INFO} WHERE key = 'ix_paths'")
+        self._paths = {}
+        self._complex = {}
+        self._sync_paths()
+
+    def _get_query_index(self) -> Any:
+        raise NotImplementedError("the indexed store plans through SQLite (p3s.embedded)")
+
+    # --- planning ------------------------------------------------------------------------------
+    def _has_complex(self, path: str) -> bool:
+        if path not in self._complex:
+            self._complex[path] = self._connection.execute(
+                f"SELECT 1 FROM {IX} WHERE p = ? AND t = ? LIMIT 1", (self._paths[path], COMPLEX)).fetchone() is not None
+        return self._complex[path]
+
+    def _clauses(self, filter: Any) -> tuple[list[_Clause], bool]:
+        """The index clauses of a filter (all must hold), and whether they decide it exactly."""
+        if not isinstance(filter, dict):
+            return [], False
+        clauses: list[_Clause] = []
+        exact = True
+        for field, condition in filter.items():
+            if field == "$and" and isinstance(condition, (list, tuple)):
+                for sub in condition:
+                    found, sub_exact = self._clauses(sub)
+                    clauses.extend(found)
+                    exact = exact and sub_exact
+                continue
+            found = _condition(field, condition) if field in self._paths else None
+            if found is None:
+                exact = False
+                continue
+            for clause in found:
+                if self._has_complex(field):
+                    clause.sql = f"({clause.sql} OR {{a}}.t = {COMPLEX})"
+                    clause.exact = False
+                exact = exact and clause.exact
+            clauses.extend(found)
+        return clauses, exact and bool(clauses)
+
+    def _exists(self, clauses: list[_Clause], outer: str) -> tuple[str, list]:
+        sql, params = [], []
+        for n, clause in enumerate(clauses):
+            alias = f"c{n}"
+            sql.append(f"EXISTS (SELECT 1 FROM {IX} {alias} WHERE {alias}.p = ? AND {alias}.k = {outer}.k "
+                       f"AND {clause.sql.format(a=alias)})")
+            params.extend([self._paths[clause.path], *clause.params])
+        return " AND ".join(sql), params
+
+    def _candidate_keys(self, clauses: list[_Clause]) -> Iterator[str]:
+        first, rest = clauses[0], clauses[1:]
+        sql = f"SELECT a.k FROM {IX} a WHERE a.p = ? AND {first.sql.format(a='a')}"
+        params = [self._paths[first.path], *first.params]
+        if rest:
+            more, more_params = self._exists(rest, "a")
+            sql += " AND " + more
+            params += more_params
+        for row in self._connection.execute(sql, params):
+            yield row[0]
+
+    def _id_keys(self, condition: Any) -> list[str] | None:
+        """The stored keys an ``_id`` condition can match, when it names scalars (else None)."""
+        if isinstance(condition, dict):
+            if set(condition) == {"$eq"}:
+                values = [condition["$eq"]]
+            elif set(condition) == {"$in"} and isinstance(condition["$in"], (list, tuple)):
+                values = list(condition["$in"])
+            else:
+                return None
+        else:
+            values = [condition]
+        legacy = self._documents.key_format == sqlite_store.KEY_FORMAT_LEGACY
+        keys = []
+        for value in values:
+            if isinstance(value, (str, bson.ObjectId)):
+                keys.append(self._documents.encode_key(value))
+            elif not legacy and isinstance(value, (bool, int, float)) and not (isinstance(value, float)
+                                                                               and math.isnan(value)):
+                keys.append(self._documents.encode_key(value))
+                if value in (0, 1):               # mongomock's equality holds True == 1
+                    keys.append(self._documents.encode_key(bool(value)))
+                    keys.append(self._documents.encode_key(int(value)))
+            else:
+                return None
+        return keys
+
+    def find_candidates(self, filter: Any) -> Iterator[dict]:  # noqa: A002 - mongomock's name
+        """The documents, in natural order, that may match ``filter`` (mongomock decides)."""
+        self._remove_expired_documents()
+        if isinstance(filter, dict) and "_id" in filter:
+            keys = self._id_keys(filter["_id"])
+            if keys is not None:
+                return self._docs_by_keys(keys)
+        clauses, _ = self._clauses(filter)
+        if not clauses:
+            return self.documents
+        return self._docs_by_keys(self._candidate_keys(clauses))
+
+    def _docs_by_keys(self, keys: Iterable[str]) -> Iterator[dict]:
+        """The documents of ``keys`` in natural (rowid) order."""
+        found: list[tuple[int, str]] = []
+        chunk: list[str] = []
+
+        def flush() -> None:
+            marks = ",".join("?" * len(chunk))
+            found.extend(self._connection.execute(
+                f"SELECT ROWID, {self.ID} FROM {self.DOCUMENTS} WHERE {self.ID} IN ({marks})", chunk).fetchall())
+            chunk.clear()
+
+        for key in dict.fromkeys(keys):
+            chunk.append(key)
+            if len(chunk) >= _CHUNK:
+                flush()
+        if chunk:
+            flush()
+        found.sort()
+        codec = self._codec_options
+        for start in range(0, len(found), _CHUNK):
+            rowids = [r for r, _ in found[start:start + _CHUNK]]
+            rows = self._connection.execute(
+                f"SELECT ROWID, {self.DOC} FROM {self.DOCUMENTS} WHERE ROWID IN ({','.join('?' * len(rowids))}) "
+                f"ORDER BY ROWID", rowids).fetchall()
+            for _, blob in rows:
+                yield bson.decode(blob, codec_options=codec)
+
+    # --- list pages ----------------------------------------------------------------------------
+    def _only_string_ids(self) -> bool:
+        if self._documents.key_format != sqlite_store.KEY_FORMAT_TYPED:
+            return False
+        other = self._connection.execute(
+            f"SELECT 1 FROM {self.DOCUMENTS} WHERE {self.ID} < 's:' OR {self.ID} >= 's;' LIMIT 1").fetchone()
+        return other is None
+
+    def page(self, filter: dict, field: str, descending: bool, offset: int,
+             limit: int) -> tuple[list[str], int] | None:
+        """The ``_id`` of one page of the documents matching ``filter`` sorted by ``field`` then
+        ``_id`` (both the same way), and how many match; None when the index cannot decide it alone."""
+        if field not in self._paths or self._has_complex(field) or not self._only_string_ids():
+            return None
+        if filter:
+            clauses, exact = self._clauses(filter)
+            if not exact:
+                return None
+        else:
+            clauses = []
+        sort = self._paths[field]
+        if clauses:
+            first, rest = clauses[0], clauses[1:]
+            where = f"a.p = ? AND {first.sql.format(a='a')}"
+            params = [self._paths[first.path], *first.params]
+            if rest:
+                more, more_params = self._exists(rest, "a")
+                where += " AND " + more
+                params += more_params
+            total = self._connection.execute(f"SELECT count(*) FROM {IX} a WHERE {where}", params).fetchone()[0]
+        else:
+            total = self._connection.execute(f"SELECT count(*) FROM {IX} WHERE p = ?", (sort,)).fetchone()[0]
+        if total == 0 or limit <= 0 or offset >= total:
+            return [], total
+        direction = "DESC" if descending else "ASC"
+        order = f"ORDER BY s.t {direction}, s.v {direction}, s.k {direction} LIMIT ? OFFSET ?"
+        size = self._connection.execute(f"SELECT max(ROWID) FROM {self.DOCUMENTS}").fetchone()[0] or total
+        if not clauses:
+            sql, params = f"SELECT s.k FROM {IX} s INDEXED BY {IX}_order WHERE s.p = ? {order}", [sort]
+        elif total > _FEW and (offset + limit) * size <= 4 * total * total:
+            # dense matches: walk the sort order, checking each document's conditions
+            exists, params = self._exists(clauses, "s")
+            sql = f"SELECT s.k FROM {IX} s INDEXED BY {IX}_order WHERE s.p = ? AND {exists} {order}"
+            params = [sort, *params]
+        else:
+            # few matches: take them, then their sort values
+            sql = f"SELECT s.k FROM {IX} a CROSS JOIN {IX} s WHERE {where} AND s.p = ? AND s.k = a.k {order}"
+            params = [*params, sort]
+        rows = self._connection.execute(sql, [*params, limit, offset]).fetchall()
+        return [row[0][2:] for row in rows], total
+
+
+class IndexedDatabaseStore(sqlite_store.DatabaseStore):
+    def __getitem__(self, col_name: str) -> IndexedCollectionStore:
+        if col_name not in self._collections:
+            self._collections[col_name] = IndexedCollectionStore(self._dirpath / col_name,
+                                                                 codec_options=self._codec_options)
+        return self._collections[col_name]
+
+
+class IndexedServerStore(sqlite_store.ServerStore):
+    def __getitem__(self, db_name: str) -> IndexedDatabaseStore:
+        if db_name not in self._databases:
+            self._databases[db_name] = IndexedDatabaseStore(self._dirpath / db_name)
+        return self._databases[db_name]
+
+
+def client_class(path: Path) -> type:
+    """A litemongo client class over the indexed store in ``path`` (mongoengine makes the client)."""
+    import litemongo
+
+    class IndexedClient(litemongo.MongoClient):
+        """litemongo client that ignores the host mongoengine passes and opens ``path``."""
+
+        def __init__(self, host: Any = None, port: Any = None, **kwargs: Any) -> None:
+            super().__init__(IndexedServerStore(path), **kwargs)
+
+    return IndexedClient
