@@ -43,6 +43,8 @@ IX = "ix"
 COMPLEX = -1          # a value the index cannot rank: a candidate of every query on its path
 NULL, NUMBER, STRING, BOOL, DATE = 0, 1, 2, 8, 9     # MongoDB's order of types (those ranked here)
 _CHUNK = 500
+_EPOCH = _dt.datetime(1970, 1, 1)
+_ONE_MS = _dt.timedelta(milliseconds=1)
 _FEW = 30_000         # up to this many matches, a page sorts them all (bounded); beyond, it walks the sort order
 _MS = 1000            # slack (ms) around a date in a query: stored dates are whole ms, queries may not be
 
@@ -60,27 +62,40 @@ def wanted_paths(collection: str, declared: Iterable[dict]) -> set[str]:
 
 
 def _epoch_ms(value: _dt.datetime) -> int:
+    if value.tzinfo is None:
+        return (value - _EPOCH) // _ONE_MS
     if value.tzinfo is not None:
         value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
     return calendar.timegm(value.timetuple()) * 1000 + value.microsecond // 1000
 
 
+def _utf8(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:            # a lone surrogate: SQLite cannot hold it
+        return False
+    return True
+
+
 def rank(value: Any) -> tuple[int, Any]:
     """(type rank, value as SQLite orders it) of one value, or (COMPLEX, None)."""
+    cls = type(value)
+    if cls is str:
+        return (STRING, value) if _utf8(value) else (COMPLEX, None)
+    if cls is _dt.datetime:
+        return DATE, _epoch_ms(value)
     if value is None:
         return NULL, None
     if isinstance(value, bool):
         return BOOL, int(value)
     if isinstance(value, int):
-        return (NUMBER, value) if -2 ** 63 <= value < 2 ** 63 else (COMPLEX, None)
+        return (NUMBER, int(value)) if -2 ** 63 <= value < 2 ** 63 else (COMPLEX, None)
     if isinstance(value, float):
-        return (COMPLEX, None) if math.isnan(value) else (NUMBER, value)
+        return (COMPLEX, None) if math.isnan(value) else (NUMBER, float(value))
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return COMPLEX, None
-        return STRING, value
+        return (STRING, str(value)) if _utf8(value) else (COMPLEX, None)
     if isinstance(value, _dt.datetime):
         return DATE, _epoch_ms(value)
     return COMPLEX, None
@@ -88,6 +103,8 @@ def rank(value: Any) -> tuple[int, Any]:
 
 def entry(doc: dict, path: str) -> tuple[int, Any]:
     """The index entry of ``doc`` at a dotted ``path``: missing counts as null (as in a sort)."""
+    if "." not in path:
+        return rank(doc.get(path))
     value: Any = doc
     for part in path.split("."):
         if isinstance(value, dict):
@@ -236,21 +253,33 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
                 if path not in paths:
                     self._connection.execute(f"DELETE FROM {IX} WHERE p = ?", (number,))
             if new and count:
-                codec = self._codec_options
-                rows = []
-                for key, blob in self._connection.execute(f"SELECT {self.ID}, {self.DOC} FROM {self.DOCUMENTS}"):
-                    doc = bson.decode(blob, codec_options=codec)
-                    rows.extend((paths[path], key, *entry(doc, path)) for path in new)
-                    if len(rows) >= 50_000:
-                        self._write_rows(rows)
-                        rows = []
-                self._write_rows(rows)
+                self._build(paths, new)
             self._connection.execute(f"INSERT OR REPLACE INTO {self.INFO} VALUES ('ix_paths', ?)",
                                      (json.dumps(paths),))
         self._paths = paths
         self._complex = {}
         if new and count:
             log.info("indexed %s in %.1f s", self._path.name, time.monotonic() - started)
+
+    def _build(self, paths: dict[str, int], new: list[str]) -> None:
+        """Write the entries of ``new`` paths for every document (in the caller's transaction):
+        the ordered index is dropped meanwhile and made again in one sorted pass."""
+        self._connection.execute("PRAGMA cache_size = -262144")
+        self._connection.execute(f"DROP INDEX IF EXISTS {IX}_order")
+        codec = self._codec_options
+        insert = f"INSERT OR REPLACE INTO {IX}(p, k, t, v) VALUES (?, ?, ?, ?)"
+        rows = []
+        # in key order: each path's entries are then appended, not scattered through the B-tree
+        for key, blob in self._connection.execute(f"SELECT {self.ID}, {self.DOC} FROM {self.DOCUMENTS} "
+                                                  f"ORDER BY {self.ID}"):
+            doc = bson.decode(blob, codec_options=codec)
+            rows.extend((paths[path], key, *entry(doc, path)) for path in new)
+            if len(rows) >= 50_000:
+                self._connection.executemany(insert, rows)
+                rows = []
+        self._connection.executemany(insert, rows)
+        self._connection.execute(f"CREATE INDEX {IX}_order ON {IX}(p, t, v, k)")
+        self._connection.execute("PRAGMA cache_size = -2000")
 
     def _write_rows(self, rows: list) -> None:
         self._connection.executemany(
@@ -265,7 +294,16 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         super().drop_index(index_name)
         self._sync_paths()
 
+    def entries(self, doc: dict) -> dict[str, tuple[int, Any]]:
+        """The index entries of ``doc`` (to pass to ``put`` after changing it)."""
+        return {path: entry(doc, path) for path in self._paths}
+
     def __setitem__(self, key: Any, val: dict) -> None:
+        self.put(key, val)
+
+    def put(self, key: Any, val: dict, before: dict[str, tuple[int, Any]] | None = None) -> None:
+        """Write a document and its index entries in one transaction. ``before``: the entries of
+        the stored document it replaces (``entries``), so that only the changed ones are written."""
         encoded = self._documents.encode_key(key)
         blob = self._documents._encode_doc(val)              # fails before anything is written
         rows = []
@@ -275,11 +313,13 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
                 self._complex[path] = True
             elif self._complex.get(path):
                 del self._complex[path]          # it may have held the last one: asked again
-            rows.append((number, encoded, t, v))
+            if before is None or before.get(path) != (t, v) or type(before[path][1]) is not type(v):
+                rows.append((number, encoded, t, v))
         with self._connection:
             self._cur.execute(f"INSERT INTO {self.DOCUMENTS} VALUES (?, ?) ON CONFLICT({self.ID}) "
                               f"DO UPDATE SET {self.DOC} = excluded.{self.DOC}", (encoded, blob))
-            self._write_rows(rows)
+            if rows:
+                self._write_rows(rows)
 
     def __delitem__(self, key: Any) -> None:
         encoded = self._documents.encode_key(key)
