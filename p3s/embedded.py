@@ -40,6 +40,9 @@ from litemongo._vendor.mongomock import indexing
 log = logging.getLogger("p3s.store")
 
 IX = "ix"
+IXC = "ixc"
+# paths whose entries are also counted by value (few values each), so that a list's total is one read
+COUNTED = frozenset({"state", "jobtype", "user", "kind", "severity", "site", "datatype", "template"})
 COMPLEX = -1          # a value the index cannot rank: a candidate of every query on its path
 NULL, NUMBER, STRING, BOOL, DATE = 0, 1, 2, 8, 9     # MongoDB's order of types (those ranked here)
 _CHUNK = 500
@@ -217,6 +220,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
 
     def __init__(self, filename: Path, codec_options: bson.CodecOptions | None = None) -> None:
         self._paths: dict[str, int] = {}       # path -> its number in ``ix``
+        self._counted: set[int] = set()        # numbers of the paths counted in ``ixc``
         self._complex: dict[str, bool] = {}    # path -> holds an unrankable value (cached per write)
         super().__init__(filename, codec_options=codec_options)
 
@@ -227,6 +231,9 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
             self._connection.execute(f"CREATE TABLE IF NOT EXISTS {IX}(p INTEGER, k, t INTEGER, v, "
                                      f"PRIMARY KEY (p, k)) WITHOUT ROWID")
             self._connection.execute(f"CREATE INDEX IF NOT EXISTS {IX}_order ON {IX}(p, t, v, k)")
+            # how many documents hold each value of a counted path (v '' for null); p 0: all documents
+            self._connection.execute(f"CREATE TABLE IF NOT EXISTS {IXC}(p INTEGER, t INTEGER, v, n INTEGER, "
+                                     f"PRIMARY KEY (p, t, v)) WITHOUT ROWID")
         row = self._connection.execute(f"SELECT value FROM {self.INFO} WHERE key = 'ix_paths'").fetchone()
         self._paths = json.loads(row[0]) if row else {}
         self._complex = {}
@@ -235,7 +242,13 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
     def _sync_paths(self) -> None:
         """Index exactly the wanted paths: build new ones from the documents (once), drop old ones."""
         wanted = wanted_paths(self._path.name, self.indexes.values())
+        self._counted = {self._paths[p] for p in COUNTED if p in self._paths}
         if wanted == set(self._paths):
+            marker = json.dumps(sorted(COUNTED & set(self._paths)))
+            stored = self._connection.execute(f"SELECT value FROM {self.INFO} WHERE key = 'ix_counted'").fetchone()
+            if stored is None or stored[0] != marker:
+                with self._connection:
+                    self._recount(self._paths)
             return
         paths = {p: n for p, n in self._paths.items() if p in wanted}
         new = sorted(wanted - set(paths))
@@ -256,7 +269,9 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
                 self._build(paths, new)
             self._connection.execute(f"INSERT OR REPLACE INTO {self.INFO} VALUES ('ix_paths', ?)",
                                      (json.dumps(paths),))
+            self._recount(paths)
         self._paths = paths
+        self._counted = {paths[p] for p in COUNTED if p in paths}
         self._complex = {}
         if new and count:
             log.info("indexed %s in %.1f s", self._path.name, time.monotonic() - started)
@@ -281,6 +296,22 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         self._connection.execute(f"CREATE INDEX {IX}_order ON {IX}(p, t, v, k)")
         self._connection.execute("PRAGMA cache_size = -2000")
 
+    def _recount(self, paths: dict[str, int]) -> None:
+        """Count the documents by value of every counted path, and all of them (p 0), from scratch."""
+        self._connection.execute(f"INSERT OR REPLACE INTO {self.INFO} VALUES ('ix_counted', ?)",
+                                 (json.dumps(sorted(COUNTED & set(paths))),))
+        self._connection.execute(f"DELETE FROM {IXC}")
+        self._connection.execute(f"INSERT INTO {IXC} SELECT 0, 0, '', count(*) FROM {self.DOCUMENTS}")
+        for path in sorted(COUNTED & set(paths)):
+            self._connection.execute(f"INSERT INTO {IXC} SELECT p, t, coalesce(v, ''), count(*) FROM {IX} "
+                                     f"WHERE p = ? GROUP BY p, t, v", (paths[path],))
+
+    def _count(self, rows: list) -> None:
+        """Apply (p, t, v, +1/-1) to the counts."""
+        self._connection.executemany(
+            f"INSERT INTO {IXC} VALUES (?, ?, coalesce(?, ''), ?) ON CONFLICT(p, t, v) DO UPDATE SET n = n + excluded.n",
+            rows)
+
     def _write_rows(self, rows: list) -> None:
         self._connection.executemany(
             f"INSERT INTO {IX}(p, k, t, v) VALUES (?, ?, ?, ?) ON CONFLICT(p, k) DO UPDATE "
@@ -303,30 +334,52 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
 
     def put(self, key: Any, val: dict, before: dict[str, tuple[int, Any]] | None = None) -> None:
         """Write a document and its index entries in one transaction. ``before``: the entries of
-        the stored document it replaces (``entries``), so that only the changed ones are written."""
+        the stored document it replaces (``entries``); else they are read from the index. Only the
+        changed entries are written."""
         encoded = self._documents.encode_key(key)
         blob = self._documents._encode_doc(val)              # fails before anything is written
-        rows = []
-        for path, number in self._paths.items():
-            t, v = entry(val, path)
-            if t == COMPLEX:
-                self._complex[path] = True
-            elif self._complex.get(path):
-                del self._complex[path]          # it may have held the last one: asked again
-            if before is None or before.get(path) != (t, v) or type(before[path][1]) is not type(v):
-                rows.append((number, encoded, t, v))
         with self._connection:
+            if before is None:
+                before = self._stored_entries(encoded)
+                if not before and self._paths:
+                    self._count([(0, 0, "", 1)])          # a new document
+            rows, counts = [], []
+            for path, number in self._paths.items():
+                t, v = entry(val, path)
+                if t == COMPLEX:
+                    self._complex[path] = True
+                elif self._complex.get(path):
+                    del self._complex[path]          # it may have held the last one: asked again
+                old = before.get(path)
+                if old is None or old != (t, v) or type(old[1]) is not type(v):
+                    rows.append((number, encoded, t, v))
+                    if number in self._counted:
+                        counts.append((number, t, v, 1))
+                        if old is not None:
+                            counts.append((number, old[0], old[1], -1))
             self._cur.execute(f"INSERT INTO {self.DOCUMENTS} VALUES (?, ?) ON CONFLICT({self.ID}) "
                               f"DO UPDATE SET {self.DOC} = excluded.{self.DOC}", (encoded, blob))
             if rows:
                 self._write_rows(rows)
+            if counts:
+                self._count(counts)
+
+    def _stored_entries(self, encoded: str) -> dict[str, tuple[int, Any]]:
+        names = {number: path for path, number in self._paths.items()}
+        found = self._connection.execute(
+            f"SELECT p, t, v FROM {IX} WHERE k = ? AND p IN ({','.join('?' * len(names))})", [encoded, *names])
+        return {names[p]: (t, v) for p, t, v in found}
 
     def __delitem__(self, key: Any) -> None:
         encoded = self._documents.encode_key(key)
         with self._connection:
             deleted = self._cur.execute(f"DELETE FROM {self.DOCUMENTS} WHERE {self.ID} = ?", (encoded,)).rowcount
-            self._connection.executemany(f"DELETE FROM {IX} WHERE p = ? AND k = ?",
-                                         [(number, encoded) for number in self._paths.values()])
+            if deleted > 0 and self._paths:
+                before = self._stored_entries(encoded)
+                self._count([(0, 0, "", -1)] + [(self._paths[path], t, v, -1) for path, (t, v) in before.items()
+                                                if self._paths[path] in self._counted])
+                self._connection.executemany(f"DELETE FROM {IX} WHERE p = ? AND k = ?",
+                                             [(number, encoded) for number in self._paths.values()])
         self._complex = {path: held for path, held in self._complex.items() if not held}
         if deleted <= 0:
             raise KeyError(encoded)
@@ -335,6 +388,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         super().drop()
         with self._connection:
             self._connection.execute(f"DELETE FROM {IX}")
+            self._connection.execute(f"DELETE FROM {IXC}")
         self._paths = {}
         self._complex = {}
         self._sync_paths()
@@ -476,6 +530,17 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
             f"SELECT 1 FROM {self.DOCUMENTS} WHERE {self.ID} < 's:' OR {self.ID} >= 's;' LIMIT 1").fetchone()
         return other is None
 
+    def _counted_total(self, clause: _Clause) -> int | None:
+        """How many documents an exact clause matches, from the counts (None if not counted)."""
+        if not clause.exact or self._paths[clause.path] not in self._counted:
+            return None
+        if not clause.params:
+            return 0
+        row = self._connection.execute(
+            f"SELECT sum(n) FROM {IXC} WHERE p = ? AND t = {STRING} AND v IN ({','.join('?' * len(clause.params))})",
+            [self._paths[clause.path], *dict.fromkeys(clause.params)]).fetchone()
+        return row[0] or 0
+
     def page(self, filter: dict, field: str, descending: bool, offset: int,
              limit: int) -> tuple[list[str], int] | None:
         """The ``_id`` of one page of the documents matching ``filter`` sorted by ``field`` then
@@ -490,6 +555,9 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
             clauses = []
         sort = self._paths[field]
         if clauses:
+            counts = [self._counted_total(clause) for clause in clauses]
+            if all(n is not None for n in counts):
+                clauses = [c for _, c in sorted(zip(counts, clauses), key=lambda pair: pair[0])]   # fewest first
             first, rest = clauses[0], clauses[1:]
             where = f"a.p = ? AND {first.sql.format(a='a')}"
             params = [self._paths[first.path], *first.params]
@@ -497,9 +565,12 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
                 more, more_params = self._exists(rest, "a")
                 where += " AND " + more
                 params += more_params
-            total = self._connection.execute(f"SELECT count(*) FROM {IX} a WHERE {where}", params).fetchone()[0]
+            if not rest and counts[0] is not None:
+                total = counts[0]
+            else:
+                total = self._connection.execute(f"SELECT count(*) FROM {IX} a WHERE {where}", params).fetchone()[0]
         else:
-            total = self._connection.execute(f"SELECT count(*) FROM {IX} WHERE p = ?", (sort,)).fetchone()[0]
+            total = self._connection.execute(f"SELECT n FROM {IXC} WHERE p = 0").fetchone()[0]
         if total == 0 or limit <= 0 or offset >= total:
             return [], total
         direction = "DESC" if descending else "ASC"

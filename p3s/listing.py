@@ -14,7 +14,7 @@ import datetime as _dt
 from numbers import Number
 from typing import Any
 
-from p3s.fastpath import _is_embedded
+from p3s.fastpath import _is_embedded, _project
 
 
 def _rank(value: Any) -> tuple:
@@ -61,8 +61,8 @@ def page(collection: Any, query: dict, projection: dict | None, field: str, desc
         found_page = indexed and indexed(_patched(query), field, descending, offset, limit)
         if found_page:
             ids, total = found_page
-            found = {d["_id"]: d for d in collection.find({"_id": {"$in": ids}}, projection)} if ids else {}
-            return [found[i] for i in ids if i in found], total
+            docs = collection._store._documents.get_many(ids)       # in the order of ids
+            return [doc if projection is None else _project(collection, doc, projection) for doc in docs], total
         keys = _matching(collection, query, field)
         try:
             keys.sort(key=lambda d: _rank(d[0]), reverse=descending)

@@ -2,6 +2,7 @@
 indexes that survive restarts and kill -9, and data directories written before it."""
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import os
@@ -179,6 +180,13 @@ def _consistent(path) -> None:
                 expected.add((number, key, t, v))
         stored = set(connection.execute("SELECT p, k, t, v FROM ix"))
         assert stored == expected
+        counts = collections.Counter()
+        for number, _, t, v in expected:
+            if number in {paths[p] for p in embedded.COUNTED if p in paths}:
+                counts[(number, t, "" if v is None else v)] += 1
+        counts[(0, 0, "")] = connection.execute("SELECT count(*) FROM documents").fetchone()[0]
+        assert {key: n for key, n in counts.items() if n} == \
+               {(p, t, v): n for p, t, v, n in connection.execute("SELECT p, t, v, n FROM ixc") if n}
     finally:
         connection.close()
 
