@@ -84,7 +84,7 @@ def leftovers(name: str) -> list[int]:
 def run_backend(backend: str, url: str, tmp: Path, nodes: int, per_node: int) -> list[dict]:
     name = f"bench{os.getpid()}{backend}"
     hosts = f"node[01-{nodes:02d}]"
-    common = ["-b", backend, "--fleet", name, "-S", url, "-w", hosts, "--json"]
+    common = ["-B", backend, "--fleet", name, "-S", url, "-w", hosts, "--json"]
     sshd = None
     if backend == "ssh":
         addresses = [f"127.0.1.{i}" for i in range(1, min(nodes, MAX_LISTEN) + 1)]

@@ -18,8 +18,8 @@ class Pilot:
         self._stderr = open(self.stderr_path, "w")
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "p3s.cli.pilot", "-S", url or server.url, "-l", str(tmp / "log"),
-             "-L", str(tmp / "jobs"), "-w", str(tmp / "work"), "--grace", "1", "-c", "0", "-p", "1", *args],
+            [sys.executable, "-m", "p3s.cli.pilot", "-S", url or server.url, "--logdir", str(tmp / "log"),
+             "--joblogdir", str(tmp / "jobs"), "--workdir", str(tmp / "work"), "--grace", "1", "-c", "0", "-p", "1", *args],
             stderr=self._stderr, stdout=subprocess.DEVNULL, env=env)
 
     def log(self) -> str:

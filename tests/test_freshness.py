@@ -28,7 +28,7 @@ class Pilot:
         tmp.mkdir(parents=True, exist_ok=True)
         self.results = tmp / "results"
         command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url,
-                   "-l", str(tmp / "log"), "-L", str(tmp / "jobs"), "-w", str(tmp / "work"),
+                   "--logdir", str(tmp / "log"), "--joblogdir", str(tmp / "jobs"), "--workdir", str(tmp / "work"),
                    "-R", str(self.results), "--grace", "1", "-b", "1", *args]
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
         self.stderr_path = tmp / "pilot.stderr"

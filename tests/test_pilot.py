@@ -17,7 +17,7 @@ class PilotProcess:
         tmp.mkdir(parents=True, exist_ok=True)
         self.dirs = {name: tmp / name for name in ("log", "jobs", "work")}
         command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url,
-                   "-l", str(self.dirs["log"]), "-L", str(self.dirs["jobs"]), "-w", str(self.dirs["work"]),
+                   "--logdir", str(self.dirs["log"]), "--joblogdir", str(self.dirs["jobs"]), "--workdir", str(self.dirs["work"]),
                    "--grace", "1", *args]
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
         self.stderr_path = tmp / "pilot.stderr"
