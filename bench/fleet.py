@@ -168,7 +168,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=20, help="simulated nodes [20]")
     parser.add_argument("--per-node", type=int, default=8, help="pilots per node [8]")
-    parser.add_argument("-b", "--backend", default="local,ssh",
+    parser.add_argument("-B", "--backend", default="local,ssh",
                         help="comma-separated backends: local, ssh, slurm [local,ssh]")
     args = parser.parse_args()
     failed = False

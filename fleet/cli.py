@@ -1,12 +1,12 @@
 """`p3s-fleet`: start, count and stop pilots on many hosts (replaces pgen.sh, preport.sh, pkill.sh
 and the cron-driven pilot top-up).
 
-    p3s-fleet up -w 'wn[01-20]' -n 8 [-b ssh|local|slurm|sge] [-S URL] [--site S] [-- PILOT OPTIONS]
-    p3s-fleet up -b slurm -n 160 [--partition P] [--time T] [--submit-option=…] [-- PILOT OPTIONS]
+    p3s-fleet up -w 'wn[01-20]' -n 8 [-B ssh|local|slurm|sge] [-S URL] [--site S] [-- PILOT OPTIONS]
+    p3s-fleet up -B slurm -n 160 [--partition P] [--time T] [--submit-option=…] [-- PILOT OPTIONS]
     p3s-fleet report [-w NODES] [--site S] [--pilots] [--json]
     p3s-fleet kill (-w NODES | --site S | --all) [--wait S] [--grace S]
     p3s-fleet top-up --site S [--site S2 …] [-w NODES] [--every SECONDS] [--max-per-node N] [-- PILOT OPTIONS]
-    p3s-fleet zipapp [-o p3s-pilot.pyz]
+    p3s-fleet zipapp [--output p3s-pilot.pyz]
 
 Results go to stdout, progress and errors to stderr; the exit status is 1 when any host failed.
 """
