@@ -150,6 +150,7 @@ def test_failures_just_before_a_kill_survive_it(make_server):
     for _ in range(6):
         run_one(server, pilot, 1)
     server.restart(signal.SIGKILL)                       # well within the 10 s between saves
+    assert "statistics: kept, and counted since the last save" in server.log_path.read_text()
     alarm = alarms(server)["failure_rate:reco"]
     assert alarm["status"] == "alarm" and "6 of 6" in alarm["message"], alarm
     counts = server.ok("GET", "/stats")["windows"]["10m"]["by_type"]["reco"]

@@ -95,12 +95,12 @@ def test_the_readme_table_lists_every_short_flag_and_no_other():
 
 
 def test_a_retired_spelling_exits_2_naming_the_new_one(capsys):
-    retired = [(name, path, action) for name, parser in parsers()
+    built = dict(parsers())
+    retired = [(name, path, action) for name, parser in built.items()
                for path, action in walk(parser, (name,)) if isinstance(action, Retired)]
     assert len(retired) >= 6
     for name, path, action in retired:
-        parser = dict(parsers())[name]
-        flag = action.option_strings[0]
+        parser, flag = built[name], action.option_strings[0]
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args([*path[1:], flag, "x"])
         assert exit_.value.code == 2
