@@ -3,8 +3,9 @@
 litemongo keeps each collection as BSON rows in one SQLite file and plans queries through hash
 indexes it rebuilds in memory from every document when a collection is first queried (5.5 s and
 ~500 MB per 10^5 jobs), and it cannot sort through them. Here the collection store keeps, in the
-same file, a table ``ix`` with one row per (indexed path, document): the value's MongoDB type rank
-and the value itself, under a B-tree ordered as MongoDB sorts. It is written in the same SQLite
+same file, a table ``ix`` with one row per (document, indexed path): the value's MongoDB type rank
+and the value itself, keyed by document (a document's entries share a page) and indexed in the
+order MongoDB sorts (path, type, value, ``_id``). It is written in the same SQLite
 transaction as the document, so a kill -9 leaves both or neither. Nothing is rebuilt at start.
 
 The paths indexed are those of the collection's declared indexes (p3s.models) and of p3s.indexes
@@ -40,12 +41,14 @@ from litemongo._vendor.mongomock import indexing
 log = logging.getLogger("p3s.store")
 
 IX = "ix"
+LAYOUT = "p3s-ix-1"       # the tables' layout: another one found at open is dropped and made again
 IXC = "ixc"
 # paths whose entries are also counted by value (few values each), so that a list's total is one read
 COUNTED = frozenset({"state", "jobtype", "user", "kind", "severity", "site", "datatype", "template"})
 COMPLEX = -1          # a value the index cannot rank: a candidate of every query on its path
 NULL, NUMBER, STRING, BOOL, DATE = 0, 1, 2, 8, 9     # MongoDB's order of types (those ranked here)
 _CHUNK = 500
+_PROBE = 5_000        # entries counted at most per clause to choose the one that drives a query
 _EPOCH = _dt.datetime(1970, 1, 1)
 _ONE_MS = _dt.timedelta(milliseconds=1)
 _FEW = 30_000         # up to this many matches, a page sorts them all (bounded); beyond, it walks the sort order
@@ -228,8 +231,14 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
     def open(self) -> None:
         super().open()
         with self._connection:
+            row = self._connection.execute(f"SELECT value FROM {self.INFO} WHERE key = 'ix_layout'").fetchone()
+            if row is None or row[0] != LAYOUT:                 # none yet, or another one: made again
+                self._connection.execute(f"DROP TABLE IF EXISTS {IX}")
+                self._connection.execute(f"DROP TABLE IF EXISTS {IXC}")
+                self._connection.execute(f"DELETE FROM {self.INFO} WHERE key IN ('ix_paths', 'ix_counted')")
+                self._connection.execute(f"INSERT OR REPLACE INTO {self.INFO} VALUES ('ix_layout', ?)", (LAYOUT,))
             self._connection.execute(f"CREATE TABLE IF NOT EXISTS {IX}(p INTEGER, k, t INTEGER, v, "
-                                     f"PRIMARY KEY (p, k)) WITHOUT ROWID")
+                                     f"PRIMARY KEY (k, p)) WITHOUT ROWID")
             self._connection.execute(f"CREATE INDEX IF NOT EXISTS {IX}_order ON {IX}(p, t, v, k)")
             # how many documents hold each value of a counted path (v '' for null); p 0: all documents
             self._connection.execute(f"CREATE TABLE IF NOT EXISTS {IXC}(p INTEGER, t INTEGER, v, n INTEGER, "
@@ -314,7 +323,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
 
     def _write_rows(self, rows: list) -> None:
         self._connection.executemany(
-            f"INSERT INTO {IX}(p, k, t, v) VALUES (?, ?, ?, ?) ON CONFLICT(p, k) DO UPDATE "
+            f"INSERT INTO {IX}(p, k, t, v) VALUES (?, ?, ?, ?) ON CONFLICT(k, p) DO UPDATE "
             f"SET t = excluded.t, v = excluded.v WHERE t IS NOT excluded.t OR v IS NOT excluded.v", rows)
 
     def create_index(self, index_name: str, index_dict: dict) -> None:
@@ -366,9 +375,8 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
 
     def _stored_entries(self, encoded: str) -> dict[str, tuple[int, Any]]:
         names = {number: path for path, number in self._paths.items()}
-        found = self._connection.execute(
-            f"SELECT p, t, v FROM {IX} WHERE k = ? AND p IN ({','.join('?' * len(names))})", [encoded, *names])
-        return {names[p]: (t, v) for p, t, v in found}
+        found = self._connection.execute(f"SELECT p, t, v FROM {IX} WHERE k = ?", (encoded,))
+        return {names[p]: (t, v) for p, t, v in found if p in names}
 
     def __delitem__(self, key: Any) -> None:
         encoded = self._documents.encode_key(key)
@@ -378,8 +386,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
                 before = self._stored_entries(encoded)
                 self._count([(0, 0, "", -1)] + [(self._paths[path], t, v, -1) for path, (t, v) in before.items()
                                                 if self._paths[path] in self._counted])
-                self._connection.executemany(f"DELETE FROM {IX} WHERE p = ? AND k = ?",
-                                             [(number, encoded) for number in self._paths.values()])
+                self._connection.execute(f"DELETE FROM {IX} WHERE k = ?", (encoded,))
         self._complex = {path: held for path, held in self._complex.items() if not held}
         if deleted <= 0:
             raise KeyError(encoded)
@@ -446,6 +453,18 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
             params.extend([self._paths[clause.path], *clause.params])
         return " AND ".join(sql), params
 
+    def _fewest_first(self, clauses: list[_Clause]) -> list[_Clause]:
+        """The clauses, the one matching fewest entries first (counted up to a bound): it drives."""
+        if len(clauses) < 2:
+            return clauses
+        sizes = []
+        for clause in clauses:
+            row = self._connection.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {IX} a WHERE a.p = ? AND {clause.sql.format(a='a')} LIMIT ?)",
+                [self._paths[clause.path], *clause.params, _PROBE]).fetchone()
+            sizes.append(row[0])
+        return [clause for _, _, clause in sorted(zip(sizes, range(len(clauses)), clauses))]
+
     def _candidate_keys(self, clauses: list[_Clause]) -> Iterator[str]:
         first, rest = clauses[0], clauses[1:]
         sql = f"SELECT a.k FROM {IX} a WHERE a.p = ? AND {first.sql.format(a='a')}"
@@ -493,7 +512,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         clauses, _ = self._clauses(filter)
         if not clauses:
             return self.documents
-        return self._docs_by_keys(self._candidate_keys(clauses))
+        return self._docs_by_keys(self._candidate_keys(self._fewest_first(clauses)))
 
     def _docs_by_keys(self, keys: Iterable[str]) -> Iterator[dict]:
         """The documents of ``keys`` in natural (rowid) order."""
@@ -558,6 +577,10 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
             counts = [self._counted_total(clause) for clause in clauses]
             if all(n is not None for n in counts):
                 clauses = [c for _, c in sorted(zip(counts, clauses), key=lambda pair: pair[0])]   # fewest first
+                counts.sort()
+            else:
+                clauses = self._fewest_first(clauses)
+                counts = [self._counted_total(clause) for clause in clauses]
             first, rest = clauses[0], clauses[1:]
             where = f"a.p = ? AND {first.sql.format(a='a')}"
             params = [self._paths[first.path], *first.params]
