@@ -36,6 +36,8 @@ from typing import Any, Iterable, Iterator
 
 import bson
 from litemongo import sqlite_store
+from litemongo._vendor.mongomock import collection as _cursor
+from litemongo._vendor.mongomock import filtering as _filtering
 from litemongo._vendor.mongomock import indexing
 
 log = logging.getLogger("p3s.store")
@@ -53,6 +55,48 @@ _EPOCH = _dt.datetime(1970, 1, 1)
 _ONE_MS = _dt.timedelta(milliseconds=1)
 _FEW = 30_000         # up to this many matches, a page sorts them all (bounded); beyond, it walks the sort order
 _MS = 1000            # slack (ms) around a date in a query: stored dates are whole ms, queries may not be
+
+
+def _next(self: Any) -> dict:
+    """mongomock's ``Cursor.__next__`` without its copy of the remaining results at every step
+    (``results[skip:][:limit][emitted]``, quadratic: 22 s for a cursor of 1.2x10^5 documents)."""
+    results = self._compute_results()
+    index = (self._skip or 0) + self._emitted
+    if (self._limit and self._emitted >= abs(self._limit)) or not 0 <= index < len(results):
+        raise StopIteration
+    self._emitted += 1
+    return results[index]
+
+
+_cursor.Cursor.__next__ = _cursor.Cursor.next = _next
+_plain_get_dataset = _cursor.Collection._get_dataset
+
+
+def _get_dataset(self: Any, spec: Any, sort: Any, fields: Any, as_class: Any) -> Iterator[dict]:
+    """mongomock's, telling the indexed store a one-key sort first: it then hands the candidates
+    over in that order (ties in natural order), and the engine's stable sort has nothing to move."""
+    store = self._store
+    if not isinstance(store, IndexedCollectionStore) or not sort or isinstance(sort, dict) or len(sort) != 1:
+        yield from _plain_get_dataset(self, spec, sort, fields, as_class)
+        return
+    store._sort_hint = tuple(sort[0])
+    try:
+        dataset = self._iter_documents(spec)        # the store plans now, reading the hint
+    finally:
+        store._sort_hint = None
+    key, direction = sort[0]
+    if key == "$natural":
+        if direction < 0:
+            dataset = iter(reversed(list(dataset)))
+    elif key.startswith("$"):
+        raise NotImplementedError(f"Sorting by {key} is not implemented in mongomock yet")
+    else:
+        dataset = iter(sorted(dataset, key=lambda x: _filtering.resolve_sort_key(key, x), reverse=direction < 0))
+    for document in dataset:
+        yield self._copy_only_fields(document, fields, as_class)
+
+
+_cursor.Collection._get_dataset = _get_dataset
 
 
 def wanted_paths(collection: str, declared: Iterable[dict]) -> set[str]:
@@ -224,6 +268,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
     def __init__(self, filename: Path, codec_options: bson.CodecOptions | None = None) -> None:
         self._paths: dict[str, int] = {}       # path -> its number in ``ix``
         self._counted: set[int] = set()        # numbers of the paths counted in ``ixc``
+        self._sort_hint: tuple[str, int] | None = None     # set by _get_dataset while it plans
         self._complex: dict[str, bool] = {}    # path -> holds an unrankable value (cached per write)
         super().__init__(filename, codec_options=codec_options)
 
@@ -512,17 +557,26 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         clauses, _ = self._clauses(filter)
         if not clauses:
             return self.documents
-        return self._docs_by_keys(self._candidate_keys(self._fewest_first(clauses)))
+        order = None
+        if self._sort_hint and self._sort_hint[0] in self._paths and not self._has_complex(self._sort_hint[0]):
+            order = (self._paths[self._sort_hint[0]], self._sort_hint[1] < 0)
+        return self._docs_by_keys(self._candidate_keys(self._fewest_first(clauses)), order)
 
-    def _docs_by_keys(self, keys: Iterable[str]) -> Iterator[dict]:
-        """The documents of ``keys`` in natural (rowid) order."""
-        found: list[tuple[int, str]] = []
+    def _docs_by_keys(self, keys: Iterable[str], order: tuple[int, bool] | None = None) -> Iterator[dict]:
+        """The documents of ``keys`` in natural (rowid) order, or sorted on the entries of path
+        number ``order[0]`` (descending if ``order[1]``), ties in natural order."""
+        found: list[tuple] = []
         chunk: list[str] = []
 
         def flush() -> None:
             marks = ",".join("?" * len(chunk))
-            found.extend(self._connection.execute(
-                f"SELECT ROWID, {self.ID} FROM {self.DOCUMENTS} WHERE {self.ID} IN ({marks})", chunk).fetchall())
+            if order is None:
+                found.extend(self._connection.execute(
+                    f"SELECT ROWID, {self.ID} FROM {self.DOCUMENTS} WHERE {self.ID} IN ({marks})", chunk).fetchall())
+            else:
+                found.extend(self._connection.execute(
+                    f"SELECT d.ROWID, d.{self.ID}, s.t, s.v FROM {self.DOCUMENTS} d JOIN {IX} s "
+                    f"ON s.k = d.{self.ID} AND s.p = ? WHERE d.{self.ID} IN ({marks})", [order[0], *chunk]).fetchall())
             chunk.clear()
 
         for key in dict.fromkeys(keys):
@@ -532,14 +586,17 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         if chunk:
             flush()
         found.sort()
+        if order is not None:
+            found.sort(key=lambda row: (row[2], row[3]), reverse=order[1])     # stable: ties stay natural
         codec = self._codec_options
         for start in range(0, len(found), _CHUNK):
-            rowids = [r for r, _ in found[start:start + _CHUNK]]
-            rows = self._connection.execute(
-                f"SELECT ROWID, {self.DOC} FROM {self.DOCUMENTS} WHERE ROWID IN ({','.join('?' * len(rowids))}) "
-                f"ORDER BY ROWID", rowids).fetchall()
-            for _, blob in rows:
-                yield bson.decode(blob, codec_options=codec)
+            rowids = [row[0] for row in found[start:start + _CHUNK]]
+            blobs = dict(self._connection.execute(
+                f"SELECT ROWID, {self.DOC} FROM {self.DOCUMENTS} WHERE ROWID IN ({','.join('?' * len(rowids))})",
+                rowids).fetchall())
+            for rowid in rowids:
+                if rowid in blobs:
+                    yield bson.decode(blobs[rowid], codec_options=codec)
 
     # --- list pages ----------------------------------------------------------------------------
     def _only_string_ids(self) -> bool:

@@ -81,6 +81,10 @@ def _same_everywhere(ours, reference, queries) -> None:
     for query in queries:
         assert list(ours.find(query)) == list(reference.find(query)), query
         assert ours.count_documents(query) == reference.count_documents(query), query
+        for key in ("ts_sto", "state", "priority", "user"):             # one-key sorts: planned in order
+            for direction in (1, -1):
+                assert list(ours.find(query, {"state": 1, key: 1}).sort(key, direction).limit(50)) == \
+                       list(reference.find(query, {"state": 1, key: 1}).sort(key, direction).limit(50)), (query, key)
 
 
 def _pages_same(ours, reference, queries) -> None:
@@ -149,6 +153,17 @@ def test_answers_still_match_after_updates_deletes_and_a_restart(pair, tmp_path)
     _same_everywhere(ours, reference, _queries(cutoff))
     _pages_same(ours, reference, _queries(cutoff))
     _consistent(tmp_path / "data" / "db" / "p3s" / "jobs")
+
+
+def test_cursors_skip_and_limit_as_slices(pair):
+    ours, _, _ = pair
+    everything = list(ours.find({}).sort([("ts_sto", 1), ("_id", 1)]))
+    assert [d["_id"] for d in everything] == [d["_id"] for d in ours.find({}, {"_id": 1}).sort(
+        [("ts_sto", 1), ("_id", 1)])]
+    for skip, limit in ((0, 0), (0, 7), (5, 0), (390, 20), (500, 3), (3, -2)):
+        cursor = ours.find({}).sort([("ts_sto", 1), ("_id", 1)]).skip(skip).limit(limit)
+        wanted = everything[skip:][:abs(limit)] if limit else everything[skip:]
+        assert list(cursor) == wanted, (skip, limit)
 
 
 def test_a_page_of_an_exact_filter_comes_from_the_index_alone(pair):
