@@ -27,7 +27,7 @@ from p3s import models
 from p3s.pilots import PilotService, Registry
 from p3s import kept
 from p3s.reaper import Reaper
-from p3s.reconcile import reconcile
+from p3s.reconcile import reconcile, reconcile_workflows
 from p3s.retention import Retention
 from p3s.server import admin
 from p3s.server import connections, exposure, proxies
@@ -118,6 +118,7 @@ class P3SServer:
         self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
+        reconcile_workflows(self.workflows)
         if self.db.shared:
             # From here on, database calls made while serving wait off the event loop.
             self.offloop = OffLoop()
