@@ -273,11 +273,11 @@ class WorkflowEngine(Listener):
         workflow = self.move(uuid, states.WF_DEFINED)
         shed = []
         for root in self.jobs.collection.find({"_id": {"$in": workflow["roots"]}},
-                                              {"noop": 1, "jobtype": 1, "priority": 1, "deadline": 1}):
+                                              {"noop": 1, "jobtype": 1, "priority": 1, "deadline": 1, "site": 1}):
             reason = None
             if self.freshness is not None and not root.get("noop"):
                 reason = self.freshness.shed_reason(root.get("jobtype", ""), root.get("priority", 0),
-                                                    epoch(root.get("deadline")))
+                                                    epoch(root.get("deadline")), site=root.get("site") or "")
             if reason is None:
                 self._release(root["_id"], root.get("noop", False))
                 continue

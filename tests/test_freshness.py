@@ -289,6 +289,25 @@ def test_shedding_drops_what_cannot_meet_its_deadline(server, pilots):
     idle.close()
 
 
+def test_the_prediction_counts_only_the_pilots_of_the_site_a_job_is_restricted_to(server, pilots):
+    _measure(server, pilots, "evdisp", "sleep 1")
+    server.ok("PATCH", "/jobtypes/evdisp", {"eta": 5, "shed": True})
+    small = server.register(site="small", host="wn00")
+    for i in range(4):
+        server.register(site="big", host=f"wn1{i}")
+    # one pilot at the small site: ~1 s jobs meet an ETA of 5 s for the first few only
+    there = server.submit(*({"payload": "true", "jobtype": "evdisp", "site": "small"} for _ in range(10)))
+    admitted = [j["state"] == "defined" for j in there]
+    assert 2 <= sum(admitted) <= 5 and admitted == sorted(admitted, reverse=True), admitted
+    answer = server.ok("GET", "/freshness/admission?jobtype=evdisp&site=small")
+    assert answer["admit"] is False and "deadline" in answer["reason"]
+    # the big site's four pilots are not held up by the small site's queue
+    assert server.ok("GET", "/freshness/admission?jobtype=evdisp&site=big")["admit"] is True
+    assert all(j["state"] == "defined" for j in server.submit(
+        *({"payload": "true", "jobtype": "evdisp", "site": "big"} for _ in range(10))))
+    assert server.ok("GET", f"/pilots/{small}")["site"] == "small"
+
+
 def test_lower_priority_work_is_shed_to_keep_a_critical_type_within_its_eta(server, pilots):
     _measure(server, pilots, "evdisp", "sleep 1")
     _measure(server, pilots, "reco", "sleep 3")
