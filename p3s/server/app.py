@@ -136,6 +136,8 @@ class P3SServer:
             self.broker.queue.reorder(jobtype, True)
         self.broker.gate = self.freshness.drop_if_stale
         self.jobs.freshness = self.workflows.freshness = self.freshness
+        if self.db.shared:
+            self.freshness.share(models.Job._get_db()["freshness"])
 
     @property
     def api_routes(self) -> list:
@@ -174,6 +176,7 @@ class P3SServer:
         if self.db.shared:
             self._every(self.config.sync_period, self.resync, jitter=0.2)
             self._every(COUNTS_PERIOD, self.recount, jitter=0.2)
+            self._every(self.config.sync_period, self.freshness.sync_shared, jitter=0.2)
         self._every(kept.SAVE_PERIOD, self.save_stats, jitter=0.1)
         self._every(self.config.retention_period, self.retention.tick, jitter=0.1)
         return self.port
