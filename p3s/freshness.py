@@ -347,17 +347,27 @@ class Freshness(Listener):
 
     # --- staleness ----------------------------------------------------------------------------
     def drop_if_stale(self, uuid: str, jobtype: str, deadline: float | None, now: float | None = None) -> bool:
-        """At a claim: end a ``defined`` job past its deadline ``stale`` (when its type says so).
-        True when the job must not be handed out."""
-        if deadline is None or deadline > (now or time.time()) or not self.policy(jobtype).stale:
+        """At a claim: end ``stale`` a ``defined`` job past its deadline, or that could no longer
+        finish by it (its type's measured run time from now), when its type says so. True when the
+        job must not be handed out: a pilot then takes the next one, which may still be in time."""
+        now = now or time.time()
+        if deadline is None or not self.policy(jobtype).stale:
             return False
-        self._make_stale(uuid, jobtype, deadline, {states.DEFINED})
+        run = self.runtime(jobtype) or 0.0
+        if deadline > now + run:
+            return False
+        self._make_stale(uuid, jobtype, deadline, {states.DEFINED}, run if deadline > now else None)
         return True
 
-    def _make_stale(self, uuid: str, jobtype: str, deadline: float, sources: set[str]) -> dict | None:
+    def _make_stale(self, uuid: str, jobtype: str, deadline: float, sources: set[str],
+                    run: float | None = None) -> dict | None:
         late = time.time() - deadline
-        reason = f"stale: its deadline passed {late:.0f} s ago before it " + (
-            "was taken by a pilot" if states.DEFINED in sources else "finished")
+        if run is not None:
+            reason = (f"stale: it could no longer finish by its deadline ({-late:.1f} s away; its type runs "
+                      f"{run:.1f} s) when a pilot would have taken it")
+        else:
+            reason = f"stale: its deadline passed {late:.0f} s ago before it " + (
+                "was taken by a pilot" if states.DEFINED in sources else "finished")
         try:
             job = self.lifecycle.move_job(uuid, states.STALE, sources=sources,
                                           set_={"ts_sto": utcnow(), "error": reason, "dropped": "stale"})

@@ -206,6 +206,20 @@ def test_a_stale_job_is_not_run_and_says_why(server, pilots):
     assert summary["freshness"]["types"]["evdisp"]["windows"]["10m"]["dropped"]["stale"] == 1
 
 
+def test_a_job_that_could_no_longer_finish_in_time_is_dropped_at_the_claim(server, pilots):
+    _measure(server, pilots, "evdisp", "sleep 4", n=1)
+    server.ok("PATCH", "/jobtypes/evdisp", {"eta": 60, "stale": True})
+    # its deadline is 3 s away, a run of its type takes 4 s: run now, it would end late
+    hopeless, fine = server.submit({"payload": "true", "jobtype": "evdisp", "arrived": time.time() - 57},
+                                   {"payload": "true", "jobtype": "evdisp"})
+    pilot = server.register()
+    assert server.claim(pilot)["job"]["uuid"] == fine["uuid"]
+    job = server.job(hopeless["uuid"])
+    assert job["state"] == "stale" and job["pilot"] is None
+    assert job["error"].startswith("stale: it could no longer finish by its deadline")
+    assert parse(job["ts_sto"]) < parse(job["deadline"])
+
+
 def test_a_job_waiting_past_its_deadline_is_swept_stale_without_a_pilot(server):
     server.ok("PATCH", "/jobtypes/evdisp", {"eta": 1, "stale": True})
     job = server.submit({"payload": "true", "jobtype": "evdisp"})[0]
