@@ -9,18 +9,21 @@ Data files arrive (each one job, with its arrival time) for DURATION seconds at 
 the pilots can process: RATE × pilots pilot-seconds of work per second, of which EVDISP_SHARE is
 evdisp's. With ``--spill S`` they arrive in spills, as a DAQ writes them: every S seconds (from the
 start) S seconds' worth of files arrive together, evdisp and reco mixed, so from the second spill on
-each spill's evdisp finds the pilots busy with the reco backlog, which they do not give back. With the policies on, evdisp is served newest first, drops stale work and sheds; reco
-drops stale work and sheds (lowest priority first). With them off, both types keep their ETA
+each spill's evdisp finds the pilots busy with the reco backlog, which they do not give back.
+
+With the policies ``on``, both types drop stale work (past its deadline, or unable to finish by it,
+when a pilot would take it) and shed at admission (lowest priority first), first defined first;
+``on-newest`` also serves evdisp newest first. With them off, both types keep their ETA
 (so that turnaround is measured against it) and nothing else: first defined first, nothing dropped.
 
 Prints one JSON line per run:
-{"policies": "on"|"off", "types": {"evdisp": {"done", "within_eta", "stale", "shed",
+{"policies": "on"|"on-newest"|"off", "types": {"evdisp": {"done", "within_eta", "stale", "shed",
 "turnaround_p95_s", …}, "reco": {…}}, …}
 
 Each evdisp job dropped is listed by reason (``evdisp_dropped``): how late it was when dropped.
 
 Usage: bench/freshness.py [--quick] [--pilots 8] [--duration 180] [--rate 2] [--evdisp-share 0.6]
-                          [--spill 0] [--policies on,off]
+                          [--spill 0] [--policies on,off] (also: on-newest)
 """
 from __future__ import annotations
 
@@ -41,8 +44,9 @@ sys.path.insert(0, str(REPO))
 from p3s.pilot.client import Client  # noqa: E402
 
 TYPES = {"evdisp": {"priority": 10, "eta": 30, "seconds": 1}, "reco": {"priority": 0, "eta": 300, "seconds": 3}}
-POLICIES = {"on": {"evdisp": {"order": "newest-first", "stale": True, "shed": True},
-                   "reco": {"stale": True, "shed": True}},
+POLICIES = {"on": {"evdisp": {"stale": True, "shed": True}, "reco": {"stale": True, "shed": True}},
+            "on-newest": {"evdisp": {"order": "newest-first", "stale": True, "shed": True},
+                          "reco": {"stale": True, "shed": True}},
             "off": {"evdisp": {}, "reco": {}}}
 PENDING = ("defined", "dispatched", "running")
 
