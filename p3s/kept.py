@@ -112,7 +112,11 @@ def _naive(moment: float) -> _dt.datetime:
 
 
 def _after(doc: dict, when: _dt.datetime) -> bool:
-    return any(isinstance(doc.get(key), _dt.datetime) and doc[key] >= when for key in STAMPS)
+    for key in STAMPS:          # a plain loop: this runs once per job in the walk after a kill
+        stamp = doc.get(key)
+        if stamp.__class__ is _dt.datetime and stamp >= when:
+            return True
+    return False
 
 
 def save_stats(stats: Stats, clean: bool = False) -> int:
