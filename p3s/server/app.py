@@ -221,9 +221,9 @@ class P3SServer:
         except Exception:
             log.exception("recounting failed")
 
-    def save_stats(self) -> None:
+    def save_stats(self, clean: bool = False) -> None:
         try:
-            kept.save_stats(self.stats)
+            kept.save_stats(self.stats, clean)
         except Exception:
             log.exception("saving the statistics failed")
 
@@ -243,7 +243,7 @@ class P3SServer:
                 await self.http.close_all_connections()
             except Exception:
                 pass
-        self.save_stats()
+        self.save_stats(clean=True)
         if self.db.embedded:
             kept.save_counters(self.lifecycle.counters)
         self.db.close()
