@@ -4,7 +4,7 @@
   minute of the last 24 hours, saved every few seconds and at a clean stop, read back at start.
   Jobs that retention archived still count in the minutes they happened in, and a restart after a
   clean stop does not scan the jobs. Each minute's document says when it was taken (``saved``) and
-  the marker says when the last save ended; a start after a kill counts from the job and pilot
+  the marker when the last complete save was taken; a start after a kill counts from the job and pilot
   records what happened after those times (the seconds since the last save, which a kill would
   otherwise lose, with the failure-rate alarms they feed), in the walk that recounts the counters
   on the embedded store.
@@ -26,7 +26,6 @@ import bson
 
 from p3s import models
 from p3s.fastpath import _is_embedded
-from p3s.figures import epoch as _epoch
 from p3s.web.stats import MINUTES, Stats, _minute
 
 log = logging.getLogger("p3s.kept")
@@ -101,20 +100,29 @@ def _records_after(moment: float) -> Iterable[dict]:
     recent, _recent = _recent, None
     if recent is not None and recent[0] == moment:
         return recent[1]
-    collection = models.Job._get_collection()
+    collection, when = models.Job._get_collection(), _naive(moment)
     if _is_embedded(collection):
-        return [doc for doc in walk(collection) if _after(doc, moment)]
-    when = _dt.datetime.fromtimestamp(moment, _dt.timezone.utc).replace(tzinfo=None)
+        return [doc for doc in walk(collection) if _after(doc, when)]
     return collection.find({"$or": [{key: {"$gte": when}} for key in STAMPS]})
 
 
-def _after(doc: dict, moment: float) -> bool:
-    return any(isinstance(doc.get(key), _dt.datetime) and _epoch(doc[key]) >= moment for key in STAMPS)
+def _naive(moment: float) -> _dt.datetime:
+    """Epoch seconds as the naive UTC datetime the records hold (compared as such: cheap in a walk)."""
+    return _dt.datetime.fromtimestamp(moment, _dt.timezone.utc).replace(tzinfo=None)
+
+
+def _after(doc: dict, when: _dt.datetime) -> bool:
+    for key in STAMPS:          # a plain loop: this runs once per job in the walk after a kill
+        stamp = doc.get(key)
+        if stamp.__class__ is _dt.datetime and stamp >= when:
+            return True
+    return False
 
 
 def save_stats(stats: Stats, clean: bool = False) -> int:
-    """Write the minutes changed since the last save, each with when it was taken, then when the save
-    ended (``clean``: at a stop, after the last change); drop kept minutes older than 24 hours."""
+    """Write the minutes changed since the last save, each with when it was taken, then that time in
+    the marker: the last complete save (``clean``: at a stop, after the last change). Drop kept
+    minutes older than 24 hours."""
     taken = time.time()
     dirty, stats.dirty = stats.dirty, set()
     collection = _db()["stats"]
@@ -150,12 +158,13 @@ def count(counters: Any) -> None:
     global _recent
     marker = kept_collection().find_one({"_id": "stats"}) or {}
     last = None if marker.get("clean") else marker.get("saved")
+    when = None if last is None else _naive(last)
     recent: list[dict] = []
     for attr, model, group in (("jobs", models.Job, "jobtype"), ("pilots", models.Pilot, "site")):
         tally: collections.Counter = collections.Counter()
         for doc in walk(model._get_collection(), {"state": 1, group: 1}):
             tally[(doc.get("state"), doc.get(group) or "")] += 1
-            if last is not None and attr == "jobs" and _after(doc, last):
+            if when is not None and attr == "jobs" and _after(doc, when):
                 recent.append(doc)
         setattr(counters, attr, tally)
     _recent = (last, recent) if last is not None and _is_embedded(models.Job._get_collection()) else None
