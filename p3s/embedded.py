@@ -50,6 +50,8 @@ COUNTED = frozenset({"state", "jobtype", "user", "kind", "severity", "site", "da
 COMPLEX = -1          # a value the index cannot rank: a candidate of every query on its path
 NULL, NUMBER, STRING, BOOL, DATE = 0, 1, 2, 8, 9     # MongoDB's order of types (those ranked here)
 _CHUNK = 500
+_WALK = 100_000       # least steps a list page's walk of the sort order may take before sorting the matches
+_WALK_FACTOR = 8      # ... or this many times the steps its page needs, were matches spread evenly
 _PROBE = 5_000        # entries counted at most per clause to choose the one that drives a query
 _EPOCH = _dt.datetime(1970, 1, 1)
 _ONE_MS = _dt.timedelta(milliseconds=1)
@@ -640,34 +642,52 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
                 counts = [self._counted_total(clause) for clause in clauses]
             first, rest = clauses[0], clauses[1:]
             where = f"a.p = ? AND {first.sql.format(a='a')}"
-            params = [self._paths[first.path], *first.params]
+            params_where = [self._paths[first.path], *first.params]
             if rest:
                 more, more_params = self._exists(rest, "a")
                 where += " AND " + more
-                params += more_params
+                params_where += more_params
             if not rest and counts[0] is not None:
                 total = counts[0]
             else:
-                total = self._connection.execute(f"SELECT count(*) FROM {IX} a WHERE {where}", params).fetchone()[0]
+                total = self._connection.execute(f"SELECT count(*) FROM {IX} a WHERE {where}",
+                                                 params_where).fetchone()[0]
         else:
             total = self._connection.execute(f"SELECT n FROM {IXC} WHERE p = 0").fetchone()[0]
         if total == 0 or limit <= 0 or offset >= total:
             return [], total
         direction = "DESC" if descending else "ASC"
-        order = f"ORDER BY s.t {direction}, s.v {direction}, s.k {direction} LIMIT ? OFFSET ?"
+        order = f"ORDER BY s.t {direction}, s.v {direction}, s.k {direction}"
         size = self._connection.execute(f"SELECT max(ROWID) FROM {self.DOCUMENTS}").fetchone()[0] or total
         if not clauses:
-            sql, params = f"SELECT s.k FROM {IX} s INDEXED BY {IX}_order WHERE s.p = ? {order}", [sort]
-        elif total > _FEW and (offset + limit) * size <= 4 * total * total:
-            # dense matches: walk the sort order, checking each document's conditions
+            rows = self._connection.execute(f"SELECT s.k FROM {IX} s INDEXED BY {IX}_order WHERE s.p = ? {order} "
+                                            f"LIMIT ? OFFSET ?", [sort, limit, offset]).fetchall()
+            return [row[0][2:] for row in rows], total
+        wanted = offset + limit
+        if total > _FEW and wanted * size <= 4 * total * total:
+            # dense matches: walk the sort order, checking each document's conditions, for a
+            # bounded number of steps (matches may all sit at the far end)
             exists, params = self._exists(clauses, "s")
-            sql = f"SELECT s.k FROM {IX} s INDEXED BY {IX}_order WHERE s.p = ? AND {exists} {order}"
-            params = [sort, *params]
-        else:
-            # few matches: take them, then their sort values
-            sql = f"SELECT s.k FROM {IX} a CROSS JOIN {IX} s WHERE {where} AND s.p = ? AND s.k = a.k {order}"
-            params = [*params, sort]
-        rows = self._connection.execute(sql, [*params, limit, offset]).fetchall()
+            walk = self._connection.execute(
+                f"SELECT s.k, {exists} FROM {IX} s INDEXED BY {IX}_order WHERE s.p = ? {order}", [*params, sort])
+            budget = max(_WALK, _WALK_FACTOR * wanted * size // total)
+            keys: list[str] = []
+            for steps, (key, matches) in enumerate(walk, 1):
+                if matches:
+                    keys.append(key)
+                    if len(keys) >= wanted:
+                        break
+                if steps >= budget:
+                    break
+            else:
+                return [key[2:] for key in keys[offset:]], total
+            walk.close()
+            if len(keys) >= wanted:
+                return [key[2:] for key in keys[offset:]], total
+        # few matches (or a walk that found too few): take them, then their sort values
+        rows = self._connection.execute(
+            f"SELECT s.k FROM {IX} a CROSS JOIN {IX} s WHERE {where} AND s.p = ? AND s.k = a.k {order} LIMIT ? OFFSET ?",
+            [*params_where, sort, limit, offset]).fetchall()
         return [row[0][2:] for row in rows], total
 
 

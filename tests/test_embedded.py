@@ -352,3 +352,17 @@ def test_a_selective_query_after_a_restart_reads_only_its_documents(tmp_path, mo
         assert len(decoded) <= 6 + 10 + 1
     finally:
         database.close()
+
+
+@pytest.mark.parametrize("steps", [3, 10_000])
+def test_pages_walking_the_sort_order_match_mongomock(pair, monkeypatch, steps):
+    """A page of many matches walks the sort order (a bounded number of steps, then it sorts the
+    matches instead): both ways give mongomock's page."""
+    ours, reference, _ = pair
+    ours.delete_many({"$or": [{"state": {"$type": "array"}}, {"state": {"$type": "object"}}]})
+    reference.delete_many({"$or": [{"state": {"$type": "array"}}, {"state": {"$type": "object"}}]})
+    monkeypatch.setattr(embedded, "_FEW", 0)
+    monkeypatch.setattr(embedded, "_WALK", steps)
+    monkeypatch.setattr(embedded, "_WALK_FACTOR", 0)
+    _pages_same(ours, reference, [{"state": {"$in": ["finished", "failed", "defined"]}}, {"state": "running"},
+                                  {"state": {"$in": ["finished"]}, "jobtype": "reco"}, {}])
