@@ -25,6 +25,8 @@ Like litemongo, this is used on the server's event-loop thread only.
 from __future__ import annotations
 
 import calendar
+import contextlib
+import functools
 import datetime as _dt
 import json
 import logging
@@ -99,6 +101,25 @@ def _get_dataset(self: Any, spec: Any, sort: Any, fields: Any, as_class: Any) ->
 
 
 _cursor.Collection._get_dataset = _get_dataset
+
+
+def _batched(name: str) -> None:
+    """Make the engine's ``name`` (a write of many documents) one transaction on the indexed store."""
+    plain = getattr(_cursor.Collection, name)
+
+    @functools.wraps(plain)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        store = self._store
+        if not isinstance(store, IndexedCollectionStore):
+            return plain(self, *args, **kwargs)
+        with store.batch():
+            return plain(self, *args, **kwargs)
+
+    setattr(_cursor.Collection, name, method)
+
+
+for _name in ("insert_many", "delete_many", "update_many"):
+    _batched(_name)
 
 
 def wanted_paths(collection: str, declared: Iterable[dict]) -> set[str]:
@@ -271,6 +292,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         self._paths: dict[str, int] = {}       # path -> its number in ``ix``
         self._counted: set[int] = set()        # numbers of the paths counted in ``ixc``
         self._sort_hint: tuple[str, int] | None = None     # set by _get_dataset while it plans
+        self._batched = False                  # inside batch(): one transaction
         self._complex: dict[str, bool] = {}    # path -> holds an unrankable value (cached per write)
         super().__init__(filename, codec_options=codec_options)
 
@@ -381,6 +403,39 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         super().drop_index(index_name)
         self._sync_paths()
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One SQLite transaction for many writes (``insert_many``, ``delete_many``…): each write
+        still holds with its index entries or not at all, and what was written is committed at
+        the end even if a write fails (as those calls keep the documents written before an error)."""
+        if self._batched:
+            yield
+            return
+        self._connection.commit()
+        self._connection.execute("BEGIN")
+        self._batched = True
+        try:
+            yield
+        finally:
+            self._batched = False
+            self._connection.commit()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A write: its own transaction, or a savepoint inside a batch."""
+        if not self._batched:
+            with self._connection:
+                yield
+            return
+        self._connection.execute("SAVEPOINT p3s_write")
+        try:
+            yield
+        except BaseException:
+            self._connection.execute("ROLLBACK TO p3s_write")
+            self._connection.execute("RELEASE p3s_write")
+            raise
+        self._connection.execute("RELEASE p3s_write")
+
     def entries(self, doc: dict) -> dict[str, tuple[int, Any]]:
         """The index entries of ``doc`` (to pass to ``put`` after changing it)."""
         return {path: entry(doc, path) for path in self._paths}
@@ -394,7 +449,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         changed entries are written."""
         encoded = self._documents.encode_key(key)
         blob = self._documents._encode_doc(val)              # fails before anything is written
-        with self._connection:
+        with self._transaction():
             if before is None:
                 before = self._stored_entries(encoded)
                 if not before and self._paths:
@@ -427,7 +482,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
 
     def __delitem__(self, key: Any) -> None:
         encoded = self._documents.encode_key(key)
-        with self._connection:
+        with self._transaction():
             deleted = self._cur.execute(f"DELETE FROM {self.DOCUMENTS} WHERE {self.ID} = ?", (encoded,)).rowcount
             if deleted > 0 and self._paths:
                 before = self._stored_entries(encoded)

@@ -274,6 +274,9 @@ WRITER = textwrap.dedent("""
                                                                       "ts_sto": dt.datetime.utcnow()}})
         if i % 3 == 0:
             jobs.delete_one({"_id": f"n{rng.randint(1, i)}"})
+        if i % 5 == 0:                                   # many writes in one transaction
+            jobs.insert_many([{"_id": f"m{i}-{j}", "state": "defined", "seq": j} for j in range(20)])
+            jobs.delete_many({"_id": {"$in": [f"m{i - 5}-{j}" for j in range(0, 20, 2)]}})
 """)
 
 
@@ -366,3 +369,18 @@ def test_pages_walking_the_sort_order_match_mongomock(pair, monkeypatch, steps):
     monkeypatch.setattr(embedded, "_WALK_FACTOR", 0)
     _pages_same(ours, reference, [{"state": {"$in": ["finished", "failed", "defined"]}}, {"state": "running"},
                                   {"state": {"$in": ["finished"]}, "jobtype": "reco"}, {}])
+
+
+def test_many_writes_in_one_transaction_keep_what_preceded_an_error(pair, tmp_path):
+    ours, reference, _ = pair
+    new = [{"_id": "n1", "state": "defined"}, {"_id": "j0003", "state": "defined"}, {"_id": "n2", "state": "x"}]
+    for collection in (ours, reference):
+        with pytest.raises(Exception) as caught:
+            collection.insert_many([dict(d) for d in new], ordered=True)
+        assert "E11000" in str(caught.value) or "duplicate" in str(caught.value).lower()
+    for collection in (ours, reference):
+        assert collection.update_many({"state": "defined"}, {"$set": {"ts_sto": BASE}}).modified_count > 0
+        assert collection.delete_many({"state": {"$in": ["failed", "stale"]}}).deleted_count > 0
+    assert ours._store._connection.in_transaction is False
+    _same_everywhere(ours, reference, _queries(BASE + dt.timedelta(seconds=20)))
+    _consistent(tmp_path / "data" / "db" / "p3s" / "jobs")
