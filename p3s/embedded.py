@@ -669,9 +669,10 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
             return None
         if not clause.params:
             return 0
+        values = list(dict.fromkeys(clause.params))       # $in may name a value twice
         row = self._connection.execute(
-            f"SELECT sum(n) FROM {IXC} WHERE p = ? AND t = {STRING} AND v IN ({','.join('?' * len(clause.params))})",
-            [self._paths[clause.path], *dict.fromkeys(clause.params)]).fetchone()
+            f"SELECT sum(n) FROM {IXC} WHERE p = ? AND t = {STRING} AND v IN ({','.join('?' * len(values))})",
+            [self._paths[clause.path], *values]).fetchone()
         return row[0] or 0
 
     def page(self, filter: dict, field: str, descending: bool, offset: int,
