@@ -56,3 +56,12 @@ def test_bulk_create_is_all_or_none(server):
     assert server.ok("GET", "/jobs?limit=1")["total"] == 1
     assert len(server.submit(*good)) == 450
     assert server.ok("GET", "/summary")["jobs"]["defined"] == 451
+
+
+def test_what_a_bulk_create_makes_is_kept_out_of_full_collections(server):
+    """A full garbage collection walks every object not frozen: the documents a bulk create leaves
+    in the embedded store's cache would make each one stall the loop (bench/stall.py measures it)."""
+    before = server.ok("GET", "/summary")["server"]["gc"]["frozen"]
+    server.submit(*({"payload": "x", "jobtype": "bulk", "name": f"j{i}"} for i in range(3000)))
+    after = server.ok("GET", "/summary")["server"]["gc"]["frozen"]
+    assert after - before >= 3000 * 10, (before, after)    # each job document is dozens of objects

@@ -97,7 +97,7 @@ class JobsHandler(ListMixin, ApiHandler):
     async def post(self) -> None:
         docs = await self.server.jobs.create(self.body(), self.user)
         parts = []
-        for chunk in slices.chunks(docs, 1000):       # 10,000 jobs take a while to serialise
+        for chunk in slices.chunks(docs, 250):        # 10,000 jobs take a while to serialise
             parts.append(",".join(json.dumps(document(d, "uuid"), separators=(",", ":")) for d in chunk))
             await slices.pause()
         self.set_status(201)
