@@ -88,7 +88,8 @@ class JobsHandler(ListMixin, ApiHandler):
         "POST": {"summary": "Create one job, or a list of jobs (all or none)",
                  "body": ("one-or-list", schema.JOB_CREATE), "status": 201, "response": ("items", "Job")},
         "DELETE": {"summary": "Delete jobs matching a filter (not dispatched or running ones)",
-                   "query": {**JOB_FILTERS, "all": "true to delete with no filter"}, "response": "Deleted"},
+                   "query": {**JOB_FILTERS, "all": "true to delete with no filter"}, "response": "Deleted",
+                   "x-requires-one-of": [*JOB_FILTERS, "all=true"]},
     }
 
     def get(self) -> None:
@@ -339,6 +340,7 @@ class DataListHandler(ListMixin, ApiHandler):
         "POST": {"summary": "Register one file or a list (all or none)", "body": ("one-or-list", schema.DATA_CREATE),
                  "status": 201, "response": ("items", "DataFile")},
         "DELETE": {"summary": "Delete data records matching a filter", "query": {**DATA_FILTERS, "all": "true for all"},
+                   "x-requires-one-of": [*DATA_FILTERS, "all=true"],
                    "response": "Deleted"},
     }
 

@@ -167,6 +167,9 @@ ROUTE_STATES = {"jobs": states.JOB_STATES, "pilots": states.PILOT_STATES, "workf
 
 def _query_schema(name: str, path: str, handler: Any) -> dict:
     """A query parameter's schema, from the same tables the handlers check it with."""
+    own = getattr(handler, "query_schemas", {})
+    if name in own:
+        return dict(own[name])
     if name in schema.QUERY_FIELDS:
         out = schema.QUERY_FIELDS[name].openapi()
         out.pop("description", None)
@@ -220,6 +223,9 @@ def _build(routes: tuple) -> dict:
                 op.setdefault("parameters", []).append(
                     {"name": name, "in": "query", "required": False, "description": help_,
                      "schema": _query_schema(name, path, handler)})
+            # Rules OpenAPI 3.0 cannot say (e.g. x-requires-one-of: the query parameters of which at
+            # least one must be given, "name=value" for one that must have that value).
+            op.update({k: v for k, v in doc.items() if k.startswith("x-")})
             if "body" in doc:
                 op["requestBody"] = {"required": doc["body"] != "PilotRequest", "content": {
                     "application/json": {"schema": _body_schema(doc["body"], schemas)}}}
