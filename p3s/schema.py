@@ -42,7 +42,7 @@ TIME_PATTERN = ("^(19[89][0-9]|2[0-8][0-9]{2}|29[0-8][0-9]|299[0-8])-(0[1-9]|1[0
 STORED_KEY_PATTERN = "^[^$.\\u0000][^.\\u0000]*$"
 
 
-def stored_object(stored_keys: bool = True, levels: int = 3) -> dict:
+def stored_object(stored_keys: bool = True, levels: int = 2) -> dict:
     """The OpenAPI schema of a free-form object (kind object) as check_tree accepts it: text without
     NUL, integers within 64 bits, keys MongoDB accepts. The document shows ``levels`` levels of
     nesting (the server accepts up to MAX_DEPTH)."""
