@@ -279,6 +279,7 @@ class Lifecycle:
                 for listener in self.listeners:
                     listener.job_created(doc)
             await slices.pause()
+        slices.finished(len(docs))
 
     async def delete_jobs_in_slices(self, query: dict) -> list[str]:
         """``delete_jobs`` for any number of jobs: O(n), in slices that let the loop run. Each slice
@@ -289,6 +290,7 @@ class Lifecycle:
         for chunk in slices.chunks(ids, slices.DELETE_SLICE):
             deleted += self.delete_jobs({"_id": {"$in": list(chunk)}, "$and": [query]})
             await slices.pause()
+        slices.finished(len(ids))
         return deleted
     def remove_inserted(self, docs: list[dict]) -> None:
         """Delete the jobs this request inserted (``docs``), and nothing another request inserted

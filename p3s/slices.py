@@ -23,6 +23,13 @@ async def pause() -> None:
     await asyncio.sleep(0)
 
 
+def finished(count: int) -> None:
+    """A bulk operation over ``count`` documents ended: keep what it left out of the full
+    collections now, not at the next pause of some later operation."""
+    if count > SLICE:
+        gcpolicy.settle(force=True)
+
+
 def chunks(items: Sequence[T], size: int = SLICE) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
