@@ -65,3 +65,28 @@ def test_what_a_bulk_create_makes_is_kept_out_of_full_collections(server):
     server.submit(*({"payload": "x", "jobtype": "bulk", "name": f"j{i}"} for i in range(3000)))
     after = server.ok("GET", "/summary")["server"]["gc"]["frozen"]
     assert after - before >= 3000 * 10, (before, after)    # each job document is dozens of objects
+
+
+def test_a_data_list_is_bounded_and_all_or_none(server):
+    """One body can hold tens of thousands of records: at most 10,000 per request, all or none."""
+    reply = server.call("POST", "/data", [{"name": f"f{i}"} for i in range(10001)])
+    assert reply.status == 413, reply
+    reply = server.call("POST", "/data", [{"name": f"f{i}"} for i in range(300)] + [{"name": 1}])
+    assert reply.status == 422 and reply.body["error"]["field"] == "[300].name"
+    assert server.ok("GET", "/data?limit=1")["total"] == 0
+
+
+def test_a_data_delete_lets_other_requests_through(server):
+    """Deleting many data records is done in slices: a request sent meanwhile is answered first."""
+    for _ in range(3):
+        assert server.call("POST", "/data", [{"name": f"f{i}", "dirpath": "/d"} for i in range(5000)]).status == 201
+    answered: list[str] = []
+    deleter = threading.Thread(target=lambda: (server.ok("DELETE", "/data?dirpath=/d"), answered.append("delete")))
+    deleter.start()
+    while not answered and server.ok("GET", "/data?limit=1&dirpath=/d")["total"] == 15000:
+        pass                                  # the delete has begun once the count falls
+    server.ok("GET", "/status")
+    answered.append("status")
+    deleter.join()
+    assert answered[0] == "status", answered
+    assert server.ok("GET", "/data?limit=1")["total"] == 0

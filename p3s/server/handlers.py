@@ -10,7 +10,7 @@ import re
 import uuid as _uuid
 from typing import Any
 
-from p3s import API_PREFIX, __version__, auth, faults, listing, models, schema, slices, states
+from p3s import API_PREFIX, __version__, auth, datafiles, faults, listing, models, schema, slices, states
 from p3s.errors import ApiError, invalid, not_found
 from p3s.models import utcnow
 from p3s.server.base import ApiHandler, document
@@ -347,31 +347,24 @@ class DataListHandler(ListMixin, ApiHandler):
     def get(self) -> None:
         self.page(models.DataFile._get_collection(), data_query(self), "uuid")
 
-    def post(self) -> None:
+    async def post(self) -> None:
         body = self.body()
         items = body if isinstance(body, list) else [body]
         if not items:
             raise invalid("body", "the list of files is empty")
-        now = utcnow()
-        docs = []
-        for i, item in enumerate(items):
-            where = f"[{i}]" if isinstance(body, list) else ""
-            clean = schema.DATA_CREATE.validate(item, where)
-            _check_datatype(clean["datatype"], f"{where}.datatype" if where else "datatype")
-            docs.append({"_id": str(_uuid.uuid4()), **clean, "owner": self.user, "workflow": None, "datatag": None, "source": None,
-                         "target": None, "source_job": None, "target_job": None, "ts_reg": now, "ts_upd": now,
-                         "arrived": clean["arrived"] or now})
-        models.DataFile._get_collection().insert_many(docs)
-        self.reply({"items": [document(d) for d in docs]}, 201)
+        docs = await datafiles.create(items, isinstance(body, list), self.user, _check_datatype)
+        parts = []
+        for chunk in slices.chunks(docs, 250):
+            parts.append(",".join(json.dumps(document(d), separators=(",", ":")) for d in chunk))
+            await slices.pause()
+        self.set_status(201)
+        self.finish('{"items":[' + ",".join(parts) + "]}")
 
-    def delete(self) -> None:
+    async def delete(self) -> None:
         query = data_query(self)
         if not query and self.arg("all") != "true":
             raise invalid("query", "give a filter, or all=true to delete every data record")
-        collection = models.DataFile._get_collection()
-        ids = [d["_id"] for d in collection.find(query, {"_id": 1})]
-        collection.delete_many({"_id": {"$in": ids}})
-        self.reply({"deleted": ids})
+        self.reply({"deleted": await datafiles.delete(query)})
 
 
 class DataHandler(ApiHandler):
