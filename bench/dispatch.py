@@ -4,8 +4,10 @@
 1. Latency: with P idle pilots waiting (P = 1, 16, 160), define jobs one at a time and measure
    job defined (server clock) -> payload started (pilot clock; same machine): p50, p99.
 2. Throughput: 16 pilots run N no-op jobs (/bin/true); jobs finished per second, and the CPU
-   milliseconds per job of the server and of the pilots (with their payloads). bench/floor.py
-   prints what this machine could reach with no p3s work at all.
+   milliseconds per job of the server, of the pilot processes themselves (their own user+system
+   time, without the payloads: ``pilots_cpu_ms_per_job``) and of the pilots with their reaped
+   payloads (``pilots_with_payloads_cpu_ms_per_job``). bench/floor.py prints what this machine
+   could reach with no p3s work at all.
 
 Prints one JSON line per case. Usage: bench/dispatch.py [--quick] [--db mongodb://…]
 """
@@ -108,28 +110,32 @@ def throughput_case(pilots: int, jobs: int, db: str) -> dict:
         procs = start_pilots(url, pilots, tmp)
         try:
             wait_until(lambda: client.summary()["queue"]["waiting_pilots"] == pilots, 120)
-            server_cpu, pilots_cpu = _cpu([server]), _cpu(procs)
+            server_cpu, pilots_cpu, with_payloads = _cpu([server]), _cpu(procs, False), _cpu(procs)
             started = time.monotonic()
             for first in range(0, jobs, 5000):
                 client.create_jobs([{"payload": "/bin/true", "jobtype": "noop"}
                                     for _ in range(min(5000, jobs - first))])
             wait_until(lambda: client.summary()["jobs"]["finished"] == jobs, 600)
             seconds = time.monotonic() - started
-            server_cpu, pilots_cpu = _cpu([server]) - server_cpu, _cpu(procs) - pilots_cpu
+            server_cpu, pilots_cpu, with_payloads = (_cpu([server]) - server_cpu, _cpu(procs, False) - pilots_cpu,
+                                                     _cpu(procs) - with_payloads)
         finally:
             stop(procs)
             stop([server])
     return {"case": "throughput", "pilots": pilots, "jobs": jobs, "seconds": round(seconds, 2),
             "jobs_per_s": round(jobs / seconds, 1), "server_cpu_ms_per_job": round(server_cpu * 1000 / jobs, 2),
-            "pilots_cpu_ms_per_job": round(pilots_cpu * 1000 / jobs, 2)}
+            "pilots_cpu_ms_per_job": round(pilots_cpu * 1000 / jobs, 2),
+            "pilots_with_payloads_cpu_ms_per_job": round(with_payloads * 1000 / jobs, 2)}
 
 
-def _cpu(procs: list[subprocess.Popen]) -> float:
-    """CPU seconds used so far by these processes and their reaped children (payloads)."""
+def _cpu(procs: list[subprocess.Popen], children: bool = True) -> float:
+    """CPU seconds used so far by these processes, with their reaped children (payloads) or not."""
     total = 0.0
     for proc in procs:
         times = psutil.Process(proc.pid).cpu_times()
-        total += times.user + times.system + times.children_user + times.children_system
+        total += times.user + times.system
+        if children:
+            total += times.children_user + times.children_system
     return total
 
 
