@@ -8,6 +8,8 @@
    time, without the payloads: ``pilots_cpu_ms_per_job``) and of the pilots with their reaped
    payloads (``pilots_with_payloads_cpu_ms_per_job``). bench/floor.py prints what this machine
    could reach with no p3s work at all.
+3. Bulk creation: N jobs in one POST to an idle server (no pilots), repeated; the server's CPU
+   per job during the request (its loop's time, the server doing nothing else) and the wall time.
 
 Prints one JSON line per case. Usage: bench/dispatch.py [--quick] [--db mongodb://…]
 """
@@ -128,6 +130,25 @@ def throughput_case(pilots: int, jobs: int, db: str) -> dict:
             "pilots_with_payloads_cpu_ms_per_job": round(with_payloads * 1000 / jobs, 2)}
 
 
+def bulk_case(jobs: int, rounds: int, db: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmpdir:
+        server, url = start_server(Path(tmpdir), db)
+        client = Client(url, timeout=600)
+        cpu, wall = [], []
+        try:
+            client.summary()
+            for _ in range(rounds):
+                body = [{"payload": "/bin/true", "jobtype": "bulk"} for _ in range(jobs)]
+                before, started = _cpu([server], False), time.monotonic()
+                client.create_jobs(body)
+                wall.append((time.monotonic() - started) * 1000 / jobs)
+                cpu.append((_cpu([server], False) - before) * 1000 / jobs)
+        finally:
+            stop([server])
+    return {"case": "bulk", "jobs": jobs, "rounds": rounds, "server_cpu_ms_per_job": round(statistics.median(cpu), 4),
+            "wall_ms_per_job": round(statistics.median(wall), 4)}
+
+
 def _cpu(procs: list[subprocess.Popen], children: bool = True) -> float:
     """CPU seconds used so far by these processes, with their reaped children (payloads) or not."""
     total = 0.0
@@ -143,13 +164,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer pilots and jobs")
     parser.add_argument("--db", default="", help="MongoDB URI (default: the embedded store)")
-    parser.add_argument("--case", choices=("all", "latency", "throughput"), default="all")
+    parser.add_argument("--case", choices=("all", "latency", "throughput", "bulk"), default="all")
     args = parser.parse_args()
     if args.case in ("all", "latency"):
         for pilots in (1, 16) if args.quick else (1, 16, 160):
             print(json.dumps(latency_case(pilots, 50 if args.quick else 200, args.db)), flush=True)
     if args.case in ("all", "throughput"):
         print(json.dumps(throughput_case(16, 1000 if args.quick else 5000, args.db)), flush=True)
+    if args.case in ("all", "bulk"):
+        print(json.dumps(bulk_case(2000, 3 if args.quick else 5, args.db)), flush=True)
 
 
 if __name__ == "__main__":
