@@ -54,7 +54,7 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
 def start_pilots(url: str, count: int, tmp: Path) -> list[subprocess.Popen]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
     return [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", url, "-c", "0", "-p", "10", "-b", "5",
-                              "-v", "0", "-l", str(tmp / "log"), "-L", str(tmp / "jobs"), "-w", str(tmp / "work"),
+                              "-v", "0", "--logdir", str(tmp / "log"), "--joblogdir", str(tmp / "jobs"), "--workdir", str(tmp / "work"),
                               "-R", str(tmp / "results"), "-H", f"wn{i:02d}"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(count)]
 

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
+
+from pilot_support import pilot_starter
 
 SHELL = {"P3S_EXECMODE": "SHELL"}
 
@@ -21,46 +22,10 @@ def parse(moment: str) -> dt.datetime:
     return dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
 
 
-class Pilot:
-    """A real p3s-pilot process; its results go to ``results``."""
-
-    def __init__(self, server, tmp: Path, *args: str) -> None:
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.results = tmp / "results"
-        command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url,
-                   "-l", str(tmp / "log"), "-L", str(tmp / "jobs"), "-w", str(tmp / "work"),
-                   "-R", str(self.results), "--grace", "1", "-b", "1", *args]
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
-        self.stderr_path = tmp / "pilot.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(command, stderr=self._stderr, stdout=subprocess.DEVNULL, env=env)
-
-    def log(self) -> str:
-        return self.stderr_path.read_text()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._stderr.close()
-
-
 @pytest.fixture
 def pilots(tmp_path):
-    started: list[Pilot] = []
-
-    def start(server, *args: str) -> Pilot:
-        pilot = Pilot(server, tmp_path / f"pilot{len(started)}", *args)
-        started.append(pilot)
-        return pilot
-
-    yield start
-    for pilot in started:
-        pilot.close()
+    with pilot_starter(tmp_path, defaults=("-b", "1"), results=True, terminate=True) as start:
+        yield start
 
 
 def events(server, kind: str) -> list[dict]:

@@ -226,9 +226,9 @@ class P3SServer:
         except Exception:
             log.exception("writing the pilots' contacts failed")
 
-    def save_stats(self) -> None:
+    def save_stats(self, clean: bool = False) -> None:
         try:
-            kept.save_stats(self.stats)
+            kept.save_stats(self.stats, clean)
         except Exception:
             log.exception("saving the statistics failed")
 
@@ -249,7 +249,7 @@ class P3SServer:
             except Exception:
                 pass
         self.flush_contacts()
-        self.save_stats()
+        self.save_stats(clean=True)
         if self.db.embedded:
             kept.save_counters(self.lifecycle.counters)
         self.db.close()
