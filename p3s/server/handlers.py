@@ -208,6 +208,7 @@ class PilotsHandler(ListMixin, ApiHandler):
     }
 
     def get(self) -> None:
+        self.server.pilot_service.contacts.flush()      # show the contacts kept in memory too
         self.page(self.server.pilot_service.collection, pilot_query(self), "uuid")
 
     def post(self) -> None:
@@ -228,6 +229,7 @@ class PilotHandler(ApiHandler):
            "DELETE": {"summary": "Delete a stopped or lost pilot", "response": "Deleted"}}
 
     def get(self, uuid: str) -> None:
+        self.server.pilot_service.contacts.flush()
         doc = self.server.pilot_service.collection.find_one({"_id": uuid})
         if doc is None:
             raise not_found("pilot", uuid)
