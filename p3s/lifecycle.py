@@ -347,9 +347,28 @@ class Lifecycle:
         for listener in self.listeners:
             listener.pilot_moved({**doc, "state": None}, doc)
 
+    async def delete_pilots_in_slices(self, query: dict, each: Any = None) -> list[str]:
+        """``delete_pilots`` for any number of pilots, in slices that let the loop run; ``each`` is
+        called with the uuids each slice deleted."""
+        ids = await slices.scan_ids(models.Pilot._get_collection(),
+                                    {"$and": [query, {"state": {"$nin": sorted(states.PILOT_ALIVE)}}]})
+        deleted: list[str] = []
+        for chunk in slices.chunks(ids, slices.DELETE_SLICE):
+            gone = self.delete_pilots({"_id": {"$in": list(chunk)}, "$and": [query]})
+            if each is not None:
+                each(gone)
+            deleted += gone
+            await slices.pause()
+        slices.finished(len(ids))
+        return deleted
+
     def delete_pilots(self, query: dict) -> list[str]:
         """Delete pilots matching ``query`` that are stopped or lost."""
+        query = dict(query)
+        by_id = query.pop("_id", None)      # kept at the top, where the engine plans it by the id index
         query = {"$and": [query, {"state": {"$nin": sorted(states.PILOT_ALIVE)}}]}
+        if by_id is not None:
+            query["_id"] = by_id
         doomed = list(self.pilots.find(query, PILOT_BRIEF))
         ids = [d["_id"] for d in doomed]
         if ids:

@@ -2,6 +2,7 @@
 for silence the server caused. (Timings are in bench/stall.py; these tests check behaviour.)"""
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 
@@ -90,3 +91,22 @@ def test_a_data_delete_lets_other_requests_through(server):
     deleter.join()
     assert answered[0] == "status", answered
     assert server.ok("GET", "/data?limit=1")["total"] == 0
+
+
+def test_a_pilot_delete_lets_other_requests_through(server):
+    """Deleting many stopped or lost pilots is done in slices: a request sent meanwhile is answered
+    first (it was one O(n²) call on the embedded engine)."""
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        pilots = list(pool.map(lambda i: server.register(host=f"wn{i}"), range(3000)))
+    while server.ok("GET", "/summary")["pilots"].get("lost", 0) < len(pilots):
+        time.sleep(0.5)                       # silent: the reaper declares them lost
+    answered: list[str] = []
+    deleter = threading.Thread(target=lambda: answered.append(len(server.ok("DELETE", "/pilots?state=lost")["deleted"])))
+    deleter.start()
+    while not answered and server.ok("GET", "/pilots?limit=1&state=lost")["total"] == len(pilots):
+        pass                                  # the delete has begun once the count falls
+    server.ok("GET", "/status")
+    answered.append("status")
+    deleter.join()
+    assert answered == ["status", len(pilots)], answered
+    assert server.ok("GET", "/pilots?limit=1")["total"] == 0

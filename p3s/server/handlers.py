@@ -217,10 +217,9 @@ class PilotsHandler(ListMixin, ApiHandler):
         self.reply({"pilot": document(doc), "credential": credential,
                     "settings": self.server.pilot_service.settings()}, 201)
 
-    def delete(self) -> None:
-        deleted = self.server.lifecycle.delete_pilots(pilot_query(self))
-        self.server.authenticator.credentials.revoke_pilots(deleted)
-        self.reply({"deleted": deleted})
+    async def delete(self) -> None:
+        self.reply({"deleted": await self.server.lifecycle.delete_pilots_in_slices(
+            pilot_query(self), self.server.authenticator.credentials.revoke_pilots)})
 
 
 class PilotHandler(ApiHandler):
