@@ -74,34 +74,76 @@ def check_key(key: Any, where: str) -> None:
         raise invalid(where, f"key {key!r} may not start with $ or contain a dot")
 
 
-def check_tree(value: Any, where: str = "body", stored_keys: bool = False) -> None:
+def check_tree(value: Any, where: str = "body", stored_keys: bool = False, texts: bool = True) -> None:
     """Walk a decoded JSON value (without recursion): nesting at most MAX_DEPTH, integers within
-    64 bits, text without NUL or lone surrogates, and, with ``stored_keys``, keys MongoDB accepts.
-    Raises ApiError(422) naming the first offending place."""
-    stack = [(value, where, 0)]
+    64 bits, text without NUL or lone surrogates (unless not ``texts``: see may_hold_bad_text),
+    and, with ``stored_keys``, keys MongoDB accepts. Raises ApiError(422) naming the first
+    offending place. A place's name is only spelled out for an error: a body of 10,000 jobs is
+    walked on the event loop."""
+    if not isinstance(value, (dict, list)):
+        _check_leaf(value, ("",), where, -1, [])
+        return
+    stack: list[tuple[Any, Any, int]] = [(value, (where,), 0)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, dict):
             if depth >= MAX_DEPTH:
-                raise invalid(path, f"is nested more than {MAX_DEPTH} levels deep")
+                raise invalid(_path(path), f"is nested more than {MAX_DEPTH} levels deep")
             for key, sub in item.items():
-                inner = f"{path}.{key}" if path else str(key)
                 if stored_keys:
-                    check_key(key, inner)
-                elif isinstance(key, str):
-                    check_text(key, inner)
-                stack.append((sub, inner, depth + 1))
+                    if not isinstance(key, str) or not key or key[0] == "$" or "." in key or (texts and _bad_text(key)):
+                        check_key(key, _path((path, key)))
+                elif texts and isinstance(key, str) and _bad_text(key):
+                    check_text(key, _path((path, key)))
+                _check_leaf(sub, path, key, depth, stack, texts)
         elif isinstance(item, list):
             if depth >= MAX_DEPTH:
-                raise invalid(path, f"is nested more than {MAX_DEPTH} levels deep")
-            stack.extend((sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(item))
-        elif isinstance(item, str):
-            check_text(item, path)
-        elif isinstance(item, int) and not isinstance(item, bool):
-            if not INT64_MIN <= item <= INT64_MAX:
-                raise invalid(path, "is outside the range of a 64-bit integer")
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise invalid(path, "must be a finite number")
+                raise invalid(_path(path), f"is nested more than {MAX_DEPTH} levels deep")
+            for i, sub in enumerate(item):
+                _check_leaf(sub, path, i, depth, stack, texts)
+
+
+def _check_leaf(sub: Any, path: tuple, key: Any, depth: int, stack: list, texts: bool = True) -> None:
+    """Check a scalar in place; queue a container (with its path, built lazily) for the walk."""
+    if isinstance(sub, (dict, list)):
+        stack.append((sub, (path, key), depth + 1))
+    elif isinstance(sub, str):
+        if texts and _bad_text(sub):
+            check_text(sub, _path((path, key)))
+    elif isinstance(sub, int) and not isinstance(sub, bool):
+        if not INT64_MIN <= sub <= INT64_MAX:
+            raise invalid(_path((path, key)), "is outside the range of a 64-bit integer")
+    elif isinstance(sub, float) and not math.isfinite(sub):
+        raise invalid(_path((path, key)), "must be a finite number")
+
+
+# In JSON text decoded from UTF-8, a NUL or a lone surrogate can only come from a \\u escape.
+_BAD_ESCAPE = re.compile(r"\\u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def may_hold_bad_text(json_text: str) -> bool:
+    """Whether JSON text (decoded from UTF-8) may hold a NUL or a lone surrogate once parsed: if
+    not, check_tree need not look at its strings."""
+    return _BAD_ESCAPE.search(json_text) is not None
+
+
+def _bad_text(text: str) -> bool:
+    return "\x00" in text or _SURROGATE.search(text) is not None
+
+
+def _path(path: tuple) -> str:
+    """The name of a place from its lazy path: (where,) or (parent path, key or index)."""
+    keys = []
+    while len(path) == 2:
+        path, key = path
+        keys.append(key)
+    out = path[0]
+    for key in reversed(keys):
+        if isinstance(key, int) and not isinstance(key, bool):
+            out = f"{out}[{key}]"
+        else:
+            out = f"{out}.{key}" if out else str(key)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any, Iterator, Sequence, TypeVar
 from p3s import gcpolicy
 
 T = TypeVar("T")
-SLICE = 100          # documents written per slice (an insert costs the embedded store ~0.2 ms each)
-DELETE_SLICE = 50    # a delete by a list of ids costs the embedded engine O(slice²): kept small
+SLICE = 50           # documents written per slice (an insert costs the embedded store ~0.2-0.4 ms each)
+DELETE_SLICE = 25    # a delete by a list of ids costs the embedded engine O(slice²): kept small
 SCAN = 1000          # documents read between pauses
 
 

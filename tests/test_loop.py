@@ -101,7 +101,8 @@ def test_a_pilot_delete_lets_other_requests_through(server):
     while server.ok("GET", "/summary")["pilots"].get("lost", 0) < len(pilots):
         time.sleep(0.5)                       # silent: the reaper declares them lost
     answered: list[str] = []
-    deleter = threading.Thread(target=lambda: answered.append(len(server.ok("DELETE", "/pilots?state=lost")["deleted"])))
+    deleter = threading.Thread(
+        target=lambda: answered.append(len(server.ok("DELETE", "/pilots?state=lost")["deleted"])))
     deleter.start()
     while not answered and server.ok("GET", "/pilots?limit=1&state=lost")["total"] == len(pilots):
         pass                                  # the delete has begun once the count falls
