@@ -18,6 +18,7 @@ from p3s.auth import Authenticator
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.freshness import Freshness
+from p3s import gcpolicy
 from p3s.jobs import JobService
 from p3s.dbcalls import OffLoop
 from p3s.lifecycle import Lifecycle
@@ -119,6 +120,7 @@ class P3SServer:
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
         reconcile_workflows(self.workflows)
+        gcpolicy.settle(force=True)        # what was loaded lives on: out of the full collections
         if self.db.shared:
             # From here on, database calls made while serving wait off the event loop.
             self.offloop = OffLoop()
@@ -268,7 +270,7 @@ class P3SServer:
                         "limits": dict(self.broker.limits)}
         out["archived"] = self.retention.totals()
         out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description,
-                         "loop": self.loop_watch.summary()}
+                         "loop": self.loop_watch.summary(), "gc": gcpolicy.summary()}
         return out
 
     def database_status(self) -> dict[str, Any]:

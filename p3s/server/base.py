@@ -189,7 +189,7 @@ class ApiHandler(tornado.web.RequestHandler):
             raise ApiError(400, f"the JSON is nested too deeply (at most {schema.MAX_DEPTH} levels)") from None
         except ValueError as exc:             # NaN, Infinity; integers of thousands of digits
             raise ApiError(400, f"malformed JSON: {exc}") from None
-        schema.check_tree(value, "")
+        schema.check_tree(value, "", texts=schema.may_hold_bad_text(text))
         return value
 
     def object_body(self, optional: bool = False) -> dict:
