@@ -173,7 +173,8 @@ class BatchBackend(BackendBase):
             lines += [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
             lines += ["P3S_PILOT_PYZ", "fi"]
         args = ["-S", shlex.quote(plan.server), "-H", '"$node"', "-e", f'"{self.system}:$batch_id"',
-                "-l", '"$logdir"', "-L", _with_node(plan.joblogdir), "-w", _with_node(plan.workdir)]
+                "--logdir", '"$logdir"', "--joblogdir", _with_node(plan.joblogdir),
+                "--workdir", _with_node(plan.workdir)]
         if plan.site:
             args += ["-s", shlex.quote(plan.site)]
         args += [shlex.quote(a) for a in plan.extra]

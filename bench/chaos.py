@@ -83,8 +83,8 @@ class Server:
 
 def start_pilot(url: str, tmp: Path, n: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", url, "-c", "0", "-p", "2", "-b", "2",
-                             "--outage", "900", "--grace", "1", "-l", str(tmp / "log"), "-L", str(tmp / "jobs"),
-                             "-w", str(tmp / "work")], env=CLEAN_ENV, stdout=subprocess.DEVNULL,
+                             "--outage", "900", "--grace", "1", "--logdir", str(tmp / "log"), "--joblogdir", str(tmp / "jobs"),
+                             "--workdir", str(tmp / "work")], env=CLEAN_ENV, stdout=subprocess.DEVNULL,
                             stderr=open(tmp / f"pilot{n}.log", "w"))
 
 

@@ -44,7 +44,7 @@ def start_server(tmp: Path, db: str) -> tuple[subprocess.Popen, str]:
 def start_pilots(url: str, count: int, tmp: Path) -> list[subprocess.Popen]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
     return [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", url, "-c", "0", "-p", "30", "-b", "5",
-                              "-v", "0", "-l", str(tmp / "log"), "-L", str(tmp / "jobs"), "-w", str(tmp / "work")],
+                              "-v", "0", "--logdir", str(tmp / "log"), "--joblogdir", str(tmp / "jobs"), "--workdir", str(tmp / "work")],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
 
 

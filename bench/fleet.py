@@ -84,7 +84,7 @@ def leftovers(name: str) -> list[int]:
 def run_backend(backend: str, url: str, tmp: Path, nodes: int, per_node: int) -> list[dict]:
     name = f"bench{os.getpid()}{backend}"
     hosts = f"node[01-{nodes:02d}]"
-    common = ["-b", backend, "--fleet", name, "-S", url, "-w", hosts, "--json"]
+    common = ["-B", backend, "--fleet", name, "-S", url, "-w", hosts, "--json"]
     sshd = None
     if backend == "ssh":
         addresses = [f"127.0.1.{i}" for i in range(1, min(nodes, MAX_LISTEN) + 1)]
@@ -168,7 +168,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=20, help="simulated nodes [20]")
     parser.add_argument("--per-node", type=int, default=8, help="pilots per node [8]")
-    parser.add_argument("-b", "--backend", default="local,ssh",
+    parser.add_argument("-B", "--backend", default="local,ssh",
                         help="comma-separated backends: local, ssh, slurm [local,ssh]")
     args = parser.parse_args()
     failed = False

@@ -7,20 +7,28 @@ and off.
 
 Data files arrive (each one job, with its arrival time) for DURATION seconds at about twice what
 the pilots can process: RATE × pilots pilot-seconds of work per second, of which EVDISP_SHARE is
-evdisp's. With the policies on, evdisp is served newest first, drops stale work and sheds; reco
-drops stale work and sheds (lowest priority first). With them off, both types keep their ETA
+evdisp's. With ``--spill S`` they arrive in spills, as a DAQ writes them: every S seconds (from the
+start) S seconds' worth of files arrive together, evdisp and reco mixed, so from the second spill on
+each spill's evdisp finds the pilots busy with the reco backlog, which they do not give back.
+
+With the policies ``on``, both types drop stale work (past its deadline, or unable to finish by it,
+when a pilot would take it) and shed at admission (lowest priority first), first defined first;
+``on-newest`` also serves evdisp newest first. With them off, both types keep their ETA
 (so that turnaround is measured against it) and nothing else: first defined first, nothing dropped.
 
 Prints one JSON line per run:
-{"policies": "on"|"off", "types": {"evdisp": {"done", "within_eta", "stale", "shed",
+{"policies": "on"|"on-newest"|"off", "types": {"evdisp": {"done", "within_eta", "stale", "shed",
 "turnaround_p95_s", …}, "reco": {…}}, …}
 
+Each evdisp job dropped is listed by reason (``evdisp_dropped``): how late it was when dropped.
+
 Usage: bench/freshness.py [--quick] [--pilots 8] [--duration 180] [--rate 2] [--evdisp-share 0.6]
-                          [--policies on,off]
+                          [--spill 0] [--policies on,off] (also: on-newest)
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import signal
@@ -36,9 +44,11 @@ sys.path.insert(0, str(REPO))
 from p3s.pilot.client import Client  # noqa: E402
 
 TYPES = {"evdisp": {"priority": 10, "eta": 30, "seconds": 1}, "reco": {"priority": 0, "eta": 300, "seconds": 3}}
-POLICIES = {"on": {"evdisp": {"order": "newest-first", "stale": True, "shed": True},
-                   "reco": {"stale": True, "shed": True}},
+POLICIES = {"on": {"evdisp": {"stale": True, "shed": True}, "reco": {"stale": True, "shed": True}},
+            "on-newest": {"evdisp": {"order": "newest-first", "stale": True, "shed": True},
+                          "reco": {"stale": True, "shed": True}},
             "off": {"evdisp": {}, "reco": {}}}
+PENDING = ("defined", "dispatched", "running")
 
 
 def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
@@ -54,7 +64,7 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
 def start_pilots(url: str, count: int, tmp: Path) -> list[subprocess.Popen]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
     return [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", url, "-c", "0", "-p", "10", "-b", "5",
-                              "-v", "0", "-l", str(tmp / "log"), "-L", str(tmp / "jobs"), "-w", str(tmp / "work"),
+                              "-v", "0", "--logdir", str(tmp / "log"), "--joblogdir", str(tmp / "jobs"), "--workdir", str(tmp / "work"),
                               "-R", str(tmp / "results"), "-H", f"wn{i:02d}"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(count)]
 
@@ -94,10 +104,15 @@ def run(policies: str, args: argparse.Namespace) -> dict:
             submitted = {name: 0 for name in TYPES}
             shed_at_submit = {name: 0 for name in TYPES}
             start = last = time.monotonic()
+            next_spill = start
             while (now := time.monotonic()) < start + args.duration:
+                if args.spill and now < next_spill:
+                    time.sleep(min(0.1, next_spill - now))
+                    continue
+                next_spill = now + args.spill
                 batch = []
                 for name, rate in rates.items():
-                    owed[name] += rate * (now - last)
+                    owed[name] += rate * (args.spill or (now - last))
                     while owed[name] >= 1:
                         owed[name] -= 1
                         batch.append({"jobtype": name, "priority": TYPES[name]["priority"], "arrived": time.time(),
@@ -108,8 +123,14 @@ def run(policies: str, args: argparse.Namespace) -> dict:
                     for job in client.call("POST", "/jobs", batch)["items"]:
                         shed_at_submit[job["jobtype"]] += job["state"] == "stale"
                 time.sleep(max(0.0, 0.1 - (time.monotonic() - now)))
+            # Let the evdisp arrived so far run out (or be dropped): every one of them is counted.
+            drain = time.monotonic() + TYPES["evdisp"]["eta"] * 2
+            while time.monotonic() < drain and any(
+                    client.summary()["jobs_by_type"].get("evdisp", {}).get(s, 0) for s in PENDING):
+                time.sleep(0.5)
             report = client.call("GET", "/freshness")["types"]
             summary = client.summary()
+            dropped = dropped_evdisp(client)
         finally:
             stop(pilots)
             server.send_signal(signal.SIGTERM)
@@ -124,7 +145,35 @@ def run(policies: str, args: argparse.Namespace) -> dict:
                      "turnaround_p95_s": window["turnaround_p95_s"],
                      "pending": states.get("defined", 0) + states.get("dispatched", 0) + states.get("running", 0)}
     return {"bench": "freshness", "policies": policies, "pilots": args.pilots, "duration_s": args.duration,
-            "rate": args.rate, "evdisp_share": args.evdisp_share, "types": out}
+            "rate": args.rate, "evdisp_share": args.evdisp_share, "spill_s": args.spill, "types": out,
+            "evdisp_dropped": dropped}
+
+
+def dropped_evdisp(client: Client) -> dict:
+    """The evdisp jobs dropped, by reason: how many, and how far past their deadline (s) at the drop."""
+    out: dict[str, dict] = {}
+    offset = 0
+    while True:
+        page = client.call("GET", "/jobs", query={"state": "stale", "jobtype": "evdisp", "limit": 1000,
+                                                  "offset": offset})["items"]
+        for job in page:
+            late = (parse_time(job["ts_sto"]) - parse_time(job["deadline"])) if job.get("deadline") else None
+            entry = out.setdefault(job.get("dropped") or "stale", {"n": 0, "late_s": []})
+            entry["n"] += 1
+            if late is not None:
+                entry["late_s"].append(late)
+        if len(page) < 1000:
+            break
+        offset += 1000
+    for entry in out.values():
+        lates = sorted(entry.pop("late_s"))
+        entry["late_at_drop_s"] = ({"min": round(lates[0], 1), "median": round(lates[len(lates) // 2], 1),
+                                    "max": round(lates[-1], 1)} if lates else None)
+    return out
+
+
+def parse_time(value: str) -> float:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def main() -> None:
@@ -134,6 +183,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds of arrivals [180; --quick 60]")
     parser.add_argument("--rate", type=float, default=2.0, help="arriving work / what the pilots can do [2]")
     parser.add_argument("--evdisp-share", type=float, default=0.6, help="evdisp's share of the arriving work [0.6]")
+    parser.add_argument("--spill", type=float, default=0.0,
+                        help="seconds between spills of arriving files (0: continuous arrival) [0]")
     parser.add_argument("--policies", default="on,off", help="runs to make, in order [on,off]")
     args = parser.parse_args()
     if args.duration is None:

@@ -41,8 +41,8 @@ def start_server(tmp: Path, db: str, lost_timeout: int) -> tuple[subprocess.Pope
 def start_pilots(url: str, count: int, tmp: Path) -> list[subprocess.Popen]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
     return [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", url, "-c", "0", "-p", "5", "-b", "1",
-                              "--jobtypes", "busy", "-l", str(tmp / "log"), "-L", str(tmp / "jobs"),
-                              "-w", str(tmp / "work")], env=env, stdout=subprocess.DEVNULL,
+                              "--jobtypes", "busy", "--logdir", str(tmp / "log"), "--joblogdir", str(tmp / "jobs"),
+                              "--workdir", str(tmp / "work")], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL) for _ in range(count)]
 
 

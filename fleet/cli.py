@@ -1,12 +1,12 @@
 """`p3s-fleet`: start, count and stop pilots on many hosts (replaces pgen.sh, preport.sh, pkill.sh
 and the cron-driven pilot top-up).
 
-    p3s-fleet up -w 'wn[01-20]' -n 8 [-b ssh|local|slurm|sge] [-S URL] [--site S] [-- PILOT OPTIONS]
-    p3s-fleet up -b slurm -n 160 [--partition P] [--time T] [--submit-option=…] [-- PILOT OPTIONS]
+    p3s-fleet up -w 'wn[01-20]' -n 8 [-B ssh|local|slurm|sge] [-S URL] [--site S] [-- PILOT OPTIONS]
+    p3s-fleet up -B slurm -n 160 [--partition P] [--time T] [--submit-option=…] [-- PILOT OPTIONS]
     p3s-fleet report [-w NODES] [--site S] [--pilots] [--json]
     p3s-fleet kill (-w NODES | --site S | --all) [--wait S] [--grace S]
     p3s-fleet top-up --site S [--site S2 …] [-w NODES] [--every SECONDS] [--max-per-node N] [-- PILOT OPTIONS]
-    p3s-fleet zipapp [-o p3s-pilot.pyz]
+    p3s-fleet zipapp [--output p3s-pilot.pyz]
 
 Results go to stdout, progress and errors to stderr; the exit status is 1 when any host failed.
 """
@@ -20,6 +20,7 @@ from p3s.backends import BackendNotFound, available, load
 from p3s.backends.base import Backend, BackendBase, Settings
 from p3s.cli.common import add_client_arguments, fail, make_client, number_type, print_json, print_table
 from p3s.pilot.client import P3SError, TokenFileError, read_token_file
+from p3s.pilot.flags import retire
 from p3s.fleet import batch_cli
 from p3s.fleet import kill as kill_mod
 from p3s.fleet import report as report_mod
@@ -49,7 +50,7 @@ def _common_parser(backends: dict[str, type[BackendBase]]) -> argparse.ArgumentP
     hosts.add_argument("-w", "--nodes", metavar="NODES", help="host list, e.g. 'wn[01-20]', 'wn[01-05,08],gpu[1-2]', "
                                                               "'wn[01-20]!wn07' (ClusterShell syntax)")
     hosts.add_argument("-x", "--exclude", metavar="NODES", help="hosts to leave out (same syntax)")
-    hosts.add_argument("-b", "--backend", default=DEFAULT_BACKEND, metavar="NAME",
+    hosts.add_argument("-B", "--backend", default=DEFAULT_BACKEND, metavar="NAME",
                        help=f"how pilots are started and found: {', '.join(backends) or 'none installed'} "
                             f"[default {DEFAULT_BACKEND}]")
     hosts.add_argument("--fleet", default="default", metavar="NAME",
@@ -79,6 +80,7 @@ def _common_parser(backends: dict[str, type[BackendBase]]) -> argparse.ArgumentP
                 choices=option.choices, metavar=None if option.choices else option.metavar or option.name.upper(),
                 action="append" if option.multiple else "store", help=option.help)
     add_client_arguments(common)
+    retire(common, "-b", "is the heartbeat (p3s-site, the pilot): write -B/--backend NAME for the backend")
     return common
 
 
@@ -146,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     pyz = sub.add_parser("zipapp", help="write the pilot zipapp (what every backend ships to the nodes)",
                          description="Write p3s-pilot.pyz: the pilot package as one file that any python3 "
                                      "(3.11+) runs with nothing else installed: python3 p3s-pilot.pyz -S URL …")
-    pyz.add_argument("-o", "--output", default="p3s-pilot.pyz", metavar="FILE", help="[default: p3s-pilot.pyz]")
+    retire(pyz, "-o", "is a workflow override (p3s-workflow): write --output FILE")
+    pyz.add_argument("--output", default="p3s-pilot.pyz", metavar="FILE", help="[default: p3s-pilot.pyz]")
     return parser
 
 

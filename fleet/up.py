@@ -17,9 +17,9 @@ RESERVED = {
     "server": ("-S/--server", "use p3s-fleet --pilot-server (default: --server)"),
     "token": ("--token", "use p3s-fleet --pilot-token-file (the token reaches the pilot on stdin, never on a command line)"),
     "site": ("-s/--site", "use p3s-fleet --site"),
-    "logdir": ("-l/--logdir", "use p3s-fleet --logdir"),
-    "joblogdir": ("-L/--joblogdir", "use p3s-fleet --joblogdir"),
-    "workdir": ("-w/--workdir", "use p3s-fleet --workdir"),
+    "logdir": ("--logdir", "use p3s-fleet --logdir"),
+    "joblogdir": ("--joblogdir", "use p3s-fleet --joblogdir"),
+    "workdir": ("--workdir", "use p3s-fleet --workdir"),
 }
 CLOCK_SKEW = 60.0
 
@@ -40,8 +40,8 @@ class PilotPlan:
         def place(template: str) -> str:
             return template.replace("{node}", node)
 
-        args = ["-S", self.server, "-H", node, "-l", place(self.logdir), "-L", place(self.joblogdir),
-                "-w", place(self.workdir)]
+        args = ["-S", self.server, "-H", node, "--logdir", place(self.logdir), "--joblogdir", place(self.joblogdir),
+                "--workdir", place(self.workdir)]
         if self.site:
             args += ["-s", self.site]
         return Launch(args + self.extra, place(self.logdir), self.token)

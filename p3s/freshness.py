@@ -74,8 +74,10 @@ class Freshness(Listener):
         self.kill_job: Callable[[dict], None] | None = None
         self.runtimes: dict[str, collections.deque] = {}
         self.priority: dict[str, int] = {}                     # last priority seen per type
-        self.ready: collections.Counter[tuple[str, int]] = collections.Counter()   # (type, prio) -> defined
-        self._ready_of: dict[str, tuple[str, int]] = {}
+        self.site_of: dict[str, str] = {}                      # last site restriction seen per type
+        # (type, priority, site) -> defined jobs
+        self.ready: collections.Counter[tuple[str, int, str]] = collections.Counter()
+        self._ready_of: dict[str, tuple[str, int, str]] = {}
         self.arrivals: dict[str, collections.deque] = {}       # creation times of recent jobs per type
         self.samples: dict[int, dict[str, list[float]]] = {}   # minute -> type -> turnarounds (s)
         self.counts: dict[int, collections.Counter] = {}       # minute -> (type, done|within|eta|stale|shed)
@@ -86,9 +88,23 @@ class Freshness(Listener):
         self._deadlines: list[tuple[float, str, str]] = []      # (deadline, job, jobtype)
         self._cached: tuple[float, dict] | None = None
         self._dirty = True                   # figures changed since the cached report
-        self._capacity_memo: dict[str, tuple[int, int]] | None = None
+        self._capacity_memo: dict[tuple[str, str], tuple[int, int]] | None = None
+        self.shared: Any = None              # p3s.freshshare.SharedFigures on a shared MongoDB
         lifecycle.listeners.append(self)
         events.subscribers.append(self.event_recorded)
+
+    def share(self, collection: Any) -> None:
+        """Merge the figures with the other servers' through ``collection`` (a shared MongoDB)."""
+        from p3s.freshshare import SharedFigures
+        self.shared = SharedFigures(self, collection, SAMPLES_PER_MINUTE)
+
+    def sync_shared(self) -> None:
+        """The periodic exchange of figures with the other servers (p3s.freshshare)."""
+        if self.shared is not None:
+            try:
+                self.shared.sync()
+            except Exception:
+                log.exception("exchanging the freshness figures with the other servers failed")
 
     def close(self) -> None:
         if self.event_recorded in events.subscribers:
@@ -103,7 +119,7 @@ class Freshness(Listener):
         self._ready_of.clear()
         self._deadlines = []
         for doc in jobs.find({"state": {"$in": [states.DEFINED, *states.JOB_ACTIVE]}},
-                             {"state": 1, "jobtype": 1, "priority": 1, "deadline": 1}):
+                             {"state": 1, "jobtype": 1, "priority": 1, "deadline": 1, "site": 1}):
             if doc["state"] == states.DEFINED:
                 self._ready_in(doc)
             self.priority.setdefault(doc.get("jobtype", ""), doc.get("priority", 0))
@@ -185,34 +201,41 @@ class Freshness(Listener):
             recent.popleft()
         return len(recent) / ARRIVAL_WINDOW
 
-    def capacity(self, jobtype: str) -> tuple[int, int]:
-        """Live pilots that may take the type, and how many of them are idle (counted once per
-        admission batch)."""
+    def capacity(self, jobtype: str, site: str = "") -> tuple[int, int]:
+        """Live pilots that may take the type (of ``site``, for a job restricted to it), and how many
+        of them are idle (counted once per admission batch)."""
         memo = self._capacity_memo
-        if memo is not None and jobtype in memo:
-            return memo[jobtype]
+        if memo is not None and (jobtype, site) in memo:
+            return memo[(jobtype, site)]
         total = idle = 0
         for pilot in self.live_pilots():
-            if not pilot.jobtypes or jobtype in pilot.jobtypes:
+            if (not pilot.jobtypes or jobtype in pilot.jobtypes) and (not site or pilot.site == site):
                 total += 1
                 idle += pilot.job is None and pilot.state == states.IDLE
         if memo is not None:
-            memo[jobtype] = (total, idle)
+            memo[(jobtype, site)] = (total, idle)
         return total, idle
 
-    def predicted_wait(self, jobtype: str, priority: int, now: float | None = None) -> float | None:
-        """Seconds a job of ``jobtype`` and ``priority`` defined now would wait for a pilot.
+    def predicted_wait(self, jobtype: str, priority: int, now: float | None = None,
+                       site: str | None = None) -> float | None:
+        """Seconds a job of ``jobtype`` and ``priority`` (restricted to ``site``; None: as the type's
+        jobs last were) defined now would wait for a pilot.
 
+        Only the pilots that may take it count, and only the work that competes for them (jobs of
+        another site do not; work spread over every pilot counts by these pilots' share of them).
         None when nothing is measured yet (no pilot, or no run time of the types involved).
         ``math.inf`` when higher-priority work arriving takes all the pilots' time.
         """
-        pilots, idle = self.capacity(jobtype)
+        site = self.site_of.get(jobtype, "") if site is None else site
+        pilots, idle = self.capacity(jobtype, site)
         if pilots == 0:
             return None
+        everywhere = self.capacity(jobtype)[0] if site else pilots
+        fraction = pilots / everywhere if everywhere else 1.0
         newest = self.is_newest_first(jobtype)
         ahead = 0.0
-        for (other, prio), n in self.ready.items():
-            if n <= 0 or prio < priority:
+        for (other, prio, other_site), n in self.ready.items():
+            if n <= 0 or prio < priority or (site and other_site and other_site != site):
                 continue
             if prio == priority and other == jobtype and newest:
                 continue              # a new job of a newest-first type goes before its own backlog
@@ -228,9 +251,15 @@ class Freshness(Listener):
         for (state, other), n in self.lifecycle.counters.jobs.items():
             if state in states.JOB_ACTIVE and n > 0:
                 busy += n * (self.runtime(other) or 0.0) / 2
-        # Pilot time that higher-priority arrivals take away from this priority.
-        taken = sum(self.arrival_rate(t, now) * (self.runtime(t) or 0.0)
-                    for t, p in self.priority.items() if p > priority)
+        busy *= fraction      # the jobs running on these pilots, if spread evenly
+        # Pilot time that higher-priority arrivals take away from this priority (on these pilots).
+        taken = 0.0
+        for other, prio in self.priority.items():
+            other_site = self.site_of.get(other, "")
+            if prio <= priority or (site and other_site and other_site != site):
+                continue
+            share_here = 1.0 if other_site == site else fraction
+            taken += self.arrival_rate(other, now) * (self.runtime(other) or 0.0) * share_here
         share = pilots - taken
         if share <= 0.05 * pilots:
             return math.inf
@@ -243,14 +272,14 @@ class Freshness(Listener):
         priority is shed to protect it. Each job admitted counts as ahead of the next of the batch."""
         shed: list[dict] = []
         now = time.time()
-        counted: collections.Counter[tuple[str, int]] = collections.Counter()
+        counted: collections.Counter[tuple[str, int, str]] = collections.Counter()
         self._capacity_memo = {}
         try:
             for doc in docs:
                 if doc.get("state") not in (states.DEFINED, states.TEMPLATE) or doc.get("noop"):
                     continue
-                key = (doc.get("jobtype", ""), doc.get("priority", 0))
-                reason = self.shed_reason(key[0], key[1], epoch(doc.get("deadline")), now)
+                key = (doc.get("jobtype", ""), doc.get("priority", 0), doc.get("site") or "")
+                reason = self.shed_reason(key[0], key[1], epoch(doc.get("deadline")), now, site=key[2])
                 if reason is not None:
                     doc.update(state=states.STALE, dropped="shed", error=reason, ts_sto=utcnow())
                     shed.append(doc)
@@ -265,28 +294,30 @@ class Freshness(Listener):
                     del self.ready[key]
         return shed
 
-    def shed_reason(self, jobtype: str, priority: int, deadline: float | None, now: float | None = None) -> str | None:
-        """Why a new job would be shed now, or None to admit it."""
+    def shed_reason(self, jobtype: str, priority: int, deadline: float | None, now: float | None = None,
+                    site: str = "") -> str | None:
+        """Why a new job (restricted to ``site``, '' = any) would be shed now, or None to admit it."""
         policy = self.policy(jobtype)
         if not policy.shed:
             return None
         now = now or time.time()
         run = self.runtime(jobtype)
         if deadline is not None and run is not None:
-            wait = self.predicted_wait(jobtype, priority, now)
+            wait = self.predicted_wait(jobtype, priority, now, site)
             if wait is not None and now + wait + run > deadline:
                 wait_text = "unbounded (higher-priority work takes every pilot)" if math.isinf(wait) else f"{wait:.0f} s"
                 return (f"shed: predicted wait {wait_text} + run {run:.1f} s would end past its deadline "
                         f"({deadline - now:.0f} s from now)")
         for other, other_prio in sorted(self.priority.items(), key=lambda kv: -kv[1]):
-            if other_prio <= priority or other == jobtype:
-                continue
+            other_site = self.site_of.get(other, "")
+            if other_prio <= priority or other == jobtype or (site and other_site and other_site != site):
+                continue                     # (a job of another site never holds the other's pilots)
             eta = self.policy(other).eta
             other_run = self.runtime(other)
             if not eta or other_run is None or run is None:
                 continue
-            wait = self.predicted_wait(other, other_prio, now)
-            pilots, _idle = self.capacity(other)
+            wait = self.predicted_wait(other, other_prio, now, other_site)
+            pilots, _idle = self.capacity(other, other_site)
             if wait is None or not pilots:
                 continue
             if wait + run / pilots + other_run > eta * PROTECT_MARGIN:
@@ -302,7 +333,7 @@ class Freshness(Listener):
             jobtype = vertex.get("jobtype", "")
             eta = vertex.get("eta") or self.policy(jobtype).eta
             deadline = epoch(arrived) + eta if eta else None
-            reason = self.shed_reason(jobtype, vertex.get("priority", 0), deadline, now)
+            reason = self.shed_reason(jobtype, vertex.get("priority", 0), deadline, now, vertex.get("site") or "")
             if reason is not None:
                 return {"admit": False, "reason": reason, "jobtype": jobtype}
         return {"admit": True, "reason": None, "jobtype": None}
@@ -316,17 +347,27 @@ class Freshness(Listener):
 
     # --- staleness ----------------------------------------------------------------------------
     def drop_if_stale(self, uuid: str, jobtype: str, deadline: float | None, now: float | None = None) -> bool:
-        """At a claim: end a ``defined`` job past its deadline ``stale`` (when its type says so).
-        True when the job must not be handed out."""
-        if deadline is None or deadline > (now or time.time()) or not self.policy(jobtype).stale:
+        """At a claim: end ``stale`` a ``defined`` job past its deadline, or that could no longer
+        finish by it (its type's measured run time from now), when its type says so. True when the
+        job must not be handed out: a pilot then takes the next one, which may still be in time."""
+        now = now or time.time()
+        if deadline is None or not self.policy(jobtype).stale:
             return False
-        self._make_stale(uuid, jobtype, deadline, {states.DEFINED})
+        run = self.runtime(jobtype) or 0.0
+        if deadline > now + run:
+            return False
+        self._make_stale(uuid, jobtype, deadline, {states.DEFINED}, run if deadline > now else None)
         return True
 
-    def _make_stale(self, uuid: str, jobtype: str, deadline: float, sources: set[str]) -> dict | None:
+    def _make_stale(self, uuid: str, jobtype: str, deadline: float, sources: set[str],
+                    run: float | None = None) -> dict | None:
         late = time.time() - deadline
-        reason = f"stale: its deadline passed {late:.0f} s ago before it " + (
-            "was taken by a pilot" if states.DEFINED in sources else "finished")
+        if run is not None:
+            reason = (f"stale: it could no longer finish by its deadline ({-late:.1f} s away; its type runs "
+                      f"{run:.1f} s) when a pilot would have taken it")
+        else:
+            reason = f"stale: its deadline passed {late:.0f} s ago before it " + (
+                "was taken by a pilot" if states.DEFINED in sources else "finished")
         try:
             job = self.lifecycle.move_job(uuid, states.STALE, sources=sources,
                                           set_={"ts_sto": utcnow(), "error": reason, "dropped": "stale"})
@@ -372,7 +413,8 @@ class Freshness(Listener):
             heapq.heappush(self._deadlines, (epoch(doc["deadline"]), doc["_id"], doc.get("jobtype", "")))
 
     def _ready_in(self, doc: dict) -> None:
-        key = (doc.get("jobtype", ""), doc.get("priority", 0))
+        key = (doc.get("jobtype", ""), doc.get("priority", 0), doc.get("site") or "")
+        self.site_of[key[0]] = key[2]
         self._ready_out(doc["_id"])
         self._ready_of[doc["_id"]] = key
         self.ready[key] += 1
@@ -429,6 +471,8 @@ class Freshness(Listener):
             minute = int(time.time() // 60)
             self._dirty = True
             self.injector.setdefault(minute, collections.Counter())[str(reason)[:32]] += 1
+            if self.shared is not None:
+                self.shared.count(minute, "inj", str(reason)[:32], "n")
 
     # --- turnaround ---------------------------------------------------------------------------
     def _ended(self, job: dict, when: float) -> None:
@@ -438,6 +482,8 @@ class Freshness(Listener):
         counts = self.counts.setdefault(minute, collections.Counter())
         if job["state"] == states.STALE:
             counts[(jobtype, job.get("dropped") or "stale")] += 1
+            if self.shared is not None:
+                self.shared.count(minute, "job", jobtype, job.get("dropped") or "stale")
             return
         started, stopped = epoch(job.get("ts_sta")), epoch(job.get("ts_sto")) or when
         if started is not None and stopped >= started:
@@ -454,6 +500,12 @@ class Freshness(Listener):
         if deadline is not None:
             counts[(jobtype, "eta")] += 1
             counts[(jobtype, "within")] += stopped <= deadline
+        if self.shared is not None:
+            self.shared.sample(minute, "job", jobtype, turnaround)
+            self.shared.count(minute, "job", jobtype, "done")
+            if deadline is not None:
+                self.shared.count(minute, "job", jobtype, "eta")
+                self.shared.count(minute, "job", jobtype, "within", int(stopped <= deadline))
         hist = self.histogram.setdefault(jobtype, [0] * (len(BUCKETS) + 1))
         hist[next((i for i, b in enumerate(BUCKETS) if turnaround <= b), len(BUCKETS))] += 1
         self.hist_sum[jobtype] += turnaround
@@ -467,6 +519,8 @@ class Freshness(Listener):
         bucket = self.wf_samples.setdefault(minute, {}).setdefault(wf.get("template", ""), [])
         if len(bucket) < SAMPLES_PER_MINUTE:
             bucket.append(max(0.0, stopped - arrived))
+        if self.shared is not None:
+            self.shared.sample(minute, "wf", wf.get("template", ""), max(0.0, stopped - arrived))
 
     def _trim(self, minute: int) -> None:
         oldest = minute - 24 * 60
@@ -518,7 +572,7 @@ class Freshness(Listener):
             types[name] = {**dataclasses.asdict(policy), "priority": priority,
                            "alarm_within_eta": policy.alarm_within_eta if policy.alarm_within_eta is not None
                            else self.config.alarm_within_eta,
-                           "backlog": sum(n for (t, _p), n in self.ready.items() if t == name),
+                           "backlog": sum(n for (t, _p, _s), n in self.ready.items() if t == name),
                            "runtime_s": None if self.runtime(name) is None else round(self.runtime(name), 2),
                            "predicted_wait_s": None if wait is None else (-1 if math.isinf(wait) else round(wait, 1)),
                            "windows": windows}

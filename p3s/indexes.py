@@ -27,6 +27,7 @@ OTHER: dict[str, list[tuple[str, ...]]] = {
              ("state", "ts_dis")],             # the reaper's dispatched jobs never started
     "pilots": [("ts_stop", "_id")],            # retention: the oldest ended pilots first
     "jobtype_slots": [("holds.t",)],           # the repair of slots left by a killed server
+    "freshness": [("updated",)],               # p3s.freshshare: the minutes changed since the last read
 }
 
 

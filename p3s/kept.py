@@ -2,8 +2,12 @@
 
 - The monitor's statistics by minute (``web.stats``), in the ``stats`` collection: one document per
   minute of the last 24 hours, saved every few seconds and at a clean stop, read back at start.
-  Jobs that retention archived still count in the minutes they happened in, and a restart does
-  not scan the jobs. A kill loses at most the last ``SAVE_PERIOD`` seconds of statistics.
+  Jobs that retention archived still count in the minutes they happened in, and a restart after a
+  clean stop does not scan the jobs. Each minute's document says when it was taken (``saved``) and
+  the marker when the last complete save was taken; a start after a kill counts from the job and pilot
+  records what happened after those times (the seconds since the last save, which a kill would
+  otherwise lose, with the failure-rate alarms they feed), in the walk that recounts the counters
+  on the embedded store.
 - The job and pilot counters (``p3s.lifecycle.Counters``), in the ``kept`` collection, written at
   a clean stop and marked stale as soon as a server opens the database again: a start after a
   clean stop reads them instead of counting every job (a scan of the whole collection on the
@@ -13,9 +17,10 @@
 from __future__ import annotations
 
 import collections
+import datetime as _dt
 import logging
 import time
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import bson
 
@@ -25,6 +30,9 @@ from p3s.web.stats import MINUTES, Stats, _minute
 
 log = logging.getLogger("p3s.kept")
 SAVE_PERIOD = 10.0       # seconds between saves of the statistics
+STAMPS = ("ts_def", "ts_sta", "ts_sto")
+# (last save, jobs stamped after it) from the counters' walk after a kill, for load_stats (one walk, not two)
+_recent: tuple[float, list[dict]] | None = None
 
 
 def walk(collection: Any, projection: dict | None = None, batch: int = 2000) -> Iterator[dict]:
@@ -59,8 +67,9 @@ def kept_collection() -> Any:
 
 # --- statistics -------------------------------------------------------------------------------
 def load_stats(stats: Stats) -> str:
-    """Fill ``stats`` with the kept minutes of the last 24 hours; a database without kept
-    statistics is counted once from the jobs (and kept from then on). Returns which it did."""
+    """Fill ``stats`` with the kept minutes of the last 24 hours, and after a kill what happened since
+    they were saved; a database without kept statistics is counted once from the jobs (and kept from
+    then on). Returns which it did."""
     marker = kept_collection().find_one({"_id": "stats"})
     if marker is None:
         stats.load(walk(models.Job._get_collection()))
@@ -69,18 +78,58 @@ def load_stats(stats: Stats) -> str:
         kept_collection().update_one({"_id": "stats"}, {"$set": {"since": time.time()}}, upsert=True)
         return "counted"
     first = _minute(time.time()) - MINUTES
+    taken: dict[int, float] = {}
     for row in _db()["stats"].find({}):
         if isinstance(row.get("_id"), int) and row["_id"] > first:
             stats.restore_minute(row["_id"], row)
-    return "kept"
+            taken[row["_id"]] = row.get("saved", 0.0)
+    kept_collection().update_one({"_id": "stats"}, {"$set": {"clean": False}})    # until the next clean stop
+    last = marker.get("saved")
+    if marker.get("clean") or last is None:
+        return "kept"
+    # Killed: what happened after the last complete save, and not in a minute written later (a save
+    # the kill interrupted), is counted from the records; those minutes are written at the next save.
+    stats.load(_records_after(last), new=lambda moment: moment >= max(last, taken.get(_minute(moment), 0.0)))
+    return "kept, and counted since the last save"
 
 
-def save_stats(stats: Stats) -> int:
-    """Write the minutes changed since the last save; drop kept minutes older than 24 hours."""
+def _records_after(moment: float) -> Iterable[dict]:
+    """The jobs with a time stamp at or after ``moment``: from the counters' walk if it kept them,
+    else read (an indexed query on MongoDB, a walk on the embedded store)."""
+    global _recent
+    recent, _recent = _recent, None
+    if recent is not None and recent[0] == moment:
+        return recent[1]
+    collection, when = models.Job._get_collection(), _naive(moment)
+    if _is_embedded(collection):
+        return [doc for doc in walk(collection) if _after(doc, when)]
+    return collection.find({"$or": [{key: {"$gte": when}} for key in STAMPS]})
+
+
+def _naive(moment: float) -> _dt.datetime:
+    """Epoch seconds as the naive UTC datetime the records hold (compared as such: cheap in a walk)."""
+    return _dt.datetime.fromtimestamp(moment, _dt.timezone.utc).replace(tzinfo=None)
+
+
+def _after(doc: dict, when: _dt.datetime) -> bool:
+    for key in STAMPS:          # a plain loop: this runs once per job in the walk after a kill
+        stamp = doc.get(key)
+        if stamp.__class__ is _dt.datetime and stamp >= when:
+            return True
+    return False
+
+
+def save_stats(stats: Stats, clean: bool = False) -> int:
+    """Write the minutes changed since the last save, each with when it was taken, then that time in
+    the marker: the last complete save (``clean``: at a stop, after the last change). Drop kept
+    minutes older than 24 hours."""
+    taken = time.time()
     dirty, stats.dirty = stats.dirty, set()
     collection = _db()["stats"]
     for minute in sorted(dirty):
-        collection.replace_one({"_id": minute}, {"_id": minute, **stats.minute_row(minute)}, upsert=True)
+        collection.replace_one({"_id": minute}, {"_id": minute, **stats.minute_row(minute), "saved": taken},
+                               upsert=True)
+    kept_collection().update_one({"_id": "stats"}, {"$set": {"saved": taken, "clean": clean}}, upsert=True)
     if dirty:
         oldest = _minute(time.time()) - MINUTES - 5
         stale = [row["_id"] for row in collection.find({}, {"_id": 1})
@@ -104,12 +153,21 @@ def load_counters(counters: Any) -> str:
 
 
 def count(counters: Any) -> None:
-    """Count jobs by (state, jobtype) and pilots by (state, site) in one pass over each."""
+    """Count jobs by (state, jobtype) and pilots by (state, site) in one pass over each; after a kill,
+    keep the jobs the statistics must recount (``_records_after``) from the same pass."""
+    global _recent
+    marker = kept_collection().find_one({"_id": "stats"}) or {}
+    last = None if marker.get("clean") else marker.get("saved")
+    when = None if last is None else _naive(last)
+    recent: list[dict] = []
     for attr, model, group in (("jobs", models.Job, "jobtype"), ("pilots", models.Pilot, "site")):
         tally: collections.Counter = collections.Counter()
         for doc in walk(model._get_collection(), {"state": 1, group: 1}):
             tally[(doc.get("state"), doc.get(group) or "")] += 1
+            if when is not None and attr == "jobs" and _after(doc, when):
+                recent.append(doc)
         setattr(counters, attr, tally)
+    _recent = (last, recent) if last is not None and _is_embedded(models.Job._get_collection()) else None
 
 
 def save_counters(counters: Any) -> None:

@@ -4,15 +4,19 @@ The job documents are the truth about ownership (the claim writes the owner ther
 conditional write). At start the server: releases jobs dispatched to pilots that are no longer
 alive (no attempt counted), ends jobs running on such pilots as ``pilot_lost`` (retried when they
 have attempts left), and rewrites the current job and state of each live pilot from the jobs.
+Then (``reconcile_workflows``) a workflow whose job ended for good unsuccessfully or was dropped
+(stale, shed), but that a kill left ``defined``/``running`` or with the job's dependents still
+waiting, is ended ``failed``/``dropped`` and those dependents cancelled, as it would have been.
 Every change is a conditional write, so another server sharing the database is not overruled.
 """
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from p3s import events, models, states
 from p3s.errors import ApiError
-from p3s.lifecycle import Lifecycle, equals
+from p3s.lifecycle import Lifecycle, equals, will_retry
 from p3s.states import IllegalTransition
 
 log = logging.getLogger("p3s.reconcile")
@@ -60,3 +64,27 @@ def reconcile(lifecycle: Lifecycle) -> dict[str, int]:
     if any(done.values()):
         log.warning("start-up reconciliation: %s", done)
     return done
+
+
+def reconcile_workflows(engine: Any) -> int:
+    """Finish what a kill interrupted between a workflow job's bad end and the workflow's end (or
+    the cancelling of the job's dependents); returns how many workflows were settled again.
+    ``engine`` is the p3s.workflow.WorkflowEngine; settling again what is settled changes nothing."""
+    jobs = models.Job._get_collection()
+    open_ = {d["_id"] for d in models.Workflow._get_collection().find(
+        {"state": {"$in": [states.WF_DEFINED, states.WF_RUNNING]}}, {"_id": 1})}
+    # A dropped or failed workflow may still have waiting jobs on other branches: look at those too,
+    # in case the kill came while the dependents of the bad job were being cancelled.
+    open_ |= {d["workflow"] for d in jobs.find({"state": {"$in": [states.TEMPLATE, states.DEFINED]},
+                                                "workflow": {"$ne": None}}, {"workflow": 1})}
+    if not open_:
+        return 0
+    repaired = set()
+    for job in jobs.find({"workflow": {"$in": sorted(open_)},
+                          "state": {"$in": sorted(states.JOB_UNSUCCESSFUL | states.JOB_DROPPED)}}):
+        if job["state"] in states.JOB_UNSUCCESSFUL and will_retry(job):
+            continue
+        engine.settle(job["workflow"], job)      # idempotent: what is done already stays as it is
+        repaired.add(job["workflow"])
+    return len(repaired)
+

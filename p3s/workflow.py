@@ -20,7 +20,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from p3s import dag, events, models, schema, states
+from p3s import dag, events, faults, models, schema, states
 from p3s.diagnosis import failure_reason
 from p3s.errors import ApiError, invalid, not_found
 from p3s.figures import epoch
@@ -273,11 +273,11 @@ class WorkflowEngine(Listener):
         workflow = self.move(uuid, states.WF_DEFINED)
         shed = []
         for root in self.jobs.collection.find({"_id": {"$in": workflow["roots"]}},
-                                              {"noop": 1, "jobtype": 1, "priority": 1, "deadline": 1}):
+                                              {"noop": 1, "jobtype": 1, "priority": 1, "deadline": 1, "site": 1}):
             reason = None
             if self.freshness is not None and not root.get("noop"):
                 reason = self.freshness.shed_reason(root.get("jobtype", ""), root.get("priority", 0),
-                                                    epoch(root.get("deadline")))
+                                                    epoch(root.get("deadline")), site=root.get("site") or "")
             if reason is None:
                 self._release(root["_id"], root.get("noop", False))
                 continue
@@ -366,6 +366,11 @@ class WorkflowEngine(Listener):
         elif state in states.JOB_DROPPED:
             self._fail(wf_uuid, job, dropped=True)
 
+    def settle(self, wf_uuid: str, job: dict) -> None:
+        """End a workflow, and cancel what depends on ``job``, for a job of it that ended
+        unsuccessfully for good or was dropped (start-up repair after a crash between the two)."""
+        self._fail(wf_uuid, job, dropped=job["state"] in states.JOB_DROPPED)
+
     def _parent_done(self, child: str) -> None:
         doc = self.jobs.collection.find_one_and_update(
             job_filter(child, {states.TEMPLATE}), {"$inc": {"n_parents_done": 1}},
@@ -396,6 +401,7 @@ class WorkflowEngine(Listener):
             if why and why != job["state"]:
                 reason += f": {why}"
         target = states.WF_DROPPED if dropped else states.WF_FAILED
+        faults.crash_point("workflow_end")      # the job ended; the workflow not yet (p3s.reconcile repairs)
         try:
             self.move(wf_uuid, target, {"ts_sto": utcnow(), "error": reason})
             events.record(f"workflow.{target}", f"workflow {wf_uuid} {target}: {reason}", job=job["_id"],

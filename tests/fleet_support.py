@@ -62,7 +62,7 @@ class Fleet:
         self.dirs = {d: tmp / d for d in ("logs", "jobs", "work")}
 
     def args(self, command: str, *extra: str, backend: str = "local") -> list[str]:
-        common = [command, "-b", backend, "--fleet", self.name, "-S", self.server.url]
+        common = [command, "-B", backend, "--fleet", self.name, "-S", self.server.url]
         if command in ("up", "top-up"):
             common += ["--logdir", str(self.dirs["logs"]), "--joblogdir", str(self.dirs["jobs"]),
                        "--workdir", str(self.dirs["work"])]

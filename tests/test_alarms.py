@@ -1,6 +1,8 @@
 """Alarms a shifter can trust: each rule fires when it should, says since when, and can be acknowledged."""
 from __future__ import annotations
 
+import signal
+
 
 def alarms(server) -> dict[str, dict]:
     return {a["key"]: a for a in server.ok("GET", "/alarms")["items"]}
@@ -137,3 +139,22 @@ def test_since_and_acknowledgement_survive_a_restart(make_server):
     assert again["ack"]["reason"] == "pilots start at 10:00" and again["silenced"]
     server.ok("POST", "/alarms/unack", {"alarm": "no_pilots"})
     assert not alarms(server)["no_pilots"]["silenced"]
+
+
+def test_failures_just_before_a_kill_survive_it(make_server):
+    # The issue: kept statistics lost their last seconds (up to a save period) to a kill -9, and the
+    # failure-rate alarm of those seconds with them.
+    server = make_server(blackhole_jobs=0)
+    server.submit(*[{"payload": "false", "jobtype": "reco"} for _ in range(6)])
+    pilot = server.register(host="wn01")
+    for _ in range(6):
+        run_one(server, pilot, 1)
+    server.restart(signal.SIGKILL)                       # well within the 10 s between saves
+    assert "statistics: kept, and counted since the last save" in server.log_path.read_text()
+    alarm = alarms(server)["failure_rate:reco"]
+    assert alarm["status"] == "alarm" and "6 of 6" in alarm["message"], alarm
+    counts = server.ok("GET", "/stats")["windows"]["10m"]["by_type"]["reco"]
+    assert (counts["defined"], counts["started"], counts["failed"]) == (6, 6, 6), counts
+    server.restart()                                     # what was recounted is kept, and counted once
+    counts = server.ok("GET", "/stats")["windows"]["10m"]["by_type"]["reco"]
+    assert (counts["defined"], counts["started"], counts["failed"]) == (6, 6, 6), counts

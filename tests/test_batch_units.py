@@ -79,7 +79,7 @@ def test_the_job_script_quotes_everything_and_holds_no_token(tmp_path):
                         "/tmp/w", ["-c", "0", "--jobtypes", "a;b"])
     script = backend.script(plan)
     assert "s3cret" not in script and "'http://h:1/$(reboot)'" in script and "'a;b'" in script
-    assert 'logdir=/tmp/p3s/"$node"/logs' in script and """-L '/tmp/j '"$node" -w""" in script
+    assert 'logdir=/tmp/p3s/"$node"/logs' in script and """--joblogdir '/tmp/j '"$node" --workdir""" in script
     # the script really runs: sh evaluates the node and id, writes the zipapp, execs python on it
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\nif [ \"$1\" = -c ]; then exec python3 \"$@\"; fi\n"

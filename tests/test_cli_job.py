@@ -126,7 +126,7 @@ def test_list_and_show(server, p3s_job):
 
 def test_adjust(server, p3s_job):
     a, b = server.submit({"payload": "/bin/true", "env": {"KEEP": "1"}}, {"payload": "/bin/true"})
-    result = p3s_job("-a", "-u", f"{a['uuid']},{b['uuid']}", "-P", "5", "--env", "NEW=2", "-t", "60")
+    result = p3s_job("--adjust", "-u", f"{a['uuid']},{b['uuid']}", "-P", "5", "--env", "NEW=2", "-t", "60")
     assert result.returncode == 0, result.stderr
     for uuid in (a["uuid"], b["uuid"]):
         job = server.job(uuid)
@@ -144,7 +144,7 @@ def test_kill(server, p3s_job):
     result = p3s_job("kill", "-u", job["uuid"])
     assert result.returncode == 0 and "cancelled" in result.stdout, result.stderr
     assert server.job(job["uuid"])["state"] == "cancelled"
-    again = p3s_job("-k", "-u", job["uuid"])
+    again = p3s_job("--kill", "-u", job["uuid"])
     assert again.returncode == 1 and "nothing to kill" in again.stderr
 
 
@@ -154,10 +154,10 @@ def test_delete_by_filter_needs_yes(server, p3s_job):
     dry = p3s_job("delete", "-T", "old")
     assert dry.returncode == 1 and "2 job(s) match" in dry.stderr and "--yes" in dry.stderr
     assert len(jobs(server)) == 3
-    done = p3s_job("-d", "-T", "old", "--yes")
+    done = p3s_job("--delete", "-T", "old", "--yes")
     assert done.returncode == 0 and "deleted 2 job(s)" in done.stdout, done.stderr
     assert [j["uuid"] for j in jobs(server)] == [kept["uuid"]]
-    by_uuid = p3s_job("-d", "-u", kept["uuid"])
+    by_uuid = p3s_job("delete", "-u", kept["uuid"])
     assert by_uuid.returncode == 0 and jobs(server) == []
     assert all(d["uuid"] not in by_uuid.stdout for d in doomed)
     assert p3s_job("delete").returncode == 2
@@ -165,7 +165,7 @@ def test_delete_by_filter_needs_yes(server, p3s_job):
 
 def test_limits(server, p3s_job):
     server.submit({"payload": "/bin/true", "jobtype": "type1"}, {"payload": "/bin/true", "jobtype": "type2"})
-    result = p3s_job("-l", "-L", "2", "-T", "type1")
+    result = p3s_job("--ltype", "-L", "2", "-T", "type1")
     assert result.returncode == 0, result.stderr
     assert server.ok("GET", "/jobtypes/type1")["limit"] == 2
     table = p3s_job("limits")
@@ -181,8 +181,11 @@ def test_limits(server, p3s_job):
 
 def test_usage_errors_exit_2(p3s_job):
     assert p3s_job().returncode == 2
-    both = p3s_job("-a", "-d", "-u", "x")
+    both = p3s_job("--adjust", "--delete", "-u", "x")
     assert both.returncode == 2 and "exclude each other" in both.stderr
+    for letter, command in (("-a", "adjust"), ("-d", "delete"), ("-k", "kill"), ("-l", "limits")):
+        old = p3s_job(letter, "-u", "x")       # the original's action letters: refused, naming the sub-command
+        assert old.returncode == 2 and f"write 'p3s-job {command} …'" in old.stderr, old.stderr
     assert p3s_job("submit").returncode == 2
     assert p3s_job("submit", "-j", "missing.json").returncode == 2
     helped = p3s_job("--help")

@@ -113,3 +113,49 @@ def test_heartbeat_for_a_job_held_elsewhere_is_an_order_to_stop_it(server):
     reply = server.report(other, "heartbeat", job=job["uuid"], usage={})
     assert reply.status == 200 and reply.body["kill_job"] == job["uuid"]
     assert server.job(job["uuid"])["pilot"] == owner
+
+
+PAIR = """
+name: pair
+jobs:
+  first: {jobtype: quick, payload: "true"}
+  second: {jobtype: later, payload: "true"}
+data:
+  - {source: first, target: second, datatag: A}
+"""
+
+
+def _workflow(server) -> tuple[str, dict]:
+    server.ok("POST", "/templates", {"yaml": PAIR}, 201)
+    wf = server.ok("POST", "/workflows", {"template": "pair"}, 201)
+    return wf["uuid"], {j["vertex"]: j["uuid"] for j in server.ok("GET", f"/workflows/{wf['uuid']}")["jobs"]}
+
+
+def test_crash_after_a_workflow_job_went_stale_drops_the_workflow_at_start(make_server):
+    server = make_server()
+    crash_at(server, "workflow_end")
+    server.ok("PATCH", "/jobtypes/quick", {"eta": 1, "stale": True})
+    wf, jobs = _workflow(server)
+    recover(server)                      # the sweep made `first` stale, then died before the workflow moved
+    assert server.job(jobs["first"])["state"] == "stale"
+    detail = server.ok("GET", f"/workflows/{wf}")
+    assert detail["state"] == "dropped" and "stale" in detail["error"]
+    second = server.job(jobs["second"])
+    assert second["state"] == "cancelled" and "stale" in second["error"]
+
+
+def test_crash_after_a_workflow_job_failed_fails_the_workflow_at_start(make_server):
+    server = make_server()
+    crash_at(server, "workflow_end")
+    wf, jobs = _workflow(server)
+    pilot = server.register()
+    assert server.claim(pilot)["job"]["uuid"] == jobs["first"]
+    server.report(pilot, "jobstart", job=jobs["first"], pid=7)
+    try:
+        server.report(pilot, "jobstop", job=jobs["first"], exit_code=3)
+    except ConnectionError:
+        pass                             # the server died before its reply
+    recover(server)                      # the job's failure was written, the workflow's was not
+    assert server.job(jobs["first"])["state"] == "failed"
+    assert server.ok("GET", f"/workflows/{wf}")["state"] == "failed"
+    assert server.job(jobs["second"])["state"] == "cancelled"

@@ -41,8 +41,8 @@ def test_dropped_file_runs_through_a_three_step_dag(server, tmp_path):
                                  "--outdir", str(outputs)],
                                 stderr=open(tmp_path / "injector.log", "w"), env=env, cwd=REPO)
     pilots = [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", *common, "-c", "0", "-p", "5",
-                                "-H", f"wn0{i}", "-l", str(tmp_path / "logs"), "-L", str(tmp_path / "jobs"),
-                                "-w", str(tmp_path / "work")], stderr=subprocess.DEVNULL, env=env)
+                                "-H", f"wn0{i}", "--logdir", str(tmp_path / "logs"), "--joblogdir", str(tmp_path / "jobs"),
+                                "--workdir", str(tmp_path / "work")], stderr=subprocess.DEVNULL, env=env)
               for i in (1, 2)]
     try:
         server.wait_for(lambda: server.ok("GET", "/summary")["queue"]["waiting_pilots"] == 2, timeout=20)

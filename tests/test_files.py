@@ -41,7 +41,7 @@ def run_pilot(server, tmp: Path, *dirs: Path) -> subprocess.CompletedProcess:
     log, jobs, work = dirs
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
     return subprocess.run([sys.executable, "-m", "p3s.cli.pilot", "-S", server.url, "-c", "1", "-p", "1",
-                           "-l", str(log), "-L", str(jobs), "-w", str(work)],
+                           "--logdir", str(log), "--joblogdir", str(jobs), "--workdir", str(work)],
                           env=env, capture_output=True, text=True, timeout=60)
 
 

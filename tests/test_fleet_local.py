@@ -94,8 +94,8 @@ def test_unrelated_processes_are_never_touched(server, fleet: Fleet, tmp_path):
                          env=marker, start_new_session=True),
         # a real pilot, started by hand (the server never hears of it)
         subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", f"http://127.0.0.1:{free_port()}",
-                          "-H", "wn01", "-l", str(tmp_path / "l"), "-L", str(tmp_path / "j"),
-                          "-w", str(tmp_path / "w")],
+                          "-H", "wn01", "--logdir", str(tmp_path / "l"), "--joblogdir", str(tmp_path / "j"),
+                          "--workdir", str(tmp_path / "w")],
                          start_new_session=True, stderr=subprocess.DEVNULL),
     ]
     try:

@@ -55,7 +55,7 @@ def _wait(predicate, timeout: float, what: str):
 
 def test_up_report_kill_through_slurm(server, fleet: Fleet, slurm: SlurmCluster):
     env = _env(slurm)
-    up = fleet.json("up", "-b", "slurm", "-w", "wn[01-02]", "-n", "2", "--partition", "p3s", *FAST_PILOT,
+    up = fleet.json("up", "-B", "slurm", "-w", "wn[01-02]", "-n", "2", "--partition", "p3s", *FAST_PILOT,
                     backend="slurm", env=env)
     assert up["submitted"] == 4 and up["registered"] == 4, up
     arrays = {s["node"]: s["ids"] for s in up["submissions"]}

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
+
+from pilot_support import pilot_starter
 
 SHELL = {"P3S_EXECMODE": "SHELL"}
 
@@ -21,46 +22,10 @@ def parse(moment: str) -> dt.datetime:
     return dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
 
 
-class Pilot:
-    """A real p3s-pilot process; its results go to ``results``."""
-
-    def __init__(self, server, tmp: Path, *args: str) -> None:
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.results = tmp / "results"
-        command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url,
-                   "-l", str(tmp / "log"), "-L", str(tmp / "jobs"), "-w", str(tmp / "work"),
-                   "-R", str(self.results), "--grace", "1", "-b", "1", *args]
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
-        self.stderr_path = tmp / "pilot.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(command, stderr=self._stderr, stdout=subprocess.DEVNULL, env=env)
-
-    def log(self) -> str:
-        return self.stderr_path.read_text()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._stderr.close()
-
-
 @pytest.fixture
 def pilots(tmp_path):
-    started: list[Pilot] = []
-
-    def start(server, *args: str) -> Pilot:
-        pilot = Pilot(server, tmp_path / f"pilot{len(started)}", *args)
-        started.append(pilot)
-        return pilot
-
-    yield start
-    for pilot in started:
-        pilot.close()
+    with pilot_starter(tmp_path, defaults=("-b", "1"), results=True, terminate=True) as start:
+        yield start
 
 
 def events(server, kind: str) -> list[dict]:
@@ -206,6 +171,20 @@ def test_a_stale_job_is_not_run_and_says_why(server, pilots):
     assert summary["freshness"]["types"]["evdisp"]["windows"]["10m"]["dropped"]["stale"] == 1
 
 
+def test_a_job_that_could_no_longer_finish_in_time_is_dropped_at_the_claim(server, pilots):
+    _measure(server, pilots, "evdisp", "sleep 4", n=1)
+    server.ok("PATCH", "/jobtypes/evdisp", {"eta": 60, "stale": True})
+    # its deadline is 3 s away, a run of its type takes 4 s: run now, it would end late
+    hopeless, fine = server.submit({"payload": "true", "jobtype": "evdisp", "arrived": time.time() - 57},
+                                   {"payload": "true", "jobtype": "evdisp"})
+    pilot = server.register()
+    assert server.claim(pilot)["job"]["uuid"] == fine["uuid"]
+    job = server.job(hopeless["uuid"])
+    assert job["state"] == "stale" and job["pilot"] is None
+    assert job["error"].startswith("stale: it could no longer finish by its deadline")
+    assert parse(job["ts_sto"]) < parse(job["deadline"])
+
+
 def test_a_job_waiting_past_its_deadline_is_swept_stale_without_a_pilot(server):
     server.ok("PATCH", "/jobtypes/evdisp", {"eta": 1, "stale": True})
     job = server.submit({"payload": "true", "jobtype": "evdisp"})[0]
@@ -287,6 +266,25 @@ def test_shedding_drops_what_cannot_meet_its_deadline(server, pilots):
     assert 2 <= sum(admitted) <= 5 and admitted == sorted(admitted, reverse=True), admitted
     assert all(j["error"].startswith("shed: predicted wait") for j in batch if j["state"] == "stale")
     idle.close()
+
+
+def test_the_prediction_counts_only_the_pilots_of_the_site_a_job_is_restricted_to(server, pilots):
+    _measure(server, pilots, "evdisp", "sleep 1")
+    server.ok("PATCH", "/jobtypes/evdisp", {"eta": 5, "shed": True})
+    small = server.register(site="small", host="wn00")
+    for i in range(4):
+        server.register(site="big", host=f"wn1{i}")
+    # one pilot at the small site: ~1 s jobs meet an ETA of 5 s for the first few only
+    there = server.submit(*({"payload": "true", "jobtype": "evdisp", "site": "small"} for _ in range(10)))
+    admitted = [j["state"] == "defined" for j in there]
+    assert 2 <= sum(admitted) <= 5 and admitted == sorted(admitted, reverse=True), admitted
+    answer = server.ok("GET", "/freshness/admission?jobtype=evdisp&site=small")
+    assert answer["admit"] is False and "deadline" in answer["reason"]
+    # the big site's four pilots are not held up by the small site's queue
+    assert server.ok("GET", "/freshness/admission?jobtype=evdisp&site=big")["admit"] is True
+    assert all(j["state"] == "defined" for j in server.submit(
+        *({"payload": "true", "jobtype": "evdisp", "site": "big"} for _ in range(10))))
+    assert server.ok("GET", f"/pilots/{small}")["site"] == "small"
 
 
 def test_lower_priority_work_is_shed_to_keep_a_critical_type_within_its_eta(server, pilots):

@@ -1,57 +1,19 @@
 """Real pilot processes against a real server: outcomes, time limits, kills, outages, signals."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
-
-class PilotProcess:
-    def __init__(self, server, tmp: Path, *args: str) -> None:
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.dirs = {name: tmp / name for name in ("log", "jobs", "work")}
-        command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url,
-                   "-l", str(self.dirs["log"]), "-L", str(self.dirs["jobs"]), "-w", str(self.dirs["work"]),
-                   "--grace", "1", *args]
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
-        self.stderr_path = tmp / "pilot.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(command, stderr=self._stderr, stdout=subprocess.DEVNULL, env=env)
-
-    def wait(self, timeout: float = 30) -> int:
-        return self.proc.wait(timeout)
-
-    def log(self) -> str:
-        return self.stderr_path.read_text()
-
-    def job_dir(self, uuid: str) -> Path:
-        return self.dirs["work"] / uuid
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._stderr.close()
+from pilot_support import pilot_starter
 
 
 @pytest.fixture
 def start_pilot(tmp_path):
-    pilots: list[PilotProcess] = []
-
-    def start(server, *args: str) -> PilotProcess:
-        pilot = PilotProcess(server, tmp_path / f"pilot{len(pilots)}", *args)
-        pilots.append(pilot)
-        return pilot
-
-    yield start
-    for pilot in pilots:
-        pilot.close()
+    with pilot_starter(tmp_path, defaults=()) as start:
+        yield start
 
 
 def _pid_alive(pid: int) -> bool:

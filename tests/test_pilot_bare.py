@@ -47,7 +47,7 @@ def test_the_zipapp_holds_the_pilot_package_and_is_reproducible(tmp_path):
 def test_a_bare_interpreter_runs_the_zipapp_pilot_with_usage_from_proc(server, tmp_path):
     if not Path(BARE[0]).exists():
         pytest.skip("no /usr/bin/python3")
-    written = subprocess.run([sys.executable, "-m", "p3s.cli.fleet", "zipapp", "-o", str(tmp_path / "p3s-pilot.pyz")],
+    written = subprocess.run([sys.executable, "-m", "p3s.cli.fleet", "zipapp", "--output", str(tmp_path / "p3s-pilot.pyz")],
                              capture_output=True, text=True, timeout=60)
     assert written.returncode == 0 and written.stdout.strip() == str(tmp_path / "p3s-pilot.pyz"), written
     path = tmp_path / "p3s-pilot.pyz"
@@ -58,7 +58,7 @@ def test_a_bare_interpreter_runs_the_zipapp_pilot_with_usage_from_proc(server, t
     dirs = {name: tmp_path / name for name in ("log", "jobs", "work")}
     env = {"PATH": os.environ["PATH"], "P3S_TOKEN": server.token}        # the token in the environment
     pilot = subprocess.Popen([*BARE, str(path), "-S", server.url, "-H", "bare01", "-c", "0", "-p", "5", "-b", "1",
-                              "-l", str(dirs["log"]), "-L", str(dirs["jobs"]), "-w", str(dirs["work"])],
+                              "--logdir", str(dirs["log"]), "--joblogdir", str(dirs["jobs"]), "--workdir", str(dirs["work"])],
                              stderr=open(tmp_path / "pilot.stderr", "w"), env=env)
     try:
         # Spin for 1 s of CPU time (a loaded machine gives less CPU per wall second) and 2.5 s of wall

@@ -10,7 +10,7 @@ SHELL = {"P3S_EXECMODE": "SHELL"}
 
 
 def run_pilot(server, tmp: Path, *args: str, env: dict | None = None, timeout: float = 60):
-    dirs = [("-l", tmp / "log"), ("-L", tmp / "jobs"), ("-w", tmp / "work")]
+    dirs = [("--logdir", tmp / "log"), ("--joblogdir", tmp / "jobs"), ("--workdir", tmp / "work")]
     command = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url, "-c", "1", "-p", "1", "--grace", "1",
                *(x for flag, path in dirs for x in (flag, str(path))), *args]
     base = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}

@@ -37,7 +37,7 @@ def run_pilot(server, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     """A real pilot that works until it finds no work twice."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
     return subprocess.run([sys.executable, "-m", "p3s.cli.pilot", "-S", server.url,
-                           "-l", str(tmp / "log"), "-L", str(tmp / "jobs"), "-w", str(tmp / "work"),
+                           "--logdir", str(tmp / "log"), "--joblogdir", str(tmp / "jobs"), "--workdir", str(tmp / "work"),
                            "-R", str(tmp / "results"), "-c", "2", "-p", "1", *args],
                           capture_output=True, text=True, env=env, timeout=120)
 

@@ -103,3 +103,20 @@ def test_a_job_another_server_submits_reaches_waiting_pilots_here(make_server):
         waiting = pool.submit(second.claim, pilot, 4)
         job = first.submit({"payload": "x"})[0]
         assert waiting.result(timeout=30)["job"]["uuid"] == job["uuid"]
+
+
+def test_freshness_figures_count_the_jobs_that_ended_through_every_server(make_server):
+    first, second = servers(make_server, 2)
+    for server in (first, second, second):
+        job = server.submit({"payload": "x", "jobtype": "quick", "eta": 600})[0]
+        pilot = server.register(host="wn")
+        server.wait_for(lambda s=server, p=pilot: (s.claim(p)["job"] or {}).get("uuid") == job["uuid"])
+        server.report(pilot, "jobstart", job=job["uuid"], pid=1)
+        assert server.report(pilot, "jobstop", job=job["uuid"], exit_code=0).status == 200
+
+    def merged(server) -> bool:
+        window = server.ok("GET", "/freshness")["types"].get("quick", {}).get("windows", {}).get("10m", {})
+        return window.get("done") == 3 and window.get("within_eta") == 3
+
+    for server in (first, second):
+        server.wait_for(lambda s=server: merged(s), timeout=20, interval=0.5)

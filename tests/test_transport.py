@@ -74,7 +74,7 @@ def test_tls_is_served_and_verified_by_clients_and_pilots(make_server, tmp_path)
     job = trusting.create_jobs([{"payload": "echo over tls"}])[0]["uuid"]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("P3S_")}, "P3S_TOKEN": server.token}
     pilot = [sys.executable, "-m", "p3s.cli.pilot", "-S", server.url, "-c", "1", "-p", "1", "--register-deadline", "1",
-             "-l", str(tmp_path / "l"), "-L", str(tmp_path / "j"), "-w", str(tmp_path / "w")]
+             "--logdir", str(tmp_path / "l"), "--joblogdir", str(tmp_path / "j"), "--workdir", str(tmp_path / "w")]
     untrusting = subprocess.run(pilot, env=env, capture_output=True, text=True, timeout=60)
     assert untrusting.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in untrusting.stderr
     done = subprocess.run(pilot + ["--ca-file", cert], env=env, capture_output=True, text=True, timeout=60)

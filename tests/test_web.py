@@ -56,7 +56,10 @@ def test_pages_need_a_login_and_serve_the_shell(server):
         assert status == 200 and '<script src="/static/app.js">' in body, page
         assert "script-src 'self'" in headers["Content-Security-Policy"]
     status, body, _ = get(server, "/login")
-    assert status == 200 and 'name="token"' in body
+    assert status == 200 and 'name="token"' in body and "<title>p3s monitor · log in</title>" in body
+    status, body, _ = get(server, "/logout", cookie=session)     # both pages extend templates/base.html
+    assert status == 200 and 'action="/logout"' in body and "<title>p3s monitor · log out</title>" in body
+    assert '<a class="brand" href="/">p3s</a>' in body and "<footer>p3s " in body
     for asset in ("/static/app.js", "/static/style.css"):
         assert get(server, asset)[0] == 200                 # everything served locally
     status, _, _ = get(server, "/", cookie="wrong-token-0123456789")

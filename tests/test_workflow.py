@@ -216,7 +216,7 @@ def test_workflow_runs_for_real_with_pilots(wf_server, tmp_path):
     out.mkdir()
     wf = start(s, "chain", inputs={"INTXT": str(source)}, dirpath=str(out), filenames="derived")
     pilot = subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", s.url, "-c", "2",
-                              "-p", "1", "-l", str(tmp_path / "l"), "-L", str(tmp_path / "j"), "-w", str(tmp_path / "w")],
+                              "-p", "1", "--logdir", str(tmp_path / "l"), "--joblogdir", str(tmp_path / "j"), "--workdir", str(tmp_path / "w")],
                              stderr=subprocess.DEVNULL, env={**os.environ, "P3S_TOKEN": s.token})
     assert pilot.wait(60) == 0
     assert s.ok("GET", f"/workflows/{wf['uuid']}")["state"] == "finished"

@@ -230,7 +230,9 @@ class AdmissionHandler(ApiHandler):
     doc = {"GET": {"summary": "Would the jobs for data arriving now (or at `arrived`) be admitted, or shed? "
                               "The injector asks this before it starts a workflow",
                    "query": {"template": "Template whose root jobs to judge.", "jobtype": "Or one job type.",
-                             "priority": "The job's priority (with jobtype).", "arrived": "Seconds since the epoch."},
+                             "priority": "The job's priority (with jobtype).",
+                             "site": "The site the job is restricted to (with jobtype).",
+                             "arrived": "Seconds since the epoch."},
                    "response": "Admission"}}
 
     def get(self) -> None:
@@ -243,7 +245,8 @@ class AdmissionHandler(ApiHandler):
             vertices = [{"jobtype": spec.vertices[v].jobtype, "priority": spec.vertices[v].priority,
                          "eta": spec.vertices[v].eta} for v in _first_jobs(spec)]
         elif self.arg("jobtype") is not None:
-            vertices = [{"jobtype": self.arg("jobtype"), "priority": self.int_arg("priority", 0, -(1 << 31))}]
+            vertices = [{"jobtype": self.arg("jobtype"), "priority": self.int_arg("priority", 0, -(1 << 31)),
+                         "site": self.arg("site") or ""}]
         else:
             raise invalid("template", "give a template or a jobtype")
         self.reply(self.server.freshness.admission(vertices, arrived))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from p3s import models, states
 from p3s.figures import epoch as _epoch, percentile
@@ -84,28 +84,31 @@ class Stats(Listener):
             if dispatched is not None:
                 self._sample(self.waits, max(0.0, dispatched - defined), started)
 
-    def load(self, jobs: Iterable[dict] | None = None) -> None:
-        """Count the last 24 hours once, from the jobs' timestamps (``jobs``: all of them, else a query)."""
+    def load(self, jobs: Iterable[dict] | None = None, new: Callable[[float], bool] | None = None) -> None:
+        """Count the last 24 hours once, from the jobs' timestamps (``jobs``: all of them, else a query);
+        with ``new``, only the moments (epoch seconds) it accepts: what happened after the last save."""
         since = _dt.datetime.utcnow() - _dt.timedelta(days=1)
         fields = {"jobtype": 1, "state": 1, "ts_def": 1, "ts_dis": 1, "ts_sta": 1, "ts_sto": 1, "noop": 1}
         if jobs is None:
             jobs = models.Job._get_collection().find({"ts_def": {"$gte": since - _dt.timedelta(days=1)}}, fields)
+        cutoff = since.replace(tzinfo=_dt.timezone.utc).timestamp()
+        wanted = (lambda moment: moment >= cutoff and new(moment)) if new else (lambda moment: moment >= cutoff)
         for job in jobs:
             if job.get("noop"):
                 continue
             jobtype = job.get("jobtype", "")
             defined, started, stopped = (_epoch(job.get(k)) for k in ("ts_def", "ts_sta", "ts_sto"))
-            cutoff = since.replace(tzinfo=_dt.timezone.utc).timestamp()
-            if defined and defined >= cutoff and job.get("state") != states.TEMPLATE:
+            if defined and wanted(defined) and job.get("state") != states.TEMPLATE:
                 self._count("defined", jobtype, defined)
-            if started and started >= cutoff:
+            if started and wanted(started):
                 self.record_start(jobtype, defined, _epoch(job.get("ts_dis")), started)
             event = _END_EVENT.get(job.get("state"))
-            if event and stopped and stopped >= cutoff:
+            if event and stopped and wanted(stopped):
                 self._count(event, jobtype, stopped)
         for pilot in models.Pilot._get_collection().find({"state": states.LOST, "ts_stop": {"$gte": since}},
                                                          {"site": 1, "ts_stop": 1}):
-            self._lost(pilot.get("site") or "", _epoch(pilot["ts_stop"]))
+            if wanted(_epoch(pilot["ts_stop"])):
+                self._lost(pilot.get("site") or "", _epoch(pilot["ts_stop"]))
 
     def minute_row(self, minute: int) -> dict[str, Any]:
         """One minute as a document to keep: its counts and samples."""

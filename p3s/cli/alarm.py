@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> None:
         print_json(item) if args.json else print(f"{args.key}: acknowledgement withdrawn ({item['status']})")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``p3s-alarm`` parser."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("list", help="list alarms")
@@ -49,7 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("key", metavar="KEY")
     for p in sub.choices.values():
         add_client_arguments(p)
-    run_command(run, parser.parse_args(argv))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

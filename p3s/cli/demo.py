@@ -100,7 +100,8 @@ class Trickle(threading.Thread):
                 pass                        # the server is stopping, or busy: try again next time
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``p3s-demo`` parser."""
     parser = argparse.ArgumentParser(prog="p3s-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.path.expanduser("~/.p3s"), help="server data directory [~/.p3s]")
@@ -109,7 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trickle", type=float, default=4.0, metavar="S",
                         help="submit a sample job every S seconds (0 = none) [4]")
     parser.add_argument("--reset", action="store_true", help="start afresh: remove the demo's database and files")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     data_dir = Path(args.data_dir)
     if args.reset and data_dir.exists():
         reset(data_dir)
@@ -135,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     client = Client(url, token_file.read_text().strip())
     pilot_env = {**env, "P3S_TOKEN": client.token}
     pilots = [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", url, "-c", "0", "-p", "20", "-b", "2",
-                                "-H", f"demo-{i}", "-l", str(logs / "pilots"), "-L", str(logs / "jobs"),
-                                "-w", str(logs / "work"), "-v", "0"],
+                                "-H", f"demo-{i}", "--logdir", str(logs / "pilots"), "--joblogdir", str(logs / "jobs"),
+                                "--workdir", str(logs / "work"), "-v", "0"],
                                env=pilot_env, stderr=subprocess.DEVNULL, start_new_session=True)
               for i in range(args.pilots)]
     try:

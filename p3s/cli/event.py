@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"{len(reply['items'])} of {reply['total']} event(s), newest last", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``p3s-event`` parser."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("list", help="list events, newest last")
@@ -50,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--severity", choices=SEVERITIES, default="info")
     for p in sub.choices.values():
         add_client_arguments(p)
-    run_command(run, parser.parse_args(argv))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

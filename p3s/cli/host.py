@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> None:
         print_json(row) if args.json else print(f"{args.host} cleared: its pilots get work again")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``p3s-host`` parser."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("list", help="flagged and drained hosts")
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("clear", help="clear a host's flag and drain").add_argument("host", metavar="HOST")
     for p in sub.choices.values():
         add_client_arguments(p)
-    run_command(run, parser.parse_args(argv))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from p3s.cli.common import add_client_arguments
 
     parser = argparse.ArgumentParser(
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     from p3s.cli.common import make_client, print_json
     from p3s.injector import Injector, Options
 
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     _check(parser, args)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbosity, logging.DEBUG)

@@ -12,8 +12,10 @@
     p3s-job limits [-T TYPE] [-L N|none]
     p3s-job types [-T TYPE] [-L N|none] [--eta S|none] [--order fifo|newest-first] [--stale on|off] …
 
-The original system's flag style works too: ``-j FILE`` submits, ``-a`` adjusts, ``-d`` deletes,
-``-k`` kills and ``-l`` lists or sets limits, e.g. ``p3s-job -a -u UUID -P 5``.
+The original system's flag style works with long options: ``-j FILE`` submits, ``--adjust``,
+``--delete``, ``--kill`` and ``--ltype`` (limits), e.g. ``p3s-job --adjust -u UUID -P 5``. Its short
+action letters ``-a``, ``-d``, ``-k`` and ``-l`` are refused (exit 2) with the sub-command to write:
+in p3s's other commands ``-a`` is --all, ``-d`` a directory, ``-k`` a kind.
 """
 from __future__ import annotations
 
@@ -38,8 +40,12 @@ SHOW_ORDER = ("uuid", "name", "state", "jobtype", "user", "priority", "payload",
               "site", "timelimit", "max_attempts", "attempts", "workflow", "vertex", "pilot", "host",
               "pilot_site", "pid", "exit_code", "error", "kill_requested", "ts_def", "ts_dis", "ts_sta",
               "ts_sto", "seq", "usage")
-FLAG_STYLE_ACTIONS = {"-a": "adjust", "--adjust": "adjust", "-d": "delete", "--delete": "delete",
-                      "-k": "kill", "--kill": "kill", "-l": "limits", "--ltype": "limits"}
+FLAG_STYLE_ACTIONS = {"--adjust": "adjust", "--delete": "delete", "--kill": "kill", "--ltype": "limits"}
+# The original's short action letters: refused, since the letters mean other things in other commands.
+RETIRED_ACTIONS = {"-a": ("adjust", "--adjust", " (-a is --all in p3s-alarm and p3s-host)"),
+                   "-d": ("delete", "--delete", " (-d is the directory in p3s-injector)"),
+                   "-k": ("kill", "--kill", " (-k is the kind in p3s-event and p3s-admin)"),
+                   "-l": ("limits", "--ltype", "")}
 FLAG_STYLE_SUBMIT = ("-j", "--json-in", "--json_in", "-f", "--files", "--files-from")
 _UNSET = object()
 
@@ -414,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Submit, list, show, adjust, kill and delete p3s jobs; list and set "
                                "per-jobtype limits. 'p3s-job COMMAND --help' describes each command.",
-        epilog="The original flag style works too: p3s-job -j FILE (submit), -a -u UUID -P N (adjust), "
-               "-d -u UUID (delete), -k -u UUID (kill), -l [-L N -T TYPE] (limits).")
+        epilog="The original flag style works with long options: p3s-job -j FILE (submit), --adjust -u UUID -P N, "
+               "--delete -u UUID, --kill -u UUID, --ltype [-L N -T TYPE] (limits).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _submit_parser(sub)
     _list_parser(sub)
@@ -430,13 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def from_flag_style(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """The original's ``-a``/``-d``/``-k``/``-l``/``-j`` flags as the matching sub-command."""
+    """The original's ``--adjust``/``--delete``/``--kill``/``--ltype``/``-j``/``-L`` flags as the matching
+    sub-command; its short action letters exit 2 naming the sub-command."""
     commands = {"submit", "list", "show", "adjust", "kill", "delete", "limits", "rerun", "log", "errors", "types"}
     if not argv or argv[0] in commands or argv[0] in ("-h", "--help"):
         return argv
+    for flag, (action, long, now) in RETIRED_ACTIONS.items():
+        if flag in argv:
+            parser.error(f"{flag} ({action}) is no longer an action: write 'p3s-job {action} …' or {long}{now}")
     actions = {FLAG_STYLE_ACTIONS[a] for a in argv if a in FLAG_STYLE_ACTIONS}
     if len(actions) > 1:
-        parser.error("-a (adjust), -d (delete), -k (kill) and -l (limits) exclude each other")
+        parser.error("--adjust, --delete, --kill and --ltype (limits) exclude each other")
     rest = [a for a in argv if a not in FLAG_STYLE_ACTIONS]
     if actions:
         return [actions.pop(), *rest]

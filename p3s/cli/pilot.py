@@ -14,8 +14,9 @@ import sys
 from p3s.pilot.cli import ADMIN_COMMANDS, run_pilot
 
 
-def _admin(argv: list[str]) -> None:
-    from p3s.cli.common import add_client_arguments, check_site, make_client, print_json, print_table, run_command
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of p3s-pilot's management sub-commands (running a pilot: ``p3s.pilot.cli.run_parser``)."""
+    from p3s.cli.common import add_client_arguments
     from p3s.cli.job_ops import states_type
     from p3s.states import PILOT_STATES
 
@@ -40,6 +41,14 @@ def _admin(argv: list[str]) -> None:
     delete.add_argument("--all", action="store_true", help="every stopped and lost pilot")
     for p in (listing, show, kill, delete):
         add_client_arguments(p)
+    return parser
+
+
+def _admin(argv: list[str]) -> None:
+    from p3s.cli.common import check_site, make_client, print_json, print_table, run_command
+    from p3s.states import PILOT_STATES
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     columns = ("uuid", "state", "host", "site", "job", "njobs", "ts_reg", "ts_lhb")
 

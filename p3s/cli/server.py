@@ -19,12 +19,17 @@ SERVER_SETTINGS = ("host", "port", "data_dir", "db", "no_auth", "i_understand_no
 log = logging.getLogger("p3s.server")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``p3s-server`` parser."""
     parser = argparse.ArgumentParser(
         prog="p3s-server", description="Serve the p3s API: jobs, pilots, data, sites, events.")
     add_config_arguments(parser, SERVER_SETTINGS)
     parser.add_argument("--version", action="version", version=f"p3s {__version__}")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 async def serve(config) -> None:

@@ -56,11 +56,15 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(3)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``p3s-status`` parser."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     add_client_arguments(parser)
-    args = parser.parse_args(argv)
-    run_command(run, args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

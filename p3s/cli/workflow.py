@@ -2,7 +2,7 @@
 
     p3s-workflow add-template FILE [--name N] [--new-version]     YAML or the original GraphML
     p3s-workflow templates | show-template NAME | delete-template NAME
-    p3s-workflow export-template NAME [--format yaml|graphml] [-o FILE]
+    p3s-workflow export-template NAME [--format yaml|graphml] [--output FILE]
     p3s-workflow start TEMPLATE [--input TAG=PATH] [--override VERTEX.FIELD=VALUE] [--state template]
     p3s-workflow list | show UUID | cancel UUID | delete UUID
 """

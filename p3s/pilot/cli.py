@@ -12,6 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
+from p3s.pilot.flags import retire
+
 ADMIN_COMMANDS = ("list", "show", "kill", "delete")    # p3s-pilot's management sub-commands (p3s.cli.pilot)
 
 
@@ -31,11 +33,11 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("-s", "--site", default=env("P3S_SITE", ""),
                         help="site: period, beat, cycles and env are bootstrapped from its record [$P3S_SITE]")
     parser.add_argument("-H", "--host", default=None, help="host name to report [default: this host's name]")
-    parser.add_argument("-l", "--logdir", type=Path, default=Path(env("P3S_PILOTLOG", "/tmp/p3s/pilots")),
+    parser.add_argument("--logdir", type=Path, default=Path(env("P3S_PILOTLOG", "/tmp/p3s/pilots")),
                         help="pilot log directory [$P3S_PILOTLOG or /tmp/p3s/pilots]")
-    parser.add_argument("-L", "--joblogdir", type=Path, default=Path(env("P3S_JOBLOG", "/tmp/p3s/jobs")),
+    parser.add_argument("--joblogdir", type=Path, default=Path(env("P3S_JOBLOG", "/tmp/p3s/jobs")),
                         help="directory of job stdout/stderr files [$P3S_JOBLOG or /tmp/p3s/jobs]")
-    parser.add_argument("-w", "--workdir", type=Path, default=Path(env("P3S_WORKDIR", "/tmp/p3s/work")),
+    parser.add_argument("--workdir", type=Path, default=Path(env("P3S_WORKDIR", "/tmp/p3s/work")),
                         help="parent of the per-job work directories [$P3S_WORKDIR or /tmp/p3s/work]")
     parser.add_argument("-R", "--resultdir", type=Path, default=Path(env("P3S_RESULTDIR", "/tmp/p3s/results")),
                         help="parent of the per-job output directories ($P3S_OUTPUT_DIR), which the monitor "
@@ -47,9 +49,14 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("-b", "--beat", type=float, default=None, help="heartbeat seconds while a job runs [default 10]")
     parser.add_argument("-e", "--extra", default="", help="free text recorded with the pilot, e.g. a batch job id")
     parser.add_argument("--jobtypes", default="", help="comma-separated job types to run [default: any]")
-    parser.add_argument("-x", "--shell", action="store_true", help="run every payload through the shell")
+    parser.add_argument("--shell", action="store_true", help="run every payload through the shell")
     parser.add_argument("--register-deadline", type=float, default=300.0,
                         help="seconds to keep trying to register [default 300]")
+    # The original pilot's -l, -L, -w and -x mean other things in p3s's other commands (README, "Short flags").
+    for flag, now in (("-l", "--logdir DIR"), ("-L", "--joblogdir DIR (-L is the limit in p3s-job)"),
+                      ("-w", "--workdir DIR (-w names hosts in p3s-fleet)"),
+                      ("-x", "--shell (-x excludes hosts in p3s-fleet)")):
+        retire(parser, flag, f"is not a pilot option any more: write {now}")
     parser.add_argument("--outage", type=float, default=600.0,
                         help="seconds the server may be unreachable before the pilot gives up [default 600]")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL [default 10]")

@@ -27,7 +27,7 @@ from p3s import models
 from p3s.pilots import PilotService, Registry
 from p3s import kept
 from p3s.reaper import Reaper
-from p3s.reconcile import reconcile
+from p3s.reconcile import reconcile, reconcile_workflows
 from p3s.retention import Retention
 from p3s.server import admin
 from p3s.server import connections, exposure, proxies
@@ -118,6 +118,7 @@ class P3SServer:
         self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
+        reconcile_workflows(self.workflows)
         if self.db.shared:
             # From here on, database calls made while serving wait off the event loop.
             self.offloop = OffLoop()
@@ -135,6 +136,8 @@ class P3SServer:
             self.broker.queue.reorder(jobtype, True)
         self.broker.gate = self.freshness.drop_if_stale
         self.jobs.freshness = self.workflows.freshness = self.freshness
+        if self.db.shared:
+            self.freshness.share(models.Job._get_db()["freshness"])
 
     @property
     def api_routes(self) -> list:
@@ -173,6 +176,7 @@ class P3SServer:
         if self.db.shared:
             self._every(self.config.sync_period, self.resync, jitter=0.2)
             self._every(COUNTS_PERIOD, self.recount, jitter=0.2)
+            self._every(self.config.sync_period, self.freshness.sync_shared, jitter=0.2)
         self._every(kept.SAVE_PERIOD, self.save_stats, jitter=0.1)
         self._every(self.config.retention_period, self.retention.tick, jitter=0.1)
         return self.port
@@ -217,9 +221,9 @@ class P3SServer:
         except Exception:
             log.exception("recounting failed")
 
-    def save_stats(self) -> None:
+    def save_stats(self, clean: bool = False) -> None:
         try:
-            kept.save_stats(self.stats)
+            kept.save_stats(self.stats, clean)
         except Exception:
             log.exception("saving the statistics failed")
 
@@ -239,7 +243,7 @@ class P3SServer:
                 await self.http.close_all_connections()
             except Exception:
                 pass
-        self.save_stats()
+        self.save_stats(clean=True)
         if self.db.embedded:
             kept.save_counters(self.lifecycle.counters)
         self.db.close()

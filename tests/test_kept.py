@@ -1,0 +1,50 @@
+"""The kept statistics across a kill: what happened after the last save is counted from the records, once."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+
+from p3s import kept, models
+from p3s.store import Database
+from p3s.web.stats import Stats, _minute
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database("memory:", tmp_path, "p3s_kept")
+    database.open()
+    yield database
+    database.close()
+
+
+def failed_job(name: str, moment: float) -> dict:
+    stamp = dt.datetime.fromtimestamp(moment, dt.timezone.utc).replace(tzinfo=None)
+    job = {"_id": name, "jobtype": "reco", "state": "failed", "ts_def": stamp, "ts_sta": stamp, "ts_sto": stamp}
+    models.Job._get_collection().insert_one(job)
+    return job
+
+
+def failed(stats: Stats) -> int:
+    return sum(n for counter in stats.counts.values() for (event, _), n in counter.items() if event == "failed")
+
+
+def test_a_kill_during_or_after_a_save_loses_and_doubles_nothing(db):
+    before = Stats()
+    before.load([failed_job("a", time.time() - 5)])
+    kept.load_stats(Stats())                             # the database's first start: the marker
+    kept.save_stats(before)                              # a complete save: minutes, then the marker
+    last = kept.kept_collection().find_one({"_id": "stats"})["saved"]
+    b = failed_job("b", last + 1)
+    before.load([b])
+    # a save the kill interrupted: b's minute written (with when it was taken), the marker not
+    models.Job._get_db()["stats"].replace_one({"_id": _minute(last + 1)}, {
+        "_id": _minute(last + 1), **before.minute_row(_minute(last + 1)), "saved": last + 2}, upsert=True)
+    failed_job("c", last + 3)                            # after it: in no kept minute
+    after = Stats()
+    assert kept.load_stats(after) == "kept, and counted since the last save"
+    assert failed(after) == 3                            # a from the kept minutes, b from its row, c recounted
+    kept.save_stats(after, clean=True)                   # a clean stop: nothing is recounted at the next start
+    again = Stats()
+    assert kept.load_stats(again) == "kept" and failed(again) == 3
