@@ -281,8 +281,15 @@ def make_server(tmp_path: Path):
 
 
 @pytest.fixture
-def server(make_server) -> ServerProcess:
-    return make_server()
+def server(make_server, request) -> ServerProcess:
+    """A server with the FAST settings, or those of the test's ``@pytest.mark.server_settings(...)``
+    (e.g. a long ``pilot_lost_timeout`` where pilots stay silent for a while and loss is not tested)."""
+    marker = request.node.get_closest_marker("server_settings")
+    return make_server(**(marker.kwargs if marker else {}))
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "server_settings(**settings): settings of the `server` fixture's server")
 
 
 # --- scheduling: which worker runs what, and what the second pass leaves out ------------------
@@ -319,6 +326,7 @@ def _reads_the_pass_database(module: Any) -> bool:
     return any(name in source for name in _DB_NAMES)
 
 
+@pytest.hookimpl(tryfirst=True)       # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         for fixture, group in DAEMON_GROUPS.items():
