@@ -56,7 +56,7 @@ setup(
         # nx-27017 over neosqlite: the MongoDB wire-protocol server of the suite's second pass
         # (tests/wire_server.py adapts it); pinned, since the adapter targets these versions.
         # schemathesis 3 breaks with hypothesis 6.131 and later.
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "openapi-spec-validator>=0.7",
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "pytest-xdist>=3.5", "openapi-spec-validator>=0.7",
                  "nx-27017==0.8.1", "neosqlite==1.17.2", "schemathesis>=3.39,<4", "hypothesis>=6.103,<6.131"],
     },
     entry_points={

@@ -4,8 +4,12 @@
 1. Latency: with P idle pilots waiting (P = 1, 16, 160), define jobs one at a time and measure
    job defined (server clock) -> payload started (pilot clock; same machine): p50, p99.
 2. Throughput: 16 pilots run N no-op jobs (/bin/true); jobs finished per second, and the CPU
-   milliseconds per job of the server and of the pilots (with their payloads). bench/floor.py
-   prints what this machine could reach with no p3s work at all.
+   milliseconds per job of the server, of the pilot processes themselves (their own user+system
+   time, without the payloads: ``pilots_cpu_ms_per_job``) and of the pilots with their reaped
+   payloads (``pilots_with_payloads_cpu_ms_per_job``). bench/floor.py prints what this machine
+   could reach with no p3s work at all.
+3. Bulk creation: N jobs in one POST to an idle server (no pilots), repeated; the server's CPU
+   per job during the request (its loop's time, the server doing nothing else) and the wall time.
 
 Prints one JSON line per case. Usage: bench/dispatch.py [--quick] [--db mongodb://…]
 """
@@ -108,28 +112,51 @@ def throughput_case(pilots: int, jobs: int, db: str) -> dict:
         procs = start_pilots(url, pilots, tmp)
         try:
             wait_until(lambda: client.summary()["queue"]["waiting_pilots"] == pilots, 120)
-            server_cpu, pilots_cpu = _cpu([server]), _cpu(procs)
+            server_cpu, pilots_cpu, with_payloads = _cpu([server]), _cpu(procs, False), _cpu(procs)
             started = time.monotonic()
             for first in range(0, jobs, 5000):
                 client.create_jobs([{"payload": "/bin/true", "jobtype": "noop"}
                                     for _ in range(min(5000, jobs - first))])
             wait_until(lambda: client.summary()["jobs"]["finished"] == jobs, 600)
             seconds = time.monotonic() - started
-            server_cpu, pilots_cpu = _cpu([server]) - server_cpu, _cpu(procs) - pilots_cpu
+            server_cpu, pilots_cpu, with_payloads = (_cpu([server]) - server_cpu, _cpu(procs, False) - pilots_cpu,
+                                                     _cpu(procs) - with_payloads)
         finally:
             stop(procs)
             stop([server])
     return {"case": "throughput", "pilots": pilots, "jobs": jobs, "seconds": round(seconds, 2),
             "jobs_per_s": round(jobs / seconds, 1), "server_cpu_ms_per_job": round(server_cpu * 1000 / jobs, 2),
-            "pilots_cpu_ms_per_job": round(pilots_cpu * 1000 / jobs, 2)}
+            "pilots_cpu_ms_per_job": round(pilots_cpu * 1000 / jobs, 2),
+            "pilots_with_payloads_cpu_ms_per_job": round(with_payloads * 1000 / jobs, 2)}
 
 
-def _cpu(procs: list[subprocess.Popen]) -> float:
-    """CPU seconds used so far by these processes and their reaped children (payloads)."""
+def bulk_case(jobs: int, rounds: int, db: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmpdir:
+        server, url = start_server(Path(tmpdir), db)
+        client = Client(url, timeout=600)
+        cpu, wall = [], []
+        try:
+            client.summary()
+            for _ in range(rounds):
+                body = [{"payload": "/bin/true", "jobtype": "bulk"} for _ in range(jobs)]
+                before, started = _cpu([server], False), time.monotonic()
+                client.create_jobs(body)
+                wall.append((time.monotonic() - started) * 1000 / jobs)
+                cpu.append((_cpu([server], False) - before) * 1000 / jobs)
+        finally:
+            stop([server])
+    return {"case": "bulk", "jobs": jobs, "rounds": rounds, "server_cpu_ms_per_job": round(statistics.median(cpu), 4),
+            "wall_ms_per_job": round(statistics.median(wall), 4)}
+
+
+def _cpu(procs: list[subprocess.Popen], children: bool = True) -> float:
+    """CPU seconds used so far by these processes, with their reaped children (payloads) or not."""
     total = 0.0
     for proc in procs:
         times = psutil.Process(proc.pid).cpu_times()
-        total += times.user + times.system + times.children_user + times.children_system
+        total += times.user + times.system
+        if children:
+            total += times.children_user + times.children_system
     return total
 
 
@@ -137,13 +164,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer pilots and jobs")
     parser.add_argument("--db", default="", help="MongoDB URI (default: the embedded store)")
-    parser.add_argument("--case", choices=("all", "latency", "throughput"), default="all")
+    parser.add_argument("--case", choices=("all", "latency", "throughput", "bulk"), default="all")
     args = parser.parse_args()
     if args.case in ("all", "latency"):
         for pilots in (1, 16) if args.quick else (1, 16, 160):
             print(json.dumps(latency_case(pilots, 50 if args.quick else 200, args.db)), flush=True)
     if args.case in ("all", "throughput"):
         print(json.dumps(throughput_case(16, 1000 if args.quick else 5000, args.db)), flush=True)
+    if args.case in ("all", "bulk"):
+        print(json.dumps(bulk_case(2000, 3 if args.quick else 5, args.db)), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ from bson import json_util
 log = logging.getLogger("p3s.archive")
 KINDS = ("jobs", "pilots", "workflows", "data", "events")
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# The days check_day accepts whatever the month, as a pattern for the API's document (a day past
+# the 28th is not always a date: check_day tells).
+DAY_PATTERN = "^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$"
 _JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=False)
 
 

@@ -79,6 +79,9 @@ SETTINGS: tuple[Setting, ...] = (
             "the queue (no attempt counted)."),
     Setting("long_poll_wait", 20, int, "Seconds a pilot's job request waits for work when it asks for no wait."),
     Setting("long_poll_max", 30, int, "Upper bound on the wait a pilot may ask for."),
+    Setting("contact_write_period", 2, float,
+            "Seconds between writes of the pilots' contacts (last contact, current job, state), kept in memory "
+            "meanwhile; at most a quarter of pilot_lost_timeout."),
     Setting("reaper_period", 5, int, "Seconds between checks for lost pilots and overdue jobs."),
     Setting("sync_period", 2, float, "Seconds between re-reads of the ready queue, limits and running jobs when "
                                       "several servers share one MongoDB (how soon one sees another's jobs)."),

@@ -64,12 +64,14 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
-import networkx as nx
 import yaml
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 NOOP = "noop"
 DEFAULT_JOBTYPE = "default"
@@ -158,6 +160,8 @@ class Template:
     # --- structure ----------------------------------------------------------------------------
     def graph(self) -> nx.MultiDiGraph:
         """The DAG as a networkx multigraph: vertex attributes on nodes, edge ids as edge keys."""
+        import networkx as nx       # here, not at the top: it costs every server start 0.2 s otherwise
+
         graph = nx.MultiDiGraph(name=self.name, description=self.description)
         for vertex in self.vertices.values():
             attrs = vertex.to_dict()
@@ -191,6 +195,8 @@ class Template:
 
     def topological_order(self) -> list[str]:
         """Vertex names, parents before children, ties in file order; DagError on a cycle."""
+        import networkx as nx
+
         position = {name: i for i, name in enumerate(self.vertices)}
         try:
             order = nx.lexicographical_topological_sort(self.graph(), key=lambda v: position.get(v, len(position)))
@@ -417,6 +423,8 @@ def _cycle(template: Template) -> list[Problem]:
 
 def _find_cycle(template: Template) -> list[int]:
     """Positions of the edges of one cycle (empty when the graph is acyclic)."""
+    import networkx as nx
+
     graph = nx.MultiDiGraph()
     graph.add_nodes_from(template.vertices)
     for index, edge in enumerate(template.edges):

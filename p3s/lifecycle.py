@@ -279,6 +279,7 @@ class Lifecycle:
                 for listener in self.listeners:
                     listener.job_created(doc)
             await slices.pause()
+        slices.finished(len(docs))
 
     async def delete_jobs_in_slices(self, query: dict) -> list[str]:
         """``delete_jobs`` for any number of jobs: O(n), in slices that let the loop run. Each slice
@@ -289,6 +290,7 @@ class Lifecycle:
         for chunk in slices.chunks(ids, slices.DELETE_SLICE):
             deleted += self.delete_jobs({"_id": {"$in": list(chunk)}, "$and": [query]})
             await slices.pause()
+        slices.finished(len(ids))
         return deleted
     def remove_inserted(self, docs: list[dict]) -> None:
         """Delete the jobs this request inserted (``docs``), and nothing another request inserted
@@ -345,9 +347,28 @@ class Lifecycle:
         for listener in self.listeners:
             listener.pilot_moved({**doc, "state": None}, doc)
 
+    async def delete_pilots_in_slices(self, query: dict, each: Any = None) -> list[str]:
+        """``delete_pilots`` for any number of pilots, in slices that let the loop run; ``each`` is
+        called with the uuids each slice deleted."""
+        ids = await slices.scan_ids(models.Pilot._get_collection(),
+                                    {"$and": [query, {"state": {"$nin": sorted(states.PILOT_ALIVE)}}]})
+        deleted: list[str] = []
+        for chunk in slices.chunks(ids, slices.DELETE_SLICE):
+            gone = self.delete_pilots({"_id": {"$in": list(chunk)}, "$and": [query]})
+            if each is not None:
+                each(gone)
+            deleted += gone
+            await slices.pause()
+        slices.finished(len(ids))
+        return deleted
+
     def delete_pilots(self, query: dict) -> list[str]:
         """Delete pilots matching ``query`` that are stopped or lost."""
+        query = dict(query)
+        by_id = query.pop("_id", None)      # kept at the top, where the engine plans it by the id index
         query = {"$and": [query, {"state": {"$nin": sorted(states.PILOT_ALIVE)}}]}
+        if by_id is not None:
+            query["_id"] = by_id
         doomed = list(self.pilots.find(query, PILOT_BRIEF))
         ids = [d["_id"] for d in doomed]
         if ids:

@@ -1,7 +1,7 @@
 """What pilots do through the server: register, ask for work, report, and get told to stop.
 
 The live pilots are also kept in memory (``Registry``) so that matching, kill delivery and the
-reaper need no query; every contact still leaves one write (the heartbeat) in the database.
+reaper need no query; their contacts are written in batches (``p3s.contacts``).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tornado.ioloop import IOLoop
 
 from p3s import events, faults, models, schema, states
 from p3s.broker import Broker, PilotInfo
+from p3s.contacts import Contacts
 from p3s.auth import Identity
 from p3s.config import Config
 from p3s.credentials import PILOT as PILOT_CREDENTIAL, CredentialStore
@@ -29,8 +30,6 @@ log = logging.getLogger("p3s.pilots")
 JOB_FOR_PILOT = ("name", "jobtype", "payload", "params", "env", "timelimit", "priority", "workflow", "input_file")
 # What a job request's offer adds: the attempt, which the pilot echoes so a repeated report is recognised.
 JOB_OFFER_FIELDS = {k: 1 for k in (*JOB_FOR_PILOT, "state", "pilot", "attempts")}
-KILL_FIELDS = {"kill_requested": 1, "kill_job": 1}
-
 
 def _from_epoch(value: float | None) -> _dt.datetime | None:
     if value is None:
@@ -69,7 +68,8 @@ class Registry:
     def _info(doc: dict, now: float, job: str | None) -> PilotInfo:
         return PilotInfo(uuid=doc["_id"], host=doc.get("host", ""), site=doc.get("site", ""),
                          jobtypes=frozenset(doc.get("jobtypes") or ()), state=doc["state"], last_seen=now,
-                         job=job, kill=bool(doc.get("kill_requested")), kill_job=doc.get("kill_job"))
+                         job=job, kill=bool(doc.get("kill_requested")),
+                         kill_job=doc.get("kill_job") if job and doc.get("kill_job") == job else None)
 
     def get(self, uuid: str) -> PilotInfo:
         """The live pilot ``uuid``; 404 if unknown, 409 if it has stopped or been declared lost."""
@@ -96,6 +96,7 @@ class PilotService:
         self.collection = ByIdCollection(models.Pilot._get_collection())
         self.jobs = ByIdCollection(models.Job._get_collection())
         self.credentials: CredentialStore | None = None     # set by the server once the store is open
+        self.contacts = Contacts(lifecycle, registry)
 
     # --- registration -------------------------------------------------------------------------
     def register(self, body: dict, who: Identity | None = None) -> tuple[dict, str]:
@@ -159,18 +160,9 @@ class PilotService:
                 "long_poll_wait": self.config.long_poll_wait, "pilot_lost_timeout": self.config.pilot_lost_timeout}
 
     # --- contact ------------------------------------------------------------------------------
-    def touch(self, pilot: PilotInfo, set_: dict | None = None) -> dict:
-        """Record a contact (the heartbeat write); returns the pilot's kill flags."""
-        pilot.last_seen = IOLoop.current().time()
-        doc = self.collection.find_one_and_update(
-            pilot_filter(pilot.uuid, states.PILOT_ALIVE),
-            build_update({"ts_lhb": utcnow(), **(set_ or {})}), projection=KILL_FIELDS)
-        if doc is None:
-            self.registry.forget(pilot.uuid)
-            raise ApiError(409, f"pilot {pilot.uuid} is no longer alive; it must stop", "pilot")
-        pilot.kill = bool(doc.get("kill_requested"))
-        pilot.kill_job = doc.get("kill_job")
-        return doc
+    def touch(self, pilot: PilotInfo, usage: dict | None = None) -> None:
+        """Record a contact (in memory; ``p3s.contacts`` writes it within a few seconds)."""
+        self.contacts.note(pilot, usage)
 
     def instructions(self, pilot: PilotInfo) -> dict[str, Any]:
         return {"kill": pilot.kill, "kill_job": pilot.kill_job}
@@ -185,7 +177,7 @@ class PilotService:
             return {"kill": False, "kill_job": None, "stopped": True}
         if event in ("heartbeat", "jobstart"):
             pilot_usage = event == "heartbeat" and not body["job"] and body["usage"]
-            self.touch(pilot, {"usage": body["usage"]} if pilot_usage else None)
+            self.touch(pilot, body["usage"] if pilot_usage else None)
             if event == "heartbeat" and not body["job"]:
                 return self.instructions(pilot)
         if not body["job"]:
@@ -328,15 +320,9 @@ class PilotService:
         return doc["state"] == target and doc.get("pilot") == pilot.uuid
 
     def write_pilot(self, pilot: PilotInfo) -> None:
-        """The one write of a request to the pilot's document: state, current job, jobs done,
-        last contact; it also reads back any kill request made by another server."""
-        target = states.P_RUNNING if pilot.job else states.IDLE
-        after = self.lifecycle.move_pilot(
-            pilot.uuid, target, set_={"job": pilot.job, "kill_job": pilot.kill_job, "ts_lhb": utcnow()},
-            inc={"njobs": pilot.ended} if pilot.ended else None, projection=KILL_FIELDS)
-        pilot.ended = 0
-        pilot.kill = pilot.kill or bool(after.get("kill_requested"))
-        pilot.last_seen = IOLoop.current().time()
+        """A request's change to the pilot's record (state, current job, jobs done, last contact):
+        kept in memory and written in a batch (``p3s.contacts``)."""
+        self.contacts.note(pilot)
 
     def _on_jobstop(self, pilot: PilotInfo, body: dict) -> None:
         code = body["exit_code"]
@@ -368,9 +354,12 @@ class PilotService:
                                        set_={"error": "its pilot stopped without reporting it"})
             except IllegalTransition:
                 pass
+        usage = self.contacts.discard(pilot.uuid)
+        ended, pilot.ended = pilot.ended, 0
         self.lifecycle.move_pilot(pilot.uuid, states.STOPPED,
                                   set_={"ts_stop": utcnow(), "ts_lhb": utcnow(), "job": None,
-                                        "reason": body["message"] or "stopped"})
+                                        "reason": body["message"] or "stopped", **({"usage": usage} if usage else {})},
+                                  inc={"njobs": ended} if ended else None)
         self.registry.forget(pilot.uuid)
         events.record("pilot.stopped", f"pilot {pilot.uuid} on {pilot.host} stopped: {body['message'] or 'done'}",
                       pilot=pilot.uuid, site=pilot.site or None)

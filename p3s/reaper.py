@@ -126,6 +126,7 @@ class Reaper(Listener):
     def reap_pilots(self) -> list[str]:
         timeout = self.config.pilot_lost_timeout
         pilots = models.Pilot._get_collection()
+        self.pilots.contacts.flush()      # this server's contacts reach the database before it judges
         waiting = self.broker.waiting_pilots()
         if waiting:
             # Pilots in a long poll here are in contact, though they send nothing while they wait.
@@ -148,6 +149,7 @@ class Reaper(Listener):
                 continue                     # heard from meanwhile (here or by another server), or stopped
             finally:
                 self.registry.forget(uuid)
+                self.pilots.contacts.discard(uuid)
             lost.append(uuid)
             faults.crash_point("pilot_lost")
             events.record("pilot.lost", f"pilot {uuid} on {host} lost: no contact for {timeout} s",

@@ -32,6 +32,31 @@ TEXT_PATTERN = "^[^\\u0000]*$"
 UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 
+# A moment (kind time): seconds before the year 3000, or ISO 8601 text. The pattern is the part of
+# ISO 8601 accepted whatever the offset (years 1980-2998; a day past 28 is not always a date).
+TIME_MAX = 32503680000
+TIME_PATTERN = ("^(19[89][0-9]|2[0-8][0-9]{2}|29[0-8][0-9]|299[0-8])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+                "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")
+# Keys of a stored map (check_key), as a pattern. OpenAPI 3.0 has no propertyNames: the document
+# gives it as x-propertyNames.
+STORED_KEY_PATTERN = "^[^$.\\u0000][^.\\u0000]*$"
+
+
+def stored_object(stored_keys: bool = True, levels: int = 2) -> dict:
+    """The OpenAPI schema of a free-form object (kind object) as check_tree accepts it: text without
+    NUL, integers within 64 bits, keys MongoDB accepts. The document shows ``levels`` levels of
+    nesting (the server accepts up to MAX_DEPTH)."""
+    scalar = [{"type": "string", "pattern": TEXT_PATTERN}, {"type": "integer", "minimum": INT64_MIN,
+              "maximum": INT64_MAX}, {"type": "number", "minimum": -9e18, "maximum": 9e18}, {"type": "boolean"}]
+    value: dict = {"anyOf": scalar, "nullable": True}
+    keys = {"pattern": STORED_KEY_PATTERN if stored_keys else TEXT_PATTERN}
+    for _ in range(levels - 1):
+        value = {"anyOf": [*scalar, {"type": "array", "items": value, "maxItems": 1000},
+                           {"type": "object", "additionalProperties": value, "x-propertyNames": keys}],
+                 "nullable": True}
+    return {"type": "object", "maxProperties": 1000, "additionalProperties": value, "x-propertyNames": keys}
+
+
 def check_text(value: str, where: str) -> None:
     """Refuse what MongoDB cannot store or a payload cannot carry: NUL, lone surrogates."""
     if "\x00" in value:
@@ -49,34 +74,76 @@ def check_key(key: Any, where: str) -> None:
         raise invalid(where, f"key {key!r} may not start with $ or contain a dot")
 
 
-def check_tree(value: Any, where: str = "body", stored_keys: bool = False) -> None:
+def check_tree(value: Any, where: str = "body", stored_keys: bool = False, texts: bool = True) -> None:
     """Walk a decoded JSON value (without recursion): nesting at most MAX_DEPTH, integers within
-    64 bits, text without NUL or lone surrogates, and, with ``stored_keys``, keys MongoDB accepts.
-    Raises ApiError(422) naming the first offending place."""
-    stack = [(value, where, 0)]
+    64 bits, text without NUL or lone surrogates (unless not ``texts``: see may_hold_bad_text),
+    and, with ``stored_keys``, keys MongoDB accepts. Raises ApiError(422) naming the first
+    offending place. A place's name is only spelled out for an error: a body of 10,000 jobs is
+    walked on the event loop."""
+    if not isinstance(value, (dict, list)):
+        _check_leaf(value, ("",), where, -1, [])
+        return
+    stack: list[tuple[Any, Any, int]] = [(value, (where,), 0)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, dict):
             if depth >= MAX_DEPTH:
-                raise invalid(path, f"is nested more than {MAX_DEPTH} levels deep")
+                raise invalid(_path(path), f"is nested more than {MAX_DEPTH} levels deep")
             for key, sub in item.items():
-                inner = f"{path}.{key}" if path else str(key)
                 if stored_keys:
-                    check_key(key, inner)
-                elif isinstance(key, str):
-                    check_text(key, inner)
-                stack.append((sub, inner, depth + 1))
+                    if not isinstance(key, str) or not key or key[0] == "$" or "." in key or (texts and _bad_text(key)):
+                        check_key(key, _path((path, key)))
+                elif texts and isinstance(key, str) and _bad_text(key):
+                    check_text(key, _path((path, key)))
+                _check_leaf(sub, path, key, depth, stack, texts)
         elif isinstance(item, list):
             if depth >= MAX_DEPTH:
-                raise invalid(path, f"is nested more than {MAX_DEPTH} levels deep")
-            stack.extend((sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(item))
-        elif isinstance(item, str):
-            check_text(item, path)
-        elif isinstance(item, int) and not isinstance(item, bool):
-            if not INT64_MIN <= item <= INT64_MAX:
-                raise invalid(path, "is outside the range of a 64-bit integer")
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise invalid(path, "must be a finite number")
+                raise invalid(_path(path), f"is nested more than {MAX_DEPTH} levels deep")
+            for i, sub in enumerate(item):
+                _check_leaf(sub, path, i, depth, stack, texts)
+
+
+def _check_leaf(sub: Any, path: tuple, key: Any, depth: int, stack: list, texts: bool = True) -> None:
+    """Check a scalar in place; queue a container (with its path, built lazily) for the walk."""
+    if isinstance(sub, (dict, list)):
+        stack.append((sub, (path, key), depth + 1))
+    elif isinstance(sub, str):
+        if texts and _bad_text(sub):
+            check_text(sub, _path((path, key)))
+    elif isinstance(sub, int) and not isinstance(sub, bool):
+        if not INT64_MIN <= sub <= INT64_MAX:
+            raise invalid(_path((path, key)), "is outside the range of a 64-bit integer")
+    elif isinstance(sub, float) and not math.isfinite(sub):
+        raise invalid(_path((path, key)), "must be a finite number")
+
+
+# In JSON text decoded from UTF-8, a NUL or a lone surrogate can only come from a \\u escape.
+_BAD_ESCAPE = re.compile(r"\\u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def may_hold_bad_text(json_text: str) -> bool:
+    """Whether JSON text (decoded from UTF-8) may hold a NUL or a lone surrogate once parsed: if
+    not, check_tree need not look at its strings."""
+    return _BAD_ESCAPE.search(json_text) is not None
+
+
+def _bad_text(text: str) -> bool:
+    return "\x00" in text or _SURROGATE.search(text) is not None
+
+
+def _path(path: tuple) -> str:
+    """The name of a place from its lazy path: (where,) or (parent path, key or index)."""
+    keys = []
+    while len(path) == 2:
+        path, key = path
+        keys.append(key)
+    out = path[0]
+    for key in reversed(keys):
+        if isinstance(key, int) and not isinstance(key, bool):
+            out = f"{out}[{key}]"
+        else:
+            out = f"{out}.{key}" if out else str(key)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +162,10 @@ class Field:
     stored_keys: bool = True               # an object stored as given: its keys must suit MongoDB
     aliases: tuple[str, ...] = ()
     max_length: int = 4096
+    min_length: int = 0                    # kinds str (and strlist items): shortest text accepted
+    min_items: int = 0                     # kind strlist: fewest items accepted
+    pattern: str | None = None             # kinds str and strlist items: a regular expression to match
+    references: str | None = None          # names a record of this route ('' = none): 422 if there is none
 
     def clean(self, value: Any, where: str) -> Any:
         if value is None:
@@ -121,7 +192,11 @@ class Field:
                 raise invalid(where, f"must be a string, got {_json_type(value)}")
             if len(value) > self.max_length:
                 raise invalid(where, f"is longer than {self.max_length} characters")
+            if len(value) < self.min_length:
+                raise invalid(where, f"must be at least {self.min_length} characters")
             check_text(value, where)
+            if self.pattern is not None and not re.search(self.pattern, value):
+                raise invalid(where, f"{value!r} does not match {self.pattern}")
             if kind == "name" and not NAME_RE.match(value):
                 raise invalid(where, f"{value!r} is not a valid name (letters, digits and _.:@+- , "
                                      "starting with a letter or digit, at most 128)")
@@ -158,8 +233,14 @@ class Field:
         if kind == "strlist":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise invalid(where, "must be a list of strings")
+            if len(value) < self.min_items:
+                raise invalid(where, f"give at least {self.min_items}")
             for i, item in enumerate(value):
                 check_text(item, f"{where}[{i}]")
+                if self.pattern is not None and not re.search(self.pattern, item):
+                    raise invalid(f"{where}[{i}]", f"{item!r} does not match {self.pattern}")
+                if self.choices is not None and item not in self.choices:
+                    raise invalid(f"{where}[{i}]", f"must be one of {', '.join(self.choices)}, got {item!r}")
             return list(value)
         raise AssertionError(f"unknown field kind {kind}")
 
@@ -175,13 +256,15 @@ class Field:
         schema: dict[str, Any] = {
             "int": {"type": "integer"},
             "number": {"type": "number"},
-            "time": {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
+            "time": {"oneOf": [{"type": "number", "minimum": 0, "exclusiveMaximum": True, "maximum": TIME_MAX},
+                               {"type": "string", "pattern": TIME_PATTERN}]},
             "bool": {"type": "boolean"},
             "str": {"type": "string", "pattern": TEXT_PATTERN},
             "name": {"type": "string", "pattern": NAME_RE.pattern},
             "uuid": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN},
-            "env": {"type": "object", "additionalProperties": {"type": "string", "pattern": TEXT_PATTERN}},
-            "object": {"type": "object", "maxProperties": 1000},
+            "env": {"type": "object", "additionalProperties": {"type": "string", "pattern": TEXT_PATTERN},
+                    "x-propertyNames": {"pattern": ENV_NAME_RE.pattern}},
+            "object": stored_object(self.stored_keys),
             "strlist": {"type": "array", "items": {"type": "string", "pattern": TEXT_PATTERN}},
             "envnames": {"type": "array", "items": {"type": "string", "pattern": ENV_NAME_RE.pattern}},
         }[self.kind].copy()
@@ -193,7 +276,17 @@ class Field:
             schema["description"] += " Keys: non-empty, not starting with $, without dots or NUL."
         if self.kind in ("str", "uuid") and self.max_length:
             schema["maxLength"] = self.max_length
-        if self.choices:
+        if self.kind == "str" and self.min_length:
+            schema["minLength"] = self.min_length
+        if self.kind == "strlist" and self.min_items:
+            schema["minItems"] = self.min_items
+        if self.pattern is not None and self.kind == "strlist":
+            schema["items"] = {"type": "string", "pattern": self.pattern}
+        elif self.pattern is not None:
+            schema["pattern"] = self.pattern
+        if self.choices and self.kind == "strlist":
+            schema["items"] = {"type": "string", "enum": list(self.choices)}
+        elif self.choices:
             schema["enum"] = list(self.choices)
         if self.minimum is not None:
             schema["minimum"] = self.minimum
@@ -203,6 +296,8 @@ class Field:
             schema["maximum"] = self.upper()
         if self.nullable:
             schema["nullable"] = True
+        if self.references:
+            schema["x-references"] = self.references
         if self.default is not MISSING and not callable(self.default):
             schema["default"] = self.default
         return schema
@@ -216,7 +311,7 @@ def _json_type(value: Any) -> str:
 def _moment(value: Any, where: str) -> _dt.datetime:
     """A moment given as seconds since the epoch or an ISO 8601 text (UTC when it names no zone),
     as the naive UTC datetime to the millisecond that MongoDB keeps."""
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?([eE][-+]?\d+)?\s*", value):
         value = float(value)             # seconds, as a query string gives them
     if isinstance(value, str):
         try:
@@ -262,10 +357,11 @@ def _number(value: Any, where: str, integer: bool) -> int | float:
 class Body:
     """A request body: its fields, and whether it is a creation (defaults, required) or a patch."""
 
-    def __init__(self, title: str, fields: Iterable[Field], patch: bool = False) -> None:
+    def __init__(self, title: str, fields: Iterable[Field], patch: bool = False, rules: dict | None = None) -> None:
         self.title = title
         self.fields = {f.name: f for f in fields}
         self.patch = patch
+        self.rules = rules or {}             # more of its OpenAPI schema: rules across fields
         self._names = {alias: f for f in self.fields.values() for alias in (f.name, *f.aliases)}
 
     def validate(self, body: Any, where: str = "") -> dict[str, Any]:
@@ -310,6 +406,7 @@ class Body:
             schema["required"] = required
         if self.patch:
             schema["minProperties"] = 1
+        schema.update(self.rules)
         return schema
 
 
@@ -359,7 +456,8 @@ PILOT_REGISTER = Body("PilotRegister", (
     Field("version", "str", "Pilot software version.", default="", max_length=64),
     Field("key", "str", "A secret of at least 32 characters the pilot chose: it becomes the pilot's credential, "
                         "and a retried registration of the same uuid with the same key is the same pilot "
-                        "(the server makes a credential otherwise).", nullable=True, default=None, max_length=256),
+                        "(the server makes a credential otherwise).", nullable=True, default=None, max_length=256,
+          min_length=32),
 ))
 PILOT_EVENT = Body("PilotEvent", (
     Field("event", "str", "What happened.", required=True,
@@ -397,7 +495,7 @@ KILL_SELECTOR = Body("KillSelector", (
 # --- data -------------------------------------------------------------------------------------
 _DATA_COMMON = (
     Field("dirpath", "str", "Directory the file is in.", default=""),
-    Field("datatype", "str", "Registered data type ('' = none).", default=""),
+    Field("datatype", "str", "Registered data type ('' = none).", default="", references="/datatypes"),
     Field("state", "str", "State of the file.", choices=("defined", "template", "ready", "skipped"),
           default="defined"),
     Field("comment", "str", "Free text.", default=""),
@@ -480,7 +578,12 @@ TEMPLATE_ADD = Body("TemplateAdd", (
     Field("name", "name", "Name to store it under (default: the template's own).", nullable=True, default=None),
     Field("filename", "str", "File the text came from (for error messages).", default=""),
     Field("new_version", "bool", "Store as a new version when the name exists.", default=False),
-))
+), rules={
+    # Exactly one of yaml and graphml (the other absent or null); the text is then parsed and
+    # checked as a template, which no schema can say.
+    "oneOf": [{"required": [a], "properties": {a: {"type": "string"}, b: {"enum": [None], "nullable": True}}}
+              for a, b in (("yaml", "graphml"), ("graphml", "yaml"))],
+    "x-content-checked": "yaml or graphml must be a valid p3s template; 422 names what is wrong"})
 VERTEX_OVERRIDE = Body("VertexOverride", (
     Field("payload", "str", "Replacement payload."),
     Field("env", "env", "Extra environment."),

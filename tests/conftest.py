@@ -11,6 +11,7 @@ import tempfile
 import signal
 import subprocess
 import sys
+import inspect
 import time
 import urllib.error
 import urllib.request
@@ -280,5 +281,75 @@ def make_server(tmp_path: Path):
 
 
 @pytest.fixture
-def server(make_server) -> ServerProcess:
-    return make_server()
+def server(make_server, request) -> ServerProcess:
+    """A server with the FAST settings, or those of the test's ``@pytest.mark.server_settings(...)``
+    (e.g. a long ``pilot_lost_timeout`` where pilots stay silent for a while and loss is not tested)."""
+    marker = request.node.get_closest_marker("server_settings")
+    return make_server(**(marker.kwargs if marker else {}))
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "server_settings(**settings): settings of the `server` fixture's server")
+
+
+# --- scheduling: which worker runs what, and what the second pass leaves out ------------------
+# `make test` runs each pass with pytest-xdist (`-n`, `--dist loadgroup`): tests go to workers one
+# by one, so every fixture a test uses must be private to it (free ports, tmp_path), which they
+# are. The exceptions are the module-scoped daemons: a Slurm cluster, a Grid Engine cell and an
+# sshd cost seconds to start, so all the tests of one daemon go to one worker (an xdist_group)
+# and share it as they do without xdist.
+DAEMON_GROUPS = {"slurm": "slurm", "sge": "sge", "sshd": "sshd"}
+
+# Modules whose tests never reach the database a pass is about: pure units (no store at all),
+# or tests that open the embedded store by name whatever P3S_TEST_DB says. The wire pass would
+# run them a second time unchanged, so it leaves them out. A test of these modules that uses a
+# server (the `server`/`make_server` fixtures, directly or through another fixture) or a module
+# that reads the pass's database (TEST_DB, on_mongodb, test_database_uri) stays in both passes.
+STORE_FREE_MODULES = {
+    "test_dag": "DAG templates: YAML/GraphML parsing and validation, no store",
+    "test_listing": "opens the embedded store (Database('')) whatever the pass",
+    "test_broker_unit": "opens an in-memory embedded store (Database('memory:')) whatever the pass",
+    "test_batch_units": "sbatch/qsub command lines and parsers, no store",
+    "test_fleet_units": "host lists, fan-out, placement, option checks: no store",
+    "test_pilot_bare": "the pilot package's imports, the zipapp and procfs: no store "
+                       "(its test with a server stays in both passes)",
+}
+SERVER_FIXTURES = {"server", "make_server"}
+_DB_NAMES = ("TEST_DB", "on_mongodb", "test_database_uri")
+
+
+def _reads_the_pass_database(module: Any) -> bool:
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        return True
+    return any(name in source for name in _DB_NAMES)
+
+
+@pytest.hookimpl(tryfirst=True)       # before xdist reads the groups into the test ids
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        for fixture, group in DAEMON_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+    if not TEST_DB:
+        return
+    kept, left_out = [], []
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rsplit(".", 1)[-1] if module else ""
+        if (name in STORE_FREE_MODULES and not SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and not _reads_the_pass_database(module)):
+            left_out.append(item)
+        else:
+            kept.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+def pytest_report_header(config) -> str | None:
+    if TEST_DB:
+        return ("database pass: tests of " + ", ".join(sorted(STORE_FREE_MODULES))
+                + " that use no server run in the embedded pass only (tests/conftest.py says why)")
+    return None

@@ -94,8 +94,7 @@ def test_long_poll_hands_a_new_job_to_a_waiting_pilot_at_once(server):
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    time.sleep(0.5)
-    assert server.ok("GET", "/summary")["queue"]["waiting_pilots"] == 1
+    server.wait_for(lambda: server.ok("GET", "/summary")["queue"]["waiting_pilots"] == 1, timeout=4)
     defined_at = time.monotonic()
     job = server.submit({"payload": "fresh"})[0]
     waiter.join(10)

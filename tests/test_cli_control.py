@@ -67,7 +67,7 @@ def test_job_log_rerun_kill_and_errors(server):
 
 
 def test_status_events_hosts_alarms(make_server):
-    server = make_server(blackhole_jobs=2)
+    server = make_server(blackhole_jobs=2, pilot_lost_timeout=120)   # no lost-pilot alarm on a slow machine
     server.submit(*[{"payload": "x", "jobtype": "reco"} for _ in range(3)])
     status = command(server, "status")
     assert status.returncode == 3                                          # jobs wait, no pilot: an alarm fires

@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from fleet_support import Fleet, fleet, free_port, kill_all  # noqa: F401  (fixtures)
 
 FAST_PILOT = ("--", "-c", "0", "-p", "5", "-b", "1", "--grace", "1")
@@ -60,6 +62,7 @@ def test_up_report_kill_with_running_payloads(server, fleet: Fleet):
     assert fleet.pids() == []
 
 
+@pytest.mark.server_settings(pilot_lost_timeout=120)    # the stopped pilot must not be declared lost first
 def test_mismatches_and_escalation(server, fleet: Fleet):
     assert fleet.run("up", "-w", "wn01", "-n", "2", *FAST_PILOT).returncode == 0
     nowhere = f"http://127.0.0.1:{free_port()}"

@@ -169,6 +169,9 @@ def test_slurm_refusals_come_back_with_slurms_words(server, fleet: Fleet, slurm:
     assert configured.returncode == 1 and "invalid partition" in configured.stderr.lower(), configured.stderr
     wrong = fleet.run("up", "--queue", "all.q", backend="slurm", env=env)
     assert wrong.returncode == 2 and "--queue is not an option of the slurm backend" in wrong.stderr
-    gone = fleet.run("report", backend="slurm", env={**env, "SLURM_CONF": "/nonexistent/slurm.conf"})
+    # a configuration Slurm cannot use (a missing file would do too, but Slurm's clients retry that for 60 s)
+    unusable = slurm.tmp / "unusable.conf"
+    unusable.write_text("")
+    gone = fleet.run("report", backend="slurm", env={**env, "SLURM_CONF": str(unusable)})
     assert gone.returncode == 1 and "squeue failed" in gone.stderr
     assert _squeue(slurm, fleet) == []

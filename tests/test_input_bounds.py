@@ -76,3 +76,14 @@ def test_max_timelimit_is_a_setting(make_server):
     server = make_server(max_timelimit=100)
     assert server.call("POST", "/jobs", {"payload": "x", "timelimit": 101}).status == 422
     assert server.call("POST", "/jobs", {"payload": "x", "timelimit": 100}).status == 201
+
+
+def test_bad_text_is_found_whatever_the_escape(server):
+    """The body's strings are only looked at when its JSON text holds an escape that can make a NUL
+    or a lone surrogate: every such escape is still found."""
+    for escape in ("\\u0000", "\\uD800", "\\udfff", "\\uDbFf"):
+        raw = ('[{"payload": "x"}, {"payload": "x", "env": {"A": "a' + escape + '"}}]').encode()
+        reply = server.call("POST", "/jobs", raw=raw)
+        assert reply.status == 422 and reply.body["error"]["field"] == "[1].env.A", (escape, reply)
+    reply = server.call("POST", "/jobs", raw=b'[{"payload": "x \\\\u0000 \\ud83d\\ude00"}]')
+    assert reply.status == 201, reply                     # an escaped backslash; a surrogate pair

@@ -2,6 +2,7 @@
 for silence the server caused. (Timings are in bench/stall.py; these tests check behaviour.)"""
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 
@@ -56,3 +57,57 @@ def test_bulk_create_is_all_or_none(server):
     assert server.ok("GET", "/jobs?limit=1")["total"] == 1
     assert len(server.submit(*good)) == 450
     assert server.ok("GET", "/summary")["jobs"]["defined"] == 451
+
+
+def test_what_a_bulk_create_makes_is_kept_out_of_full_collections(server):
+    """A full garbage collection walks every object not frozen: the documents a bulk create leaves
+    in the embedded store's cache would make each one stall the loop (bench/stall.py measures it)."""
+    before = server.ok("GET", "/summary")["server"]["gc"]["frozen"]
+    server.submit(*({"payload": "x", "jobtype": "bulk", "name": f"j{i}"} for i in range(3000)))
+    after = server.ok("GET", "/summary")["server"]["gc"]["frozen"]
+    assert after - before >= 3000 * 10, (before, after)    # each job document is dozens of objects
+
+
+def test_a_data_list_is_bounded_and_all_or_none(server):
+    """One body can hold tens of thousands of records: at most 10,000 per request, all or none."""
+    reply = server.call("POST", "/data", [{"name": f"f{i}"} for i in range(10001)])
+    assert reply.status == 413, reply
+    reply = server.call("POST", "/data", [{"name": f"f{i}"} for i in range(300)] + [{"name": 1}])
+    assert reply.status == 422 and reply.body["error"]["field"] == "[300].name"
+    assert server.ok("GET", "/data?limit=1")["total"] == 0
+
+
+def test_a_data_delete_lets_other_requests_through(server):
+    """Deleting many data records is done in slices: a request sent meanwhile is answered first."""
+    for _ in range(3):
+        assert server.call("POST", "/data", [{"name": f"f{i}", "dirpath": "/d"} for i in range(5000)]).status == 201
+    answered: list[str] = []
+    deleter = threading.Thread(target=lambda: (server.ok("DELETE", "/data?dirpath=/d"), answered.append("delete")))
+    deleter.start()
+    while not answered and server.ok("GET", "/data?limit=1&dirpath=/d")["total"] == 15000:
+        pass                                  # the delete has begun once the count falls
+    server.ok("GET", "/status")
+    answered.append("status")
+    deleter.join()
+    assert answered[0] == "status", answered
+    assert server.ok("GET", "/data?limit=1")["total"] == 0
+
+
+def test_a_pilot_delete_lets_other_requests_through(server):
+    """Deleting many stopped or lost pilots is done in slices: a request sent meanwhile is answered
+    first (it was one O(n²) call on the embedded engine)."""
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        pilots = list(pool.map(lambda i: server.register(host=f"wn{i}"), range(3000)))
+    while server.ok("GET", "/summary")["pilots"].get("lost", 0) < len(pilots):
+        time.sleep(0.5)                       # silent: the reaper declares them lost
+    answered: list[str] = []
+    deleter = threading.Thread(
+        target=lambda: answered.append(len(server.ok("DELETE", "/pilots?state=lost")["deleted"])))
+    deleter.start()
+    while not answered and server.ok("GET", "/pilots?limit=1&state=lost")["total"] == len(pilots):
+        pass                                  # the delete has begun once the count falls
+    server.ok("GET", "/status")
+    answered.append("status")
+    deleter.join()
+    assert answered == ["status", len(pilots)], answered
+    assert server.ok("GET", "/pilots?limit=1")["total"] == 0

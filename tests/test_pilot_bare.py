@@ -90,6 +90,9 @@ def test_procfs_gives_psutils_figures(tmp_path):
     try:
         assert proc.stdout.readline() == "ready\n"
         ours, theirs = procfs.Process(proc.pid), psutil.Process(proc.pid)
+        deadline = time.monotonic() + 10      # 'ready' comes just before the sleep: on a busy machine the
+        while theirs.status() != "sleeping" and time.monotonic() < deadline:    # script may not be there yet
+            time.sleep(0.02)
         assert [c.pid for c in ours.children(recursive=True)] == [c.pid for c in theirs.children(recursive=True)]
         assert ours.is_running() and ours.status() == theirs.status() == "sleeping"
         mine, real = ours.cpu_times(), theirs.cpu_times()

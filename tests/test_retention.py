@@ -256,8 +256,6 @@ def test_counters_are_kept_over_a_clean_stop_and_counted_after_a_kill(make_serve
     assert after["jobs"]["finished"] == 2 and after["pilots"]["stopped"] == 1
 
 
-@pytest.mark.skipif(bool(conftest.TEST_DB), reason="on MongoDB the purge archives no events here (0 of 4): "
-                                                  "retention's MongoDB path, an open defect reported to issue 16")
 def test_pilots_data_and_events_come_back_with_their_counters(make_server):
     s = make_server(**OFF)
     pilots = [s.register(site="np04") for _ in range(2)]

@@ -19,6 +19,7 @@ from typing import Any
 
 import mongomock
 from neosqlite.collection import Collection
+from neosqlite.collection.datetime_query_processor import DateTimeQueryProcessor
 from neosqlite.collection.json_helpers import neosqlite_json_dumps
 from neosqlite.collection.query_helper.update_operations import UpdateOperationsMixin
 from neosqlite.sql_utils import quote_table_name
@@ -74,6 +75,13 @@ def _internal_update(self: Any, doc_id: Any, update_spec: dict, original_doc: di
 
 
 UpdateOperationsMixin._internal_update = _internal_update
+
+# Restores MongoDB's comparison of dates to the millisecond: neosqlite's SQL tier for a query that
+# compares a datetime (``{"ts": {"$lt": cutoff}}``) compares the stored ISO text with the bound
+# sqlite3 renders ("…T15:00:00.011000" against "… 15:00:00.600000"), so dates less than a second
+# apart, or a date stored without a fraction, compare wrongly (retention found no event older than
+# a cutoff 0.1 s ago). Its Python tier compares the datetimes themselves.
+DateTimeQueryProcessor.is_kill_switch_enabled = lambda self: True
 
 # The exception a find_one_and_* call raised on this thread (nx-27017 swallows it; see below).
 _failure = threading.local()

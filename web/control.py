@@ -9,7 +9,7 @@ from typing import Any
 
 from p3s import actions, auth, diagnosis
 from p3s.errors import ApiError, invalid
-from p3s.schema import Body, Field
+from p3s.schema import Body, Field, state_pattern
 from p3s.server.base import ApiHandler, jsonable
 from p3s.server.handlers import JOB_FILTERS, job_query
 from p3s.server.openapi import EXTRA_SCHEMAS
@@ -18,8 +18,9 @@ from p3s.web import alarms, loginlink
 ERRORS_TTL = 5.0          # seconds an errors view is reused
 ALARM_ACK = Body("AlarmAck", (
     Field("alarm", "str", "The alarm's key (e.g. failure_rate:reco).", required=True, max_length=300),
-    Field("reason", "str", "Why it is silenced (shown to everyone).", required=True, max_length=500),
-    Field("minutes", "int", "How long it stays silenced.", minimum=1, default=60),
+    Field("reason", "str", "Why it is silenced (shown to everyone).", required=True, max_length=500,
+          pattern=r"^[^\u0000]*[^\s\u0000][^\u0000]*$"),
+    Field("minutes", "int", "How long it stays silenced.", minimum=1, maximum=alarms.MAX_ACK_MINUTES, default=60),
 ))
 ALARM_UNACK = Body("AlarmUnack", (Field("alarm", "str", "The alarm's key.", required=True, max_length=300),))
 HOST_DRAIN = Body("HostDrain", (Field("reason", "str", "Why (shown on the hosts view).", default="", max_length=500),))
@@ -134,6 +135,7 @@ class HostDrainHandler(ApiHandler):
 
 class ErrorsHandler(ApiHandler):
     roles = {"GET": auth.READ}
+    query_schemas = {"by": {"type": "string", "pattern": state_pattern(diagnosis.GROUPINGS)}}
     doc = {"GET": {"summary": "Unsuccessful jobs of the last hour (or ?hours=N), grouped by job type, end state "
                               "and the ?by= fields (exit_code, error_line, host), with example jobs "
                               "(computed at most every 5 s per query)",
@@ -148,8 +150,7 @@ class ErrorsHandler(ApiHandler):
         for b in by:
             if b not in diagnosis.GROUPINGS:
                 raise invalid("by", f"cannot group by {b!r} (choose from {', '.join(diagnosis.GROUPINGS)})")
-        if len(set(by)) != len(by):
-            raise invalid("by", "a field is named twice")
+        by = tuple(dict.fromkeys(by))           # a field named twice is grouped by once
         key = (hours, by, self.arg("jobtype"))
         cache = self.server.__dict__.setdefault("errors_cache", {})
         hit = cache.get(key)
@@ -178,16 +179,20 @@ class _Bulk(ApiHandler):
 
 class JobsRerunHandler(_Bulk):
     action = staticmethod(actions.rerun)
+    query_schemas = {"state": {"type": "string", "pattern": state_pattern(actions.RERUNNABLE)}}
     doc = {"POST": {"summary": "Rerun every unsuccessful or cancelled job matching the filter, as a new attempt "
                                "(workflow jobs are skipped: resume the workflow); dry_run only counts",
-                    "query": JOB_FILTERS, "body": BULK, "response": "BulkResult"}}
+                    "query": JOB_FILTERS, "body": BULK, "response": "BulkResult",
+                    "x-requires-one-of": list(JOB_FILTERS)}}
 
 
 class JobsKillHandler(_Bulk):
     action = staticmethod(actions.kill)
+    query_schemas = {"state": {"type": "string", "pattern": state_pattern(actions.KILLABLE)}}
     doc = {"POST": {"summary": "Kill every job matching the filter: waiting ones cancelled, dispatched and "
                                "running ones stopped by their pilots; dry_run only counts",
-                    "query": JOB_FILTERS, "body": BULK, "response": "BulkResult"}}
+                    "query": JOB_FILTERS, "body": BULK, "response": "BulkResult",
+                    "x-requires-one-of": list(JOB_FILTERS)}}
 
 
 class JobRerunHandler(ApiHandler):

@@ -35,6 +35,8 @@ class ServerCollector:
         yield pilots
         yield GaugeMetricFamily("p3s_ready_jobs", "Jobs in the broker's ready queue.", value=len(server.broker.queue))
         yield GaugeMetricFamily("p3s_waiting_pilots", "Pilots parked in a long poll.", value=server.broker.waiting)
+        yield CounterMetricFamily("p3s_pilot_record_writes", "Writes of live pilots' records (contacts, written "
+                                  "in batches).", value=server.pilot_service.contacts.writes)
         stats = server.stats
         buckets, cumulative = [], 0
         for bound, n in zip((*LATENCY_BUCKETS, float("inf")), stats.histogram):

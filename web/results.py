@@ -233,7 +233,9 @@ class AdmissionHandler(ApiHandler):
                              "priority": "The job's priority (with jobtype).",
                              "site": "The site the job is restricted to (with jobtype).",
                              "arrived": "Seconds since the epoch."},
-                   "response": "Admission"}}
+                   "response": "Admission", "x-requires-one-of": ["template", "jobtype"]}}
+    query_schemas = {"priority": {"type": "integer", "minimum": -(1 << 31), "maximum": (1 << 63) - 1},
+                     "arrived": {"type": "number", "minimum": 0, "maximum": 32503680000, "exclusiveMaximum": True}}
 
     def get(self) -> None:
         from p3s import dag, schema

@@ -22,7 +22,9 @@ from typing import Any
 from p3s import __version__
 from p3s.pilot.client import Client, P3SError
 from p3s.pilot.guard import OrphanGuard
+from p3s.pilot import spawn
 from p3s.pilot.payload import NonStarter, Payload
+from p3s.pilot.spares import Spares
 
 log = logging.getLogger("p3s.pilot")
 
@@ -75,6 +77,9 @@ class Pilot:
         self.log_dir = str(options.joblogdir.resolve())     # reported with every job
         self._unreachable_since: float | None = None
         self.max_retry_delay = 30.0        # lowered at registration: the server must hear from us in time
+        self.spares = Spares()             # the empty leftovers of the last job, reused by the next
+        self._env: dict[str, str] | None = None   # the payloads' base environment, built once
+        self._resultroot = options.resultdir
 
     # --- signals ------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -140,6 +145,7 @@ class Pilot:
     # --- main loop ----------------------------------------------------------------------------
     def run(self) -> int:
         """Register, work until cycles are exhausted, a kill, or a signal; returns the exit code."""
+        spawn.seal_descriptors()           # nothing the pilot inherited reaches its payloads
         try:
             self.register()
         except PilotStop:
@@ -151,6 +157,7 @@ class Pilot:
             return self._run_registered()
         finally:
             self.guard.close()
+            self.spares.close()
 
     def _run_registered(self) -> int:
         self.guard.start()
@@ -231,9 +238,12 @@ class Pilot:
         """Run one job to its end; returns the report for the server (sent with the next request)."""
         opts = self.options
         log.info("job %s (%s): %s", job["uuid"], job.get("jobtype"), job.get("payload"))
-        payload = Payload(job, self.uuid, {**os.environ, **opts.site_env}, opts.joblogdir, opts.workdir, opts.shell,
-                          resultroot=opts.resultdir)
-        where = {"log_dir": self.log_dir, "output_dir": str(payload.output_dir.resolve())}
+        if self._env is None:
+            self._env = {**os.environ, **opts.site_env}
+            self._resultroot = opts.resultdir.resolve()
+        payload = Payload(job, self.uuid, self._env, opts.joblogdir, opts.workdir, opts.shell,
+                          resultroot=self._resultroot, spares=self.spares)
+        where = {"log_dir": self.log_dir, "output_dir": str(payload.output_dir)}
         try:
             payload.start()
         except NonStarter as exc:
@@ -297,7 +307,7 @@ class Pilot:
             self.payload = None
         report: dict[str, Any] = {"job": job["uuid"], "attempt": job.get("attempt"), "exit_code": code,
                                   "started": payload.started_wall,
-                                  "usage": usage, **where, **payload.tails()}
+                                  "usage": usage, **where, **payload.tails(recycle=outcome is None)}
         if outcome is None:
             report["event"] = "jobstop"
             log.info("job %s ended with exit code %s after %.2f s", job["uuid"], code, payload.elapsed())

@@ -5,7 +5,6 @@ server's message.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
@@ -15,6 +14,8 @@ import time
 import urllib.parse
 import uuid as _uuid
 from typing import Any, Callable, Iterable
+
+from p3s.pilot import wire
 
 API = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8470"
@@ -88,7 +89,8 @@ class Client:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._sleep = sleep
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: wire.Connection | None = None
+        self._prefix = self._conn_url = ""
 
     # --- transport ----------------------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, query: dict | None = None,
@@ -109,22 +111,26 @@ class Client:
                 self._sleep(random.uniform(delay / 2, delay))
         raise AssertionError("unreachable")
 
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, timeout: float) -> wire.Connection:
+        if self._conn is not None and self._conn_url != self.url:
+            self.close()                 # the URL was changed (e.g. by a site's record)
         if self._conn is None:
             parts = urllib.parse.urlsplit(self.url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise P3SError(0, f"not an http(s) URL: {self.url!r}")
+            context = None
             if parts.scheme == "https":
                 try:
                     context = ssl.create_default_context(cafile=self.ca_file)
                 except (OSError, ssl.SSLError) as exc:
                     raise P3SError(0, f"cannot read CA file {self.ca_file}: {getattr(exc, 'strerror', None) or exc}")
-                self._conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
-            else:
-                self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-        self._conn.timeout = timeout
-        if self._conn.sock is not None:
-            self._conn.sock.settimeout(timeout)
+            try:
+                port = parts.port or (443 if context is not None else 80)
+            except ValueError as exc:
+                raise P3SError(0, f"not an http(s) URL: {self.url!r}: {exc}") from None
+            self._conn = wire.Connection(parts.hostname, port, timeout, context)
+            self._prefix, self._conn_url = parts.path.rstrip("/"), self.url
+        self._conn.settimeout(timeout)
         return self._conn
 
     def close(self) -> None:
@@ -143,28 +149,25 @@ class Client:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        prefix = urllib.parse.urlsplit(self.url).path.rstrip("/")
         for fresh in (False, True):
             reused = self._conn is not None and self._conn.sock is not None
             try:
                 conn = self._connect(timeout)
-                conn.request(method, prefix + target, body=data, headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
+                status, payload = conn.request(method, self._prefix + target, data, headers)
                 break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            except (wire.Closed, BrokenPipeError, ConnectionResetError) as exc:
                 self.close()
                 if reused and not fresh:
                     continue        # the server had closed the idle kept-alive connection: reconnect once
                 raise P3SError(0, f"cannot reach {self.url}: {exc}") from None
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, wire.ProtocolError) as exc:
                 self.close()
                 raise P3SError(0, f"cannot reach {self.url}: {exc}") from None
             except BaseException:
                 self.close()        # e.g. interrupted by a signal: the connection is in an unknown state
                 raise
-        if response.status >= 400:
-            raise self._error(response.status, payload)
+        if status >= 400:
+            raise self._error(status, payload)
         if raw:
             return payload
         return json.loads(payload) if payload else None

@@ -24,8 +24,10 @@ except ImportError:                     # a bare node: the same figures from /pr
     from p3s.pilot import procfs as psutil  # type: ignore[no-redef]
 
 from p3s.pilot.client import CREDENTIAL_VARIABLES
-from p3s.pilot.dirs import UnsafePath, append_file, create_file, job_dir, private_dir
+from p3s.pilot.dirs import UnsafePath, append_file, private_dir
+from p3s.pilot import spawn
 from p3s.pilot.guard import MARKER_VARIABLE
+from p3s.pilot.spares import Spares
 
 TAIL_LINES = 20
 TAIL_BYTES = 4096
@@ -64,8 +66,9 @@ class Payload:
     """One running payload and its process tree."""
 
     def __init__(self, job: dict, pilot_uuid: str, base_env: dict[str, str], joblogdir: Path, workroot: Path,
-                 force_shell: bool = False, resultroot: Path | None = None) -> None:
+                 force_shell: bool = False, resultroot: Path | None = None, spares: Spares | None = None) -> None:
         self.job = job
+        self.spares = spares or Spares()     # the pilot's: the empty leftovers of its last job
         self.uuid = job["uuid"]
         self.workdir = workroot / self.uuid
         # Results the monitor shows (the original's monitor/<job uuid>/): $P3S_OUTPUT_DIR.
@@ -77,7 +80,7 @@ class Payload:
                     MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir),   # P3S_PILOT_UUID
                     "P3S_OUTPUT_DIR": str(self.output_dir)}
         self.force_shell = force_shell
-        self.proc: subprocess.Popen | None = None
+        self.proc: spawn.Child | subprocess.Popen | None = None
         self._logs: tuple[Any, Any] | None = None
         self._pidfd: int | None = None
         self.started_wall = 0.0
@@ -94,15 +97,16 @@ class Payload:
             for parent in (self.out_path.parent, self.workdir.parent, self.output_dir.parent):
                 if not parent.is_dir():          # normally made private at the pilot's start
                     private_dir(parent)
-            job_dir(self.workdir)
-            job_dir(self.output_dir)
+            self.spares.dir("work", self.workdir)
+            self.spares.dir("output", self.output_dir)
             command, shell = command_for(self.job, self.workdir, self.force_shell)
-            # Kept open (read back for the tails): two file opens fewer per job. Created afresh,
-            # never through a link planted under a name the submitter chose (the job's uuid).
-            self._logs = (os.fdopen(create_file(self.out_path), "w+b"), os.fdopen(create_file(self.err_path), "w+b"))
-            self.proc = subprocess.Popen(command, shell=shell, stdout=self._logs[0], stderr=self._logs[1],
-                                         stdin=subprocess.DEVNULL, cwd=self.workdir, env=self.env,
-                                         start_new_session=True)
+            # Kept open (read back for the tails): two file opens fewer per job. Created afresh (or
+            # the last job's empty ones renamed), never through a link planted under a name the
+            # submitter chose (the job's uuid).
+            self._logs = (os.fdopen(self.spares.file("out", self.out_path), "w+b"),
+                          os.fdopen(self.spares.file("err", self.err_path), "w+b"))
+            self.proc = spawn.start(command, shell, self.workdir, self.env, self._logs[0].fileno(),
+                                    self._logs[1].fileno())
         except NonStarter as exc:
             self._note_nonstarter(str(exc))
             raise
@@ -150,8 +154,19 @@ class Payload:
         except subprocess.TimeoutExpired:
             return None
 
-    def close(self) -> None:
-        """Release what the pilot holds for this payload (its log files and process handle)."""
+    def close(self, recycle: bool = False) -> None:
+        """Release what the pilot holds for this payload (its log files and process handle).
+
+        With ``recycle`` (the payload ended by itself), whichever of its log files and directories
+        are empty are handed to the pilot's spares for the next job, provided nothing of the
+        payload is left in its process group (which could still write to them)."""
+        if recycle and self._logs is not None and self._group_gone():
+            for kind, handle, path in (("out", self._logs[0], self.out_path), ("err", self._logs[1], self.err_path)):
+                fd = os.dup(handle.fileno())
+                if not self.spares.offer_file(kind, path, fd):
+                    os.close(fd)
+            self.spares.offer_dir("work", self.workdir)
+            self.spares.offer_dir("output", self.output_dir)
         if self._logs is not None:
             for handle in self._logs:
                 handle.close()
@@ -159,6 +174,18 @@ class Payload:
         if self._pidfd is not None and self._pidfd >= 0:
             os.close(self._pidfd)
         self._pidfd = None
+
+    def _group_gone(self) -> bool:
+        """Whether the payload has been reaped and no process is left in its process group."""
+        if self.proc is None or self.proc.returncode is None:
+            return False
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass
+        return False
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -272,12 +299,12 @@ class Payload:
             except psutil.Error:
                 pass
 
-    def tails(self) -> dict[str, str]:
-        """The last lines of stdout and stderr; then releases the payload (``close``)."""
+    def tails(self, recycle: bool = False) -> dict[str, str]:
+        """The last lines of stdout and stderr; then releases the payload (``close(recycle)``)."""
         if self._logs is None:
             return {"stdout_tail": _tail_of_path(self.out_path), "stderr_tail": _tail_of_path(self.err_path)}
         tails = {"stdout_tail": _tail(self._logs[0]), "stderr_tail": _tail(self._logs[1])}
-        self.close()
+        self.close(recycle)
         return tails
 
 

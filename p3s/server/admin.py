@@ -14,7 +14,8 @@ from p3s.server.base import ApiHandler
 MAX_DAYS = 366
 
 PURGE = Body("Purge", (
-    Field("kinds", "strlist", f"Kinds to purge ({', '.join(KINDS)}); default all.", default=lambda: list(KINDS)),
+    Field("kinds", "strlist", f"Kinds to purge ({', '.join(KINDS)}); default all.", default=lambda: list(KINDS),
+          choices=tuple(KINDS), min_items=1),
     Field("older_than_days", "number", "Instead of the configured age: archive what ended more than this many "
                                        "days ago (0: no age limit).", minimum=0, nullable=True, default=None),
     Field("keep", "int", "Instead of the configured count: keep at most this many records of each kind "
@@ -23,7 +24,8 @@ PURGE = Body("Purge", (
 ))
 RESTORE = Body("Restore", (
     Field("kind", "str", "Kind of records to restore.", required=True, choices=tuple(KINDS)),
-    Field("days", "strlist", "Archive days (YYYY-MM-DD) to restore.", required=True),
+    Field("days", "strlist", "Archive days (YYYY-MM-DD) to restore.", required=True, min_items=1,
+          pattern=archive.DAY_PATTERN),
 ))
 
 
@@ -38,6 +40,7 @@ def _kinds(names: list[str]) -> list[str]:
 
 class RetentionHandler(ApiHandler):
     roles = {"GET": auth.ADMIN}
+    query_schemas = {"kind": {"type": "string", "enum": list(KINDS)}}
     doc = {"GET": {"summary": "The retention policy, what it archived so far, and the archive files",
                    "query": {"kind": "Only the files of this kind."}, "response": "OpenAPI"}}
 

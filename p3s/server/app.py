@@ -18,6 +18,7 @@ from p3s.auth import Authenticator
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.freshness import Freshness
+from p3s import gcpolicy
 from p3s.jobs import JobService
 from p3s.dbcalls import OffLoop
 from p3s.lifecycle import Lifecycle
@@ -119,6 +120,7 @@ class P3SServer:
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
         reconcile_workflows(self.workflows)
+        gcpolicy.settle(force=True)        # what was loaded lives on: out of the full collections
         if self.db.shared:
             # From here on, database calls made while serving wait off the event loop.
             self.offloop = OffLoop()
@@ -167,6 +169,8 @@ class P3SServer:
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._every(self.config.reaper_period, self.reaper.tick, jitter=0.1)
+        self._every(min(self.config.contact_write_period, self.config.pilot_lost_timeout / 4),
+                    self.flush_contacts, jitter=0.1)
         self._every(min(1.0, self.config.reaper_period), self.freshness.tick)
         self.live.start()
         self.loop_watch.start()
@@ -221,6 +225,13 @@ class P3SServer:
         except Exception:
             log.exception("recounting failed")
 
+    def flush_contacts(self) -> None:
+        """Write the pilots' contacts kept in memory (p3s.contacts)."""
+        try:
+            self.pilot_service.contacts.flush()
+        except Exception:
+            log.exception("writing the pilots' contacts failed")
+
     def save_stats(self, clean: bool = False) -> None:
         try:
             kept.save_stats(self.stats, clean)
@@ -243,6 +254,7 @@ class P3SServer:
                 await self.http.close_all_connections()
             except Exception:
                 pass
+        self.flush_contacts()
         self.save_stats(clean=True)
         if self.db.embedded:
             kept.save_counters(self.lifecycle.counters)
@@ -253,11 +265,12 @@ class P3SServer:
     # --- figures ------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         out = self.lifecycle.counters.summary()
+        self.pilot_service.contacts.adjust(out)       # pilots' states not written yet
         out["queue"] = {"ready": len(self.broker.queue), "waiting_pilots": self.broker.waiting,
                         "limits": dict(self.broker.limits)}
         out["archived"] = self.retention.totals()
         out["server"] = {"uptime": round(time.time() - self.started, 1), "database": self.db.description,
-                         "loop": self.loop_watch.summary()}
+                         "loop": self.loop_watch.summary(), "gc": gcpolicy.summary()}
         return out
 
     def database_status(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import re
 import uuid as _uuid
 from typing import Any
 
-from p3s import API_PREFIX, __version__, auth, faults, listing, models, schema, slices, states
+from p3s import API_PREFIX, __version__, auth, datafiles, faults, listing, models, schema, slices, states
 from p3s.errors import ApiError, invalid, not_found
 from p3s.models import utcnow
 from p3s.server.base import ApiHandler, document
@@ -88,7 +88,8 @@ class JobsHandler(ListMixin, ApiHandler):
         "POST": {"summary": "Create one job, or a list of jobs (all or none)",
                  "body": ("one-or-list", schema.JOB_CREATE), "status": 201, "response": ("items", "Job")},
         "DELETE": {"summary": "Delete jobs matching a filter (not dispatched or running ones)",
-                   "query": {**JOB_FILTERS, "all": "true to delete with no filter"}, "response": "Deleted"},
+                   "query": {**JOB_FILTERS, "all": "true to delete with no filter"}, "response": "Deleted",
+                   "x-requires-one-of": [*JOB_FILTERS, "all=true"]},
     }
 
     def get(self) -> None:
@@ -97,7 +98,7 @@ class JobsHandler(ListMixin, ApiHandler):
     async def post(self) -> None:
         docs = await self.server.jobs.create(self.body(), self.user)
         parts = []
-        for chunk in slices.chunks(docs, 1000):       # 10,000 jobs take a while to serialise
+        for chunk in slices.chunks(docs, 250):        # 10,000 jobs take a while to serialise
             parts.append(",".join(json.dumps(document(d, "uuid"), separators=(",", ":")) for d in chunk))
             await slices.pause()
         self.set_status(201)
@@ -207,6 +208,7 @@ class PilotsHandler(ListMixin, ApiHandler):
     }
 
     def get(self) -> None:
+        self.server.pilot_service.contacts.flush()      # show the contacts kept in memory too
         self.page(self.server.pilot_service.collection, pilot_query(self), "uuid")
 
     def post(self) -> None:
@@ -215,10 +217,9 @@ class PilotsHandler(ListMixin, ApiHandler):
         self.reply({"pilot": document(doc), "credential": credential,
                     "settings": self.server.pilot_service.settings()}, 201)
 
-    def delete(self) -> None:
-        deleted = self.server.lifecycle.delete_pilots(pilot_query(self))
-        self.server.authenticator.credentials.revoke_pilots(deleted)
-        self.reply({"deleted": deleted})
+    async def delete(self) -> None:
+        self.reply({"deleted": await self.server.lifecycle.delete_pilots_in_slices(
+            pilot_query(self), self.server.authenticator.credentials.revoke_pilots)})
 
 
 class PilotHandler(ApiHandler):
@@ -227,6 +228,7 @@ class PilotHandler(ApiHandler):
            "DELETE": {"summary": "Delete a stopped or lost pilot", "response": "Deleted"}}
 
     def get(self, uuid: str) -> None:
+        self.server.pilot_service.contacts.flush()
         doc = self.server.pilot_service.collection.find_one({"_id": uuid})
         if doc is None:
             raise not_found("pilot", uuid)
@@ -339,37 +341,31 @@ class DataListHandler(ListMixin, ApiHandler):
         "POST": {"summary": "Register one file or a list (all or none)", "body": ("one-or-list", schema.DATA_CREATE),
                  "status": 201, "response": ("items", "DataFile")},
         "DELETE": {"summary": "Delete data records matching a filter", "query": {**DATA_FILTERS, "all": "true for all"},
+                   "x-requires-one-of": [*DATA_FILTERS, "all=true"],
                    "response": "Deleted"},
     }
 
     def get(self) -> None:
         self.page(models.DataFile._get_collection(), data_query(self), "uuid")
 
-    def post(self) -> None:
+    async def post(self) -> None:
         body = self.body()
         items = body if isinstance(body, list) else [body]
         if not items:
             raise invalid("body", "the list of files is empty")
-        now = utcnow()
-        docs = []
-        for i, item in enumerate(items):
-            where = f"[{i}]" if isinstance(body, list) else ""
-            clean = schema.DATA_CREATE.validate(item, where)
-            _check_datatype(clean["datatype"], f"{where}.datatype" if where else "datatype")
-            docs.append({"_id": str(_uuid.uuid4()), **clean, "owner": self.user, "workflow": None, "datatag": None, "source": None,
-                         "target": None, "source_job": None, "target_job": None, "ts_reg": now, "ts_upd": now,
-                         "arrived": clean["arrived"] or now})
-        models.DataFile._get_collection().insert_many(docs)
-        self.reply({"items": [document(d) for d in docs]}, 201)
+        docs = await datafiles.create(items, isinstance(body, list), self.user, _check_datatype)
+        parts = []
+        for chunk in slices.chunks(docs, 250):
+            parts.append(",".join(json.dumps(document(d), separators=(",", ":")) for d in chunk))
+            await slices.pause()
+        self.set_status(201)
+        self.finish('{"items":[' + ",".join(parts) + "]}")
 
-    def delete(self) -> None:
+    async def delete(self) -> None:
         query = data_query(self)
         if not query and self.arg("all") != "true":
             raise invalid("query", "give a filter, or all=true to delete every data record")
-        collection = models.DataFile._get_collection()
-        ids = [d["_id"] for d in collection.find(query, {"_id": 1})]
-        collection.delete_many({"_id": {"$in": ids}})
-        self.reply({"deleted": ids})
+        self.reply({"deleted": await datafiles.delete(query)})
 
 
 class DataHandler(ApiHandler):

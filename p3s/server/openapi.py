@@ -148,7 +148,8 @@ def _body_schema(spec: Any, schemas: dict) -> dict:
         many = True
     schemas[spec.title] = spec.openapi()
     if many:
-        return {"oneOf": [_ref(spec.title), {"type": "array", "items": _ref(spec.title), "minItems": 1}]}
+        # anyOf: an object is never a list, and anyOf is much cheaper to generate examples from
+        return {"anyOf": [_ref(spec.title), {"type": "array", "items": _ref(spec.title), "minItems": 1}]}
     return _ref(spec.title)
 
 
@@ -167,6 +168,9 @@ ROUTE_STATES = {"jobs": states.JOB_STATES, "pilots": states.PILOT_STATES, "workf
 
 def _query_schema(name: str, path: str, handler: Any) -> dict:
     """A query parameter's schema, from the same tables the handlers check it with."""
+    own = getattr(handler, "query_schemas", {})
+    if name in own:
+        return dict(own[name])
     if name in schema.QUERY_FIELDS:
         out = schema.QUERY_FIELDS[name].openapi()
         out.pop("description", None)
@@ -220,6 +224,9 @@ def _build(routes: tuple) -> dict:
                 op.setdefault("parameters", []).append(
                     {"name": name, "in": "query", "required": False, "description": help_,
                      "schema": _query_schema(name, path, handler)})
+            # Rules OpenAPI 3.0 cannot say (e.g. x-requires-one-of: the query parameters of which at
+            # least one must be given, "name=value" for one that must have that value).
+            op.update({k: v for k, v in doc.items() if k.startswith("x-")})
             if "body" in doc:
                 op["requestBody"] = {"required": doc["body"] != "PilotRequest", "content": {
                     "application/json": {"schema": _body_schema(doc["body"], schemas)}}}
