@@ -22,6 +22,7 @@ from typing import Any
 from p3s import __version__
 from p3s.pilot.client import Client, P3SError
 from p3s.pilot.guard import OrphanGuard
+from p3s.pilot import spawn
 from p3s.pilot.payload import NonStarter, Payload
 from p3s.pilot.spares import Spares
 
@@ -144,6 +145,7 @@ class Pilot:
     # --- main loop ----------------------------------------------------------------------------
     def run(self) -> int:
         """Register, work until cycles are exhausted, a kill, or a signal; returns the exit code."""
+        spawn.seal_descriptors()           # nothing the pilot inherited reaches its payloads
         try:
             self.register()
         except PilotStop:

@@ -25,6 +25,7 @@ except ImportError:                     # a bare node: the same figures from /pr
 
 from p3s.pilot.client import CREDENTIAL_VARIABLES
 from p3s.pilot.dirs import UnsafePath, append_file, private_dir
+from p3s.pilot import spawn
 from p3s.pilot.guard import MARKER_VARIABLE
 from p3s.pilot.spares import Spares
 
@@ -79,7 +80,7 @@ class Payload:
                     MARKER_VARIABLE: pilot_uuid, "P3S_JOB_DIR": str(self.workdir),   # P3S_PILOT_UUID
                     "P3S_OUTPUT_DIR": str(self.output_dir)}
         self.force_shell = force_shell
-        self.proc: subprocess.Popen | None = None
+        self.proc: spawn.Child | subprocess.Popen | None = None
         self._logs: tuple[Any, Any] | None = None
         self._pidfd: int | None = None
         self.started_wall = 0.0
@@ -104,9 +105,8 @@ class Payload:
             # submitter chose (the job's uuid).
             self._logs = (os.fdopen(self.spares.file("out", self.out_path), "w+b"),
                           os.fdopen(self.spares.file("err", self.err_path), "w+b"))
-            self.proc = subprocess.Popen(command, shell=shell, stdout=self._logs[0], stderr=self._logs[1],
-                                         stdin=subprocess.DEVNULL, cwd=self.workdir, env=self.env,
-                                         start_new_session=True)
+            self.proc = spawn.start(command, shell, self.workdir, self.env, self._logs[0].fileno(),
+                                    self._logs[1].fileno())
         except NonStarter as exc:
             self._note_nonstarter(str(exc))
             raise
