@@ -144,7 +144,7 @@ class ErrorsHandler(ApiHandler):
                              "jobtype": "Only this job type."},
                    "response": "ErrorGroups"}}
 
-    def get(self) -> None:
+    async def get(self) -> None:
         hours = self.query_int("hours")
         by = tuple(b.strip() for b in (self.arg("by") or "exit_code,host").split(",") if b.strip())
         for b in by:
@@ -156,11 +156,12 @@ class ErrorsHandler(ApiHandler):
         hit = cache.get(key)
         now = time.monotonic()
         if hit is None or hit[0] < now:
-            # The scan reads up to diagnosis.MAX_SCAN jobs on the event loop: one per key every few
-            # seconds, however many people look.
+            # One read of the failed jobs (p3s.failures) serves every window and grouping for a
+            # few seconds; what is grouped from it is kept per query as long.
+            view = await self.server.failure_reads.errors(hours, by, key[2])
             if len(cache) > 64:
                 cache.clear()
-            hit = cache[key] = (now + ERRORS_TTL, json.dumps(jsonable(diagnosis.errors(hours * 3600, by, key[2]))))
+            hit = cache[key] = (now + ERRORS_TTL, json.dumps(jsonable(view)))
         self.set_status(200)
         self.finish(hit[1])
 
