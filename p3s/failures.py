@@ -4,7 +4,7 @@
 ``by`` fields. Reading them is the cost (up to ``diagnosis.MAX_SCAN`` jobs, with their stderr);
 grouping what was read is cheap. So one read serves every request for ``REUSE`` seconds: the
 newest failures of a window of 1, 24 or 168 hours (the smallest that holds every window asked for
-meanwhile), read with a pause every ``slices.SCAN`` jobs so that the loop never waits on it, and
+meanwhile), read with a pause every ``READ_SLICE`` jobs so that the loop never waits on it, and
 kept as small rows (the error line already picked out of stderr). A request then filters and groups
 those rows for its window, ``by`` and job type; cycling ``hours`` or ``by`` reads nothing more.
 
@@ -23,6 +23,7 @@ from p3s.models import utcnow
 
 REUSE = 5.0                  # seconds one read serves every errors view
 TIERS = (1, 24, 168)         # hours a read covers: the smallest holding the windows asked for
+READ_SLICE = 250             # jobs read between pauses (each has its stderr searched for the error line)
 MAX_KEPT = 16                # reads kept (one for all job types, the others for one type each)
 FIELDS = {"jobtype": 1, "state": 1, "exit_code": 1, "host": 1, "error": 1, "stderr_tail": 1, "ts_sto": 1,
           "name": 1}
@@ -68,7 +69,7 @@ class FailureReads:
         for n, job in enumerate(docs, 1):
             rows.append((job.get("jobtype", ""), job["state"], job.get("exit_code"), job.get("host") or "",
                          diagnosis.error_line(job), job["ts_sto"], job["_id"], job.get("name", "")))
-            if n % slices.SCAN == 0:
+            if n % READ_SLICE == 0:
                 await slices.pause()
         self.documents += len(rows)
         if lazy is not None:
@@ -96,8 +97,9 @@ class FailureReads:
         return read
 
     async def errors(self, hours: int, by: tuple[str, ...], jobtype: str | None = None) -> dict[str, Any]:
-        """Unsuccessful jobs of the last ``hours`` grouped by job type, end state and ``by`` (the
-        shape of ``diagnosis.errors``)."""
+        """Unsuccessful jobs of the last ``hours`` (of ``jobtype``) grouped by job type, end state
+        and ``by``: each group's count, first and last end, and up to diagnosis.EXAMPLES example
+        jobs, newest first."""
         read = await self._fresh(None, hours)
         since = utcnow() - _dt.timedelta(hours=hours)       # after the read, which began its window earlier
         if jobtype and not read.holds(since):

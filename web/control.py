@@ -138,7 +138,7 @@ class ErrorsHandler(ApiHandler):
     query_schemas = {"by": {"type": "string", "pattern": state_pattern(diagnosis.GROUPINGS)}}
     doc = {"GET": {"summary": "Unsuccessful jobs of the last hour (or ?hours=N), grouped by job type, end state "
                               "and the ?by= fields (exit_code, error_line, host), with example jobs "
-                              "(computed at most every 5 s per query)",
+                              "(the failed jobs are read at most every 5 s, for every query)",
                    "query": {"hours": "Window in hours (1–168, default 1).",
                              "by": "Comma-separated: exit_code, error_line, host (default exit_code,host).",
                              "jobtype": "Only this job type."},
