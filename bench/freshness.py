@@ -13,17 +13,18 @@ each spill's evdisp finds the pilots busy with the reco backlog, which they do n
 
 With the policies ``on``, both types drop stale work (past its deadline, or unable to finish by it,
 when a pilot would take it) and shed at admission (lowest priority first), first defined first;
-``on-newest`` also serves evdisp newest first. With them off, both types keep their ETA
+``on-newest`` also serves evdisp newest first; ``on-noshed`` does not shed evdisp (drops it only
+when a pilot would take it too late). With them off, both types keep their ETA
 (so that turnaround is measured against it) and nothing else: first defined first, nothing dropped.
 
 Prints one JSON line per run:
-{"policies": "on"|"on-newest"|"off", "types": {"evdisp": {"done", "within_eta", "stale", "shed",
+{"policies": "on"|"on-newest"|"on-noshed"|"off", "types": {"evdisp": {"done", "within_eta", "stale", "shed",
 "turnaround_p95_s", …}, "reco": {…}}, …}
 
 Each evdisp job dropped is listed by reason (``evdisp_dropped``): how late it was when dropped.
 
 Usage: bench/freshness.py [--quick] [--pilots 8] [--duration 180] [--rate 2] [--evdisp-share 0.6]
-                          [--spill 0] [--policies on,off] (also: on-newest)
+                          [--spill 0] [--policies on,off] (also: on-newest, on-noshed)
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ TYPES = {"evdisp": {"priority": 10, "eta": 30, "seconds": 1}, "reco": {"priority
 POLICIES = {"on": {"evdisp": {"stale": True, "shed": True}, "reco": {"stale": True, "shed": True}},
             "on-newest": {"evdisp": {"order": "newest-first", "stale": True, "shed": True},
                           "reco": {"stale": True, "shed": True}},
+            "on-noshed": {"evdisp": {"stale": True}, "reco": {"stale": True, "shed": True}},
             "off": {"evdisp": {}, "reco": {}}}
 PENDING = ("defined", "dispatched", "running")
 

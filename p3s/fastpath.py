@@ -82,6 +82,8 @@ class ByIdCollection:
             filter = helpers.patch_datetime_awareness_in_document(filter)
         if not filter_applies(filter, doc):
             return None
+        entries = getattr(store, "entries", None)
+        indexed = entries(doc) if entries else None      # p3s.embedded: write only the changed entries
         before = None
         if keep_before is not None:
             before = _project(self.collection, doc, keep_before) if keep_before else copy.deepcopy(doc)
@@ -89,7 +91,10 @@ class ByIdCollection:
             update = helpers.patch_datetime_awareness_in_document(update)
         if not _apply_simple_update(doc, update):
             self.collection._apply_update_document(doc, filter, update, False)
-        store[doc["_id"]] = doc
+        if entries:
+            store.put(doc["_id"], doc, indexed)
+        else:
+            store[doc["_id"]] = doc
         return before, doc
 
 

@@ -3,8 +3,8 @@ column of each list page, and those of the multi-server housekeeping.
 
 A list page sorts on ``[(column, d), ("_id", d)]`` (``_id`` is the unique tie-break, in the same
 direction), so an index ``{column: 1, _id: 1}`` serves it either way round without an in-memory
-sort. The embedded store gets none of these: its engine plans through hash indexes only, where
-they would cost every write and serve no sort.
+sort. The embedded store indexes the same columns its own way (p3s.embedded reads these tables):
+one ordered entry per document and column, with ``_id`` as the tie-break.
 
 The README's "Running on MongoDB" has the review table: each query the server makes, and its index.
 """

@@ -1,12 +1,12 @@
 """One page of a sorted list (``GET /jobs`` and the other lists) and the total that matches.
 
-On MongoDB this is a sorted, skipped, limited cursor and a count. On the embedded store the
-engine sorts whole documents with a Python comparison per pair (``bson_compare``), copies every
-matching document through the projection, and counts the matches again: about 70 µs per match
-(0.7 s for 10^4 jobs). Here the matches are read once with only the sort field, sorted with a
-native key in MongoDB's type order, and only the page's documents are read whole: the same page,
-in a third of the time or less (tests/test_listing.py holds the pages equal). It is still one pass over the matching documents: see
-bench/scale.py for what that costs at 10^6.
+On MongoDB this is a sorted, skipped, limited cursor and a count. On the embedded store the page
+comes from its persistent indexes when they decide the filter exactly (p3s.embedded: equality or
+``$in`` of strings, sorted on an indexed column): one count and one walk of an SQLite B-tree,
+whatever the collection's size. Otherwise the engine's candidates for the filter are read once
+with only the sort field, sorted with a native key in MongoDB's type order, and only the page's
+documents are read whole (the engine's own cursor sorts whole documents with a Python comparison
+per pair, ~70 µs per match). tests/test_listing.py and tests/test_embedded.py hold the pages equal.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import datetime as _dt
 from numbers import Number
 from typing import Any
 
-from p3s.fastpath import _is_embedded
+from p3s.fastpath import _is_embedded, _project
 
 
 def _rank(value: Any) -> tuple:
@@ -34,17 +34,21 @@ def _rank(value: Any) -> tuple:
 
 def _matching(collection: Any, query: dict, field: str) -> list[tuple[Any, Any]]:
     """(_id, value of ``field``) of every document matching ``query``: the engine's candidates
-    (its hash indexes) and its filter, without its cursor and the copies of its projection."""
+    (p3s.embedded) and its filter, without its cursor and the copies of its projection."""
+    from litemongo._vendor.mongomock.filtering import filter_applies
+
+    query = _patched(query)
+    documents = collection._store.find_candidates(query)
+    return [(doc["_id"], doc.get(field)) for doc in documents if filter_applies(query, doc)]
+
+
+def _patched(query: dict) -> dict:
     from litemongo._vendor.mongomock import helpers
     from litemongo._vendor.mongomock.filtering import filter_applies
 
-    store = collection._store
     query = helpers.patch_datetime_awareness_in_document(query)
     filter_applies(query, {})                      # a malformed filter fails here, as in find
-    index = store._get_query_index()
-    keys = index.candidates(query)
-    documents = store.documents if keys is None else store._get_many(index.in_natural_order(keys))
-    return [(doc["_id"], doc.get(field)) for doc in documents if filter_applies(query, doc)]
+    return query
 
 
 def page(collection: Any, query: dict, projection: dict | None, field: str, descending: bool,
@@ -53,6 +57,12 @@ def page(collection: Any, query: dict, projection: dict | None, field: str, desc
     the MongoDB index ``{field: 1, _id: 1}`` serves it either way: p3s.indexes), and the number matching."""
     order = [(field, -1 if descending else 1), ("_id", -1 if descending else 1)]
     if _is_embedded(collection) and "." not in field:
+        indexed = getattr(collection._store, "page", None)
+        found_page = indexed and indexed(_patched(query), field, descending, offset, limit)
+        if found_page:
+            ids, total = found_page
+            docs = collection._store._documents.get_many(ids)       # in the order of ids
+            return [doc if projection is None else _project(collection, doc, projection) for doc in docs], total
         keys = _matching(collection, query, field)
         try:
             keys.sort(key=lambda d: _rank(d[0]), reverse=descending)

@@ -1,7 +1,7 @@
 """Connecting to the database: the embedded store or a real MongoDB.
 
-The embedded store is litemongo: mongomock's query engine over one SQLite file per collection,
-kept in ``<data_dir>/db``. Every write is a SQLite transaction in write-ahead-log mode, so a killed
+The embedded store is litemongo (mongomock's query engine over one SQLite file per collection,
+kept in ``<data_dir>/db``) with persistent, ordered indexes in each file (p3s.embedded). Every write is a SQLite transaction in write-ahead-log mode, so a killed
 server process loses nothing it acknowledged; the log is synced to disk every
 ``checkpoint_period`` seconds, which bounds what a machine crash or power cut can lose. litemongo,
 like mongomock, is not safe across threads (its ``modify`` is find-then-update with no lock), so
@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import mongoengine as me
 
-from p3s import indexes, models
+from p3s import embedded, indexes, models
 
 log = logging.getLogger("p3s.store")
 MIN_MONGODB = (5, 0)     # the oldest MongoDB p3s supports (see check_version)
@@ -73,18 +73,6 @@ class DataDirLock:
             self._fd = None
 
 
-def _embedded_client_class(path: Path) -> type:
-    import litemongo
-
-    class EmbeddedClient(litemongo.MongoClient):
-        """litemongo client that ignores the host mongoengine passes and opens ``path``."""
-
-        def __init__(self, host: Any = None, port: Any = None, **kwargs: Any) -> None:
-            super().__init__(str(path), **kwargs)
-
-    return EmbeddedClient
-
-
 class Database:
     """The open database: which kind it is, and housekeeping the embedded store needs."""
 
@@ -121,7 +109,7 @@ class Database:
             self._lock = DataDirLock(self.data_dir)
             self._lock.acquire()
             me.connect(db=self.db_name, host="mongodb://localhost",
-                       mongo_client_class=_embedded_client_class(self.data_dir / "db"),
+                       mongo_client_class=embedded.client_class(self.data_dir / "db"),
                        uuidRepresentation="standard")
         else:
             parsed = urlparse(self.uri)
