@@ -77,19 +77,23 @@ _plain_get_dataset = _cursor.Collection._get_dataset
 
 
 def _get_dataset(self: Any, spec: Any, sort: Any, fields: Any, as_class: Any) -> Iterator[dict]:
-    """mongomock's, telling the indexed store a one-key sort first: it then hands the candidates
-    over in that order (ties in natural order), and the engine's stable sort has nothing to move."""
+    """mongomock's, telling the indexed store a one-key sort first: when it can, it hands the
+    candidates over in that order (ties in natural order: the engine's stable sort), and they are
+    streamed rather than sorted in memory (tests/test_embedded.py holds the orders equal)."""
     store = self._store
     if not isinstance(store, IndexedCollectionStore) or not sort or isinstance(sort, dict) or len(sort) != 1:
         yield from _plain_get_dataset(self, spec, sort, fields, as_class)
         return
     store._sort_hint = tuple(sort[0])
+    store._sorted = False
     try:
         dataset = self._iter_documents(spec)        # the store plans now, reading the hint
     finally:
         store._sort_hint = None
     key, direction = sort[0]
-    if key == "$natural":
+    if store._sorted:
+        pass                                        # already in the engine's order: streamed, not held
+    elif key == "$natural":
         if direction < 0:
             dataset = iter(reversed(list(dataset)))
     elif key.startswith("$"):
@@ -293,6 +297,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         self._counted: set[int] = set()        # numbers of the paths counted in ``ixc``
         self._sort_hint: tuple[str, int] | None = None     # set by _get_dataset while it plans
         self._batched = False                  # inside batch(): one transaction
+        self._sorted = False                   # find_candidates answered the sort hint
         self._complex: dict[str, bool] = {}    # path -> holds an unrankable value (cached per write)
         super().__init__(filename, codec_options=codec_options)
 
@@ -617,6 +622,7 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         order = None
         if self._sort_hint and self._sort_hint[0] in self._paths and not self._has_complex(self._sort_hint[0]):
             order = (self._paths[self._sort_hint[0]], self._sort_hint[1] < 0)
+            self._sorted = True
         return self._docs_by_keys(self._candidate_keys(self._fewest_first(clauses)), order)
 
     def _docs_by_keys(self, keys: Iterable[str], order: tuple[int, bool] | None = None) -> Iterator[dict]:

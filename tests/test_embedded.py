@@ -385,3 +385,19 @@ def test_many_writes_in_one_transaction_keep_what_preceded_an_error(pair, tmp_pa
     assert ours._store._connection.in_transaction is False
     _same_everywhere(ours, reference, _queries(BASE + dt.timedelta(seconds=20)))
     _consistent(tmp_path / "data" / "db" / "p3s" / "jobs")
+
+
+def test_one_key_sorts_of_rankable_values_match_mongomock(pair):
+    """Without arrays or sub-documents, a one-key sort comes in the index's order (numbers, bools,
+    strings, dates, nulls and missing fields mixed): mongomock's order, ties in natural order."""
+    ours, reference, _ = pair
+    unrankable = {"$or": [{f: {"$type": t}} for f in ("state", "ts_sto", "ts_def", "priority", "jobtype")
+                          for t in ("array", "object")]}
+    for collection in (ours, reference):
+        collection.delete_many(unrankable)
+    for query in ({}, {"state": {"$in": ["finished", "failed", "defined"]}}, {"user": "x"},
+                  {"ts_sto": {"$gte": BASE}}, {"priority": {"$gte": 0}}):
+        for key in ("ts_sto", "ts_def", "state", "priority", "jobtype", "name", "user"):
+            for direction in (1, -1):
+                got = list(ours.find(query, {"_id": 1}).sort(key, direction))
+                assert got == list(reference.find(query, {"_id": 1}).sort(key, direction)), (query, key, direction)
