@@ -24,7 +24,8 @@ SORTED_LISTS: dict[str, tuple[str, ...]] = {
 # collection -> compound indexes of other queries (beyond the models' own)
 OTHER: dict[str, list[tuple[str, ...]]] = {
     "jobs": [("state", "ts_sta"),              # the reaper's re-read of running jobs' deadlines
-             ("state", "ts_dis")],             # the reaper's dispatched jobs never started
+             ("state", "ts_dis"),              # the reaper's dispatched jobs never started
+             ("state", "ts_sto")],             # p3s.failures: the errors view's failed jobs, newest first
     "pilots": [("ts_stop", "_id")],            # retention: the oldest ended pilots first
     "jobtype_slots": [("holds.t",)],           # the repair of slots left by a killed server
     "freshness": [("updated",)],               # p3s.freshshare: the minutes changed since the last read

@@ -138,13 +138,13 @@ class ErrorsHandler(ApiHandler):
     query_schemas = {"by": {"type": "string", "pattern": state_pattern(diagnosis.GROUPINGS)}}
     doc = {"GET": {"summary": "Unsuccessful jobs of the last hour (or ?hours=N), grouped by job type, end state "
                               "and the ?by= fields (exit_code, error_line, host), with example jobs "
-                              "(computed at most every 5 s per query)",
+                              "(the failed jobs are read at most every 5 s, for every query)",
                    "query": {"hours": "Window in hours (1–168, default 1).",
                              "by": "Comma-separated: exit_code, error_line, host (default exit_code,host).",
                              "jobtype": "Only this job type."},
                    "response": "ErrorGroups"}}
 
-    def get(self) -> None:
+    async def get(self) -> None:
         hours = self.query_int("hours")
         by = tuple(b.strip() for b in (self.arg("by") or "exit_code,host").split(",") if b.strip())
         for b in by:
@@ -156,11 +156,12 @@ class ErrorsHandler(ApiHandler):
         hit = cache.get(key)
         now = time.monotonic()
         if hit is None or hit[0] < now:
-            # The scan reads up to diagnosis.MAX_SCAN jobs on the event loop: one per key every few
-            # seconds, however many people look.
+            # One read of the failed jobs (p3s.failures) serves every window and grouping for a
+            # few seconds; what is grouped from it is kept per query as long.
+            view = await self.server.failure_reads.errors(hours, by, key[2])
             if len(cache) > 64:
                 cache.clear()
-            hit = cache[key] = (now + ERRORS_TTL, json.dumps(jsonable(diagnosis.errors(hours * 3600, by, key[2]))))
+            hit = cache[key] = (now + ERRORS_TTL, json.dumps(jsonable(view)))
         self.set_status(200)
         self.finish(hit[1])
 

@@ -196,22 +196,18 @@ class LatestResultsHandler(ApiHandler):
     doc = {"GET": {"summary": "Per job type, the newest finished job's outputs and their age",
                    "query": {"jobtype": "Only this job type."}, "response": "LatestResults"}}
 
-    def get(self) -> None:
+    async def get(self) -> None:
         wanted = self.arg("jobtype")
         names = sorted({t for (state, t), n in self.server.lifecycle.counters.jobs.items()
                         if state == states.FINISHED and n > 0 and t != "noop"})
         if wanted is not None:
             names = [n for n in names if n == wanted]
         items = []
-        jobs = self.server.jobs.collection
-        for name in names:
-            found = list(jobs.find({"jobtype": name, "state": states.FINISHED},
-                                   {"jobtype": 1, "state": 1, "output_dir": 1, "ts_sto": 1, "name": 1,
-                                    "workflow": 1}).sort("ts_sto", -1).limit(1))
-            if found:
-                item = outputs(found[0], self.server.config)
-                item["name"] = found[0].get("name")
-                items.append(item)
+        # Kept in memory (p3s.latest): one read by id per type, however many jobs finished.
+        for job in await self.server.latest.latest(names):
+            item = outputs(job, self.server.config)
+            item["name"] = job.get("name")
+            items.append(item)
         self.reply(jsonable({"items": items}))
 
 

@@ -21,6 +21,8 @@ from p3s.freshness import Freshness
 from p3s import gcpolicy
 from p3s.jobs import JobService
 from p3s.dbcalls import OffLoop
+from p3s.failures import FailureReads
+from p3s.latest import LatestFinished
 from p3s.lifecycle import Lifecycle
 from p3s.loopwatch import LoopWatch
 from p3s.limits import SlotGate
@@ -114,6 +116,9 @@ class P3SServer:
         self.hosts.load()
         self.live = Broadcaster(self.summary)
         self.lifecycle.listeners += [self.stats, self.live, self.hosts]
+        self.latest = LatestFinished(models.Job._get_collection(), shared=self.db.shared)
+        self.lifecycle.listeners.append(self.latest)
+        self.failure_reads = FailureReads(models.Job._get_collection())
         self.alarms = AlarmBoard(self)
         self.alarms.load()
         self.login_links = loginlink.LoginLinks()
