@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import heapq
 import time
 from typing import Any
 
@@ -62,18 +63,26 @@ class FailureReads:
             query["jobtype"] = jobtype
         lazy = getattr(self.jobs, "_iter_documents", None)
         # The embedded engine filters every document before its find() returns the first: its lazy
-        # iteration is read instead, all of the window, in slices, and sorted here.
+        # iteration is read instead, all of the window, in slices, keeping the newest MAX_SCAN + 1.
         docs = lazy(query) if lazy is not None else \
             self.jobs.find(query, FIELDS).sort("ts_sto", -1).limit(diagnosis.MAX_SCAN + 1).batch_size(slices.SCAN)
-        rows: list[tuple] = []
+        newest: list[tuple] = []            # a min-heap on the end time: (end, n, job's fields)
+        n = 0
         for n, job in enumerate(docs, 1):
-            rows.append((job.get("jobtype", ""), job["state"], job.get("exit_code"), job.get("host") or "",
-                         diagnosis.error_line(job), job["ts_sto"], job["_id"], job.get("name", "")))
+            item = (_naive(job["ts_sto"]), n, {k: job.get(k) for k in (*FIELDS, "_id")})
+            if len(newest) <= diagnosis.MAX_SCAN:
+                heapq.heappush(newest, item)
+            elif item[0] > newest[0][0]:
+                heapq.heapreplace(newest, item)
             if n % READ_SLICE == 0:
                 await slices.pause()
-        self.documents += len(rows)
-        if lazy is not None:
-            rows.sort(key=lambda r: _naive(r[5]), reverse=True)
+        self.documents += n
+        rows: list[tuple] = []
+        for _, _, job in sorted(newest, key=lambda item: (item[0], -item[1]), reverse=True):
+            rows.append((job.get("jobtype") or "", job["state"], job.get("exit_code"), job.get("host") or "",
+                         diagnosis.error_line(job), job["ts_sto"], job["_id"], job.get("name") or ""))
+            if len(rows) % READ_SLICE == 0:
+                await slices.pause()
         truncated = len(rows) > diagnosis.MAX_SCAN
         return Read(hours, time.monotonic(), since, rows[:diagnosis.MAX_SCAN], truncated)
 

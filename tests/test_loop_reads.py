@@ -224,3 +224,45 @@ def test_errors_view_is_cut_at_max_scan_and_says_so(db, monkeypatch):
         assert calib["total"] == 10 and not calib["truncated"]
 
     asyncio.run(scenario())
+
+
+def _run(server, jobtype: str, exit_code: int = 0) -> str:
+    """One job of ``jobtype`` run to its end through the pilot protocol; its uuid."""
+    job = server.submit({"payload": "x", "jobtype": jobtype})[0]
+    pilot = server.register(host="wn1")
+    assert server.claim(pilot)["job"]["uuid"] == job["uuid"]
+    server.report(pilot, "jobstart", job=job["uuid"], pid=1)
+    assert server.report(pilot, "jobstop", job=job["uuid"], exit_code=exit_code).status == 200
+    return job["uuid"]
+
+
+def _latest(server, jobtype: str) -> str | None:
+    items = server.ok("GET", f"/results/latest?jobtype={jobtype}")["items"]
+    return items[0]["job"] if items else None
+
+
+def test_newest_results_follow_finishes_and_deletes(make_server):
+    server = make_server(auth=False)
+    older, newer = _run(server, "reco"), _run(server, "reco")
+    assert _latest(server, "reco") == newer
+    server.ok("DELETE", f"/jobs/{newer}")
+    assert _latest(server, "reco") == older          # the one before it, read again
+    server.ok("DELETE", f"/jobs/{older}")
+    assert _latest(server, "reco") is None           # none finished any more
+    _run(server, "calib", exit_code=2)
+    assert _latest(server, "reco") is None and _latest(server, "calib") is None
+    after = _run(server, "reco")
+    assert _latest(server, "reco") == after
+
+
+def test_a_server_shows_the_results_and_errors_of_jobs_another_server_ended(make_server):
+    if not conftest.TEST_DB:
+        pytest.skip("several servers share only a MongoDB (P3S_TEST_DB)")
+    first = make_server(auth=False, sync_period=0.5)
+    second = make_server(auth=False, db=first.db, sync_period=0.5)
+    assert second.ok("GET", "/results/latest")["items"] == []
+    done = _run(first, "reco")
+    second.wait_for(lambda: _latest(second, "reco") == done, timeout=30)
+    failed = _run(first, "calib", exit_code=3)
+    second.wait_for(lambda: second.ok("GET", "/errors?by=exit_code")["total"] == 1, timeout=30)
+    assert second.ok("GET", "/errors?by=exit_code")["items"][0]["examples"][0]["uuid"] == failed
