@@ -29,9 +29,12 @@ class ServerCollector:
                 jobs.add_metric([state, jobtype], n)
         yield jobs
         pilots = GaugeMetricFamily("p3s_pilots", "Pilots by state and site.", labels=["state", "site"])
-        for (state, site), n in sorted(server.lifecycle.counters.pilots.items()):
-            if n:
-                pilots.add_metric([state, site], n)
+        counts_now = server.lifecycle.counters.summary()
+        server.pilot_service.contacts.adjust(counts_now)      # pilots' states not written yet
+        for site, counts in sorted(counts_now["pilots_by_site"].items()):
+            for state, n in sorted(counts.items()):
+                if n:
+                    pilots.add_metric([state, site], n)
         yield pilots
         yield GaugeMetricFamily("p3s_ready_jobs", "Jobs in the broker's ready queue.", value=len(server.broker.queue))
         yield GaugeMetricFamily("p3s_waiting_pilots", "Pilots parked in a long poll.", value=server.broker.waiting)

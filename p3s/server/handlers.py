@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid as _uuid
 from typing import Any
 
 from p3s import API_PREFIX, __version__, auth, datafiles, faults, listing, models, schema, slices, states
