@@ -139,3 +139,14 @@ def test_the_streak_survives_a_kill(make_server):
     server.restart(signal.SIGKILL)
     rows = {h["host"]: h for h in server.ok("GET", "/hosts")["items"]}
     assert rows["wn21"]["streak"] == 0 and rows["wn22"]["streak"] == 1 and rows["wn21"]["recent_bad"] == 4
+
+
+def test_hosts_seen_more_than_a_week_ago_are_forgotten_as_a_recount_would(db, monkeypatch):
+    first = watch()
+    first.load()
+    end_jobs(first, 0, 10, dt.timedelta(days=8))         # one job on each of the ten hosts
+    end_jobs(first, 10, 3, dt.timedelta(hours=1))        # then wn00..wn02 again
+    first.save()
+    again, _read = started(monkeypatch)
+    assert sorted(again.recent) == ["wn00", "wn01", "wn02"]
+    assert dict(again.streaks) == {h: n for h, n in first.streaks.items() if h in again.recent}
