@@ -54,7 +54,7 @@ async def delete(query: dict) -> list:
     ids = await slices.scan_ids(collection, query)
     deleted: list = []
     for chunk in slices.chunks(ids, slices.DELETE_SLICE):
-        result = collection.delete_many({"_id": {"$in": list(chunk)}, "$and": [query]})
+        result = collection.delete_many(slices.among(chunk, query))
         if getattr(result, "deleted_count", len(chunk)) == len(chunk):
             deleted += chunk
         else:       # changed or deleted meanwhile: report only what this request deleted

@@ -288,7 +288,7 @@ class Lifecycle:
                                     {"$and": [query, {"state": {"$nin": sorted(states.JOB_ACTIVE)}}]})
         deleted: list[str] = []
         for chunk in slices.chunks(ids, slices.DELETE_SLICE):
-            deleted += self.delete_jobs({"_id": {"$in": list(chunk)}, "$and": [query]})
+            deleted += self.delete_jobs(slices.among(chunk, query))
             await slices.pause()
         slices.finished(len(ids))
         return deleted
@@ -354,7 +354,7 @@ class Lifecycle:
                                     {"$and": [query, {"state": {"$nin": sorted(states.PILOT_ALIVE)}}]})
         deleted: list[str] = []
         for chunk in slices.chunks(ids, slices.DELETE_SLICE):
-            gone = self.delete_pilots({"_id": {"$in": list(chunk)}, "$and": [query]})
+            gone = self.delete_pilots(slices.among(chunk, query))
             if each is not None:
                 each(gone)
             deleted += gone

@@ -35,6 +35,12 @@ def chunks(items: Sequence[T], size: int = SLICE) -> Iterator[Sequence[T]]:
         yield items[start:start + size]
 
 
+def among(ids: Sequence, query: dict) -> dict:
+    """The filter for the documents of ``ids`` that still match ``query`` (an empty ``query``
+    adds no ``$and``: a wire-protocol server over SQL refused ``{"$and": [{}]}``)."""
+    return {"_id": {"$in": list(ids)}, "$and": [query]} if query else {"_id": {"$in": list(ids)}}
+
+
 async def scan_ids(collection: Any, query: dict) -> list:
     """The ids of the documents matching ``query``, read with pauses every SCAN documents.
 

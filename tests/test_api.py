@@ -132,6 +132,17 @@ def test_delete_by_uuid_and_filter(server):
     assert server.ok("GET", "/summary")["jobs_total"] == 1
 
 
+def test_delete_every_data_record_and_pilot(server):
+    """all=true deletes every data record; a pilot delete with no filter takes every ended pilot (a
+    MongoDB-protocol server over SQL answered 500 to the empty filter inside the slices' $and)."""
+    assert server.call("POST", "/data", [{"name": f"f{i}"} for i in range(3)]).status == 201
+    assert len(server.ok("DELETE", "/data?all=true")["deleted"]) == 3
+    assert server.ok("GET", "/data?limit=1")["total"] == 0
+    pilot = server.register()
+    assert server.report(pilot, "stopped").status == 200
+    assert server.ok("DELETE", "/pilots")["deleted"] == [pilot]
+
+
 def test_data_files_and_types(server):
     assert server.call("POST", "/data", {"name": "run1.txt", "datatype": "TXT"}).error["field"] == "datatype"
     server.ok("POST", "/datatypes", {"name": "TXT", "ext": ".txt"}, 201)
