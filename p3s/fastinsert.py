@@ -60,6 +60,12 @@ def _has_timestamp(value: Any) -> bool:
     return False
 
 
+def _order(row: tuple) -> tuple:
+    """An index row (p, k, t, v) by the ordered index's key (p, t, v, k); one type per (p, t)."""
+    number, key, t, v = row
+    return number, t, 0 if v is None else v, key
+
+
 def insert_many(collection: Any, store: Any, documents: Any) -> list | None:
     """Insert ``documents`` (already checked by the caller to be a non-empty list) into the
     indexed ``store`` of ``collection``, all or none; their ids, or None when mongomock's path
@@ -93,6 +99,8 @@ def insert_many(collection: Any, store: Any, documents: Any) -> list | None:
         try:
             connection.executemany(f"INSERT INTO {store.DOCUMENTS} VALUES (?, ?)", docs)
             if rows:
+                # in the ordered index's order: each of its pages is then visited once, in turn
+                rows.sort(key=_order)
                 store._write_rows(rows)
             if paths:
                 store._count([(0, 0, "", len(docs))] + [(p, t, v, n) for (p, t, v, _), n in counts.items()])
