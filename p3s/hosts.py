@@ -5,7 +5,15 @@ start, or overran its time limit — not killed by an operator, not lost with it
 an event is recorded, an alarm fires, and with ``blackhole_drain`` its pilots get no new work (the
 broker's matching skips them) until an operator clears the host. An operator may also drain a host
 by hand. Flags are stored (collection ``hosts``), so a restart keeps them; the streaks are counted
-in memory from the lifecycle's changes and recounted from the jobs at start.
+in memory from the lifecycle's changes.
+
+A single server keeps each host's streak and recent outcomes in collection ``host_streaks``: the
+hosts that changed are written every few seconds (no write per job), then a marker with the time of
+that snapshot. A start reads the snapshot and replays only the jobs ended since it (less a margin,
+skipping the jobs the snapshot already counted), so after a kill -9 the streaks are what the job
+records say, without reading the week of ended jobs. A database without a snapshot (older p3s, a
+MongoDB shared by several servers, whose servers do not write snapshots) is recounted from the
+jobs ended in the last week, once.
 """
 from __future__ import annotations
 
@@ -29,6 +37,8 @@ log = logging.getLogger("p3s.hosts")
 BAD_ENDS = frozenset({states.FAILED, states.NONSTARTER, states.TIMELIMIT})
 COUNTED_ENDS = BAD_ENDS | {states.FINISHED}
 RECENT = 50                  # outcomes kept per host for the hosts view
+REPLAY_MARGIN = _dt.timedelta(seconds=30)   # jobs ended this long before a snapshot are checked again
+MARKER = "_snapshot"         # the document of ``host_streaks`` saying when the last snapshot was taken
 
 
 class Host(me.Document):
@@ -47,7 +57,7 @@ class Host(me.Document):
 class HostWatch(Listener):
     """Counts each host's run of unsuccessful jobs; flags, drains and clears hosts."""
 
-    def __init__(self, config: Config, broker: Broker) -> None:
+    def __init__(self, config: Config, broker: Broker, shared: bool = False) -> None:
         self.threshold = config.blackhole_jobs
         self.drain_flagged = config.blackhole_drain
         self.broker = broker
@@ -55,22 +65,72 @@ class HostWatch(Listener):
         self.recent: dict[str, collections.deque] = {}
         self.marks: dict[str, dict] = {}         # host -> its stored record (flagged or drained)
         self.collection = Host._get_collection()
+        self.shared = shared
+        self.snapshots = models.Job._get_db()["host_streaks"]
+        self.dirty: set[str] = set()             # hosts changed since the last snapshot
+        self.loaded = ""                          # how load() got the streaks (for the log and tests)
 
     def load(self) -> None:
-        """Recount streaks from the jobs of the last week; read the stored flags."""
+        """Read the streaks' snapshot and replay the jobs ended since (or recount the last week's
+        ended jobs when there is none); read the stored flags."""
         self.streaks.clear()
         self.recent.clear()
-        since = utcnow() - _dt.timedelta(days=7)
-        cursor = models.Job._get_collection().find(
-            {"ts_sto": {"$gte": since}, "state": {"$in": sorted(COUNTED_ENDS)}},
-            {"host": 1, "state": 1, "ts_sto": 1, "jobtype": 1, "exit_code": 1}).sort("ts_sto", 1)
-        for job in cursor:
-            if job.get("host"):
-                self._count(job["host"], job)
+        marker = None if self.shared else self.snapshots.find_one({"_id": MARKER})
+        week = utcnow() - _dt.timedelta(days=7)
+        if marker is None:
+            self._replay(week, set())
+            self.loaded = "counted"
+        else:
+            seen: set = set()
+            stale = []
+            for doc in self.snapshots.find({"_id": {"$ne": MARKER}}):
+                host = doc["_id"]
+                if not doc.get("recent") or doc["recent"][-1][0] < week:
+                    stale.append(host)           # seen more than a week ago, as a recount would forget it
+                    continue
+                if doc.get("streak"):
+                    self.streaks[host] = doc["streak"]
+                self.recent[host] = collections.deque(
+                    ((r[0], r[1], r[2]) for r in doc.get("recent", [])), maxlen=RECENT)
+                seen.update(r[2] for r in doc.get("recent", []))
+            if stale:
+                self.snapshots.delete_many({"_id": {"$in": stale}})
+            self._replay(marker["taken"] - REPLAY_MARGIN, seen)
+            self.loaded = "kept"
+        self.save()                              # the snapshot from here on (the replayed hosts)
         self.marks = {d["_id"]: d for d in self.collection.find({})}
         self.broker.drained = {h for h, d in self.marks.items() if d.get("drained")}
 
+    def _replay(self, since: _dt.datetime, seen: set) -> None:
+        """Count the jobs ended since ``since`` in end order, but those in ``seen`` (already counted)."""
+        cursor = models.Job._get_collection().find(
+            {"ts_sto": {"$gte": since}, "state": {"$in": sorted(COUNTED_ENDS)}},
+            {"host": 1, "state": 1, "ts_sto": 1}).sort("ts_sto", 1)
+        for job in cursor:
+            host = job.get("host")
+            if not host or job["_id"] in seen:
+                continue
+            kept = self.recent.get(host)
+            if seen and kept and len(kept) == RECENT and job["ts_sto"] < kept[0][0]:
+                continue             # older than every outcome the snapshot kept: counted then
+            self._count(host, job)
+
+    def save(self) -> int:
+        """Write the streak and recent outcomes of the hosts changed since the last snapshot, then
+        the snapshot's time (the loop's thread runs no job end in between). Returns hosts written."""
+        if self.shared:
+            return 0
+        taken = utcnow()
+        dirty, self.dirty = self.dirty, set()
+        for host in sorted(dirty):
+            self.snapshots.replace_one({"_id": host}, {
+                "_id": host, "streak": self.streaks.get(host, 0),
+                "recent": [[t, s, j] for t, s, j in self.recent.get(host, ())]}, upsert=True)
+        self.snapshots.update_one({"_id": MARKER}, {"$set": {"taken": taken}}, upsert=True)
+        return len(dirty)
+
     def _count(self, host: str, job: dict) -> int:
+        self.dirty.add(host)
         self.recent.setdefault(host, collections.deque(maxlen=RECENT)).append(
             (job.get("ts_sto") or utcnow(), job["state"], job.get("_id")))
         if job["state"] in BAD_ENDS:
@@ -120,6 +180,7 @@ class HostWatch(Listener):
         self.collection.delete_one({"_id": host})
         del self.marks[host]
         self.streaks.pop(host, None)
+        self.dirty.add(host)
         self.broker.drained.discard(host)
         self.broker.schedule_serve()
         events.record("host.clear", f"host {host} cleared by {who}: its pilots get work again",

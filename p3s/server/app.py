@@ -111,9 +111,11 @@ class P3SServer:
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
         self.retention.load()
-        log.info("counters: %s, statistics: %s", self.counted["counters"], self.counted["stats"])
-        self.hosts = HostWatch(self.config, self.broker)
+        self.hosts = HostWatch(self.config, self.broker, shared=self.db.shared)
         self.hosts.load()
+        self.counted["hosts"] = self.hosts.loaded
+        log.info("counters: %s, statistics: %s, hosts' streaks: %s", self.counted["counters"],
+                 self.counted["stats"], self.counted["hosts"])
         self.live = Broadcaster(self.summary)
         self.lifecycle.listeners += [self.stats, self.live, self.hosts]
         self.latest = LatestFinished(models.Job._get_collection(), shared=self.db.shared)
@@ -242,6 +244,10 @@ class P3SServer:
             kept.save_stats(self.stats, clean)
         except Exception:
             log.exception("saving the statistics failed")
+        try:
+            self.hosts.save()
+        except Exception:
+            log.exception("saving the hosts' streaks failed")
 
     async def stop(self) -> None:
         """Stop serving, release waiting pilots, flush and close the database."""
