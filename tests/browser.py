@@ -43,6 +43,7 @@ class Browser:
         self._id = 0
         self.console: list[str] = []
         self.dialogs: list[str] = []
+        self.paused: list[dict] = []        # requests held by Fetch.enable, to continue with Fetch.continueRequest
         self.call("Page.enable")
         self.call("Runtime.enable")
 
@@ -77,6 +78,8 @@ class Browser:
         elif method == "Page.javascriptDialogOpening":
             self.dialogs.append(data["params"]["message"])
             self.loop.create_task(self._call("Page.handleJavaScriptDialog", {"accept": True}))
+        elif method == "Fetch.requestPaused":
+            self.paused.append(data["params"])
 
     def eval(self, expression: str) -> Any:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)

@@ -77,11 +77,9 @@ def test_mismatches_and_escalation(server, fleet: Fleet):
     assert report["wn02"]["unknown"] == stray["hosts"][0]["started"]
     assert report["wn02"]["server"] == {"idle": 0, "running": 0, "lost": 0}
 
-    started = time.monotonic()
     killed = _by_node(fleet.json("kill", "--all", "--wait", "1", "--grace", "1"))
     assert killed["wn01"]["sigkill"] == [second["pid"]]
     assert killed["wn02"]["sigterm"] == stray["hosts"][0]["started"]      # unknown to the server: no wait
-    assert time.monotonic() - started < 10
     assert fleet.pids() == []
     record = server.ok("GET", f"/pilots/{second['uuid']}")
     assert record["state"] == "stopped" and "SIGKILL" in record["reason"]

@@ -28,9 +28,8 @@ def ssh_args(sshd: SSHServer, tmp: Path, silent=None, known_hosts: Path | None =
 def test_up_report_kill_over_ssh_with_a_refusing_and_a_silent_host(server, fleet: Fleet, sshd, silent_host,
                                                                    tmp_path):
     ssh = ssh_args(sshd, tmp_path, silent_host)
-    started = time.monotonic()
+    # The silent host never answers: only the 1.5 s connect timeout ends the command (fleet.run's 60 s guards it).
     up = fleet.json("up", "-w", "wn[01-03],wnrefused,wnslow", "-n", "2", *ssh, *FAST_PILOT, backend="ssh", code=1)
-    assert time.monotonic() - started < 15
     hosts = {h["node"]: h for h in up["hosts"]}
     assert all(hosts[n]["ok"] and len(hosts[n]["registered"]) == 2 for n in NODES)
     assert "connection refused" in hosts["wnrefused"]["error"]
@@ -68,13 +67,12 @@ def test_agent_authentication_and_command_timeout(server, fleet: Fleet, sshd, tm
         listed = fleet.json("report", "-w", "wn[01-02]", *ssh, backend="ssh", env=env)
         assert [h["ok"] for h in listed["hosts"]] == [True, True]
         slow = tmp_path / "silent-python"
-        slow.write_text(f"#!/bin/sh\necho $$ > {tmp_path / 'silent.pid'}\nexec sleep 30\n")
+        # Silent far beyond fleet.run's 60 s guard: only the 1 s command timeout lets the report end.
+        slow.write_text(f"#!/bin/sh\necho $$ > {tmp_path / 'silent.pid'}\nexec sleep 3600\n")
         slow.chmod(0o755)
-        started = time.monotonic()
         late = fleet.json("report", "-w", "wn01", *ssh, "--python", str(slow), "--command-timeout", "1",
                           backend="ssh", env=env, code=1)
         assert late["hosts"][0]["error"] == "no answer from the agent within 1 s"
-        assert time.monotonic() - started < 20          # far below the silent agent's 30 s: the timeout cut it short
     finally:
         agent.terminate()
         agent.wait(5)

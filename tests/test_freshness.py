@@ -225,14 +225,14 @@ def test_a_workflow_is_dropped_part_way_when_a_job_goes_stale(server, pilots):
 def test_a_running_job_past_its_deadline_is_stopped_when_the_type_says_so(server, pilots):
     server.ok("PATCH", "/jobtypes/evdisp", {"eta": 8, "stale": True, "stop_running": True})
     server.ok("PATCH", "/jobtypes/reco", {"eta": 8, "stale": True})
-    stopped = server.submit({"payload": "sleep 60", "jobtype": "evdisp", "timelimit": 120})[0]
+    # Its payload would outlast every guard of the test: ending at all, it was stopped.
+    stopped = server.submit({"payload": "sleep 3600", "jobtype": "evdisp", "timelimit": 7200})[0]
     kept = server.submit({"payload": "sleep 12", "jobtype": "reco"})[0]
     first, second = pilots(server, "-c", "1", "-p", "1"), pilots(server, "-c", "1", "-p", "1")
     server.wait_for(lambda: server.job(stopped["uuid"])["state"] == "stale", timeout=30)
     assert first.proc.wait(60) == 0 and second.proc.wait(60) == 0
     job = server.job(stopped["uuid"])
     assert job["state"] == "stale" and job["ts_sta"] and "before it finished" in job["error"]
-    assert (parse(job["ts_sto"]) - parse(job["ts_sta"])).total_seconds() < 30
     assert server.job(kept["uuid"])["state"] == "finished"                       # running: not stopped
 
 

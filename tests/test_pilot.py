@@ -80,9 +80,8 @@ def test_pilot_killed_with_sigkill_loses_its_job_and_its_payload(server, start_p
     assert len(guards) == 1 and all(_pid_alive(pid) for pid in tree)
     pilot.proc.kill()
     pilot.wait()
-    started = time.monotonic()
-    server.wait_for(lambda: server.job(job["uuid"])["state"] == "pilot_lost", timeout=15)
-    assert time.monotonic() - started < 3 + 2 + 2                     # lost timeout + reaper period + slack
+    server.wait_for(lambda: server.job(job["uuid"])["state"] == "pilot_lost", timeout=60)   # the reaper judged it
+    assert server.ok("GET", "/pilots")["items"][0]["state"] == "lost"
     server.wait_for(lambda: not any(_pid_alive(pid) for pid in tree), timeout=5)   # they died with their pilot
     server.wait_for(lambda: not _pid_alive(guards[0].pid), timeout=5)             # and the guard has gone
 
@@ -132,13 +131,13 @@ def test_sigterm_stops_the_payload_and_reports(server, start_pilot):
     assert server.ok("GET", "/pilots")["items"][0]["state"] == "stopped"
 
 
+@pytest.mark.server_settings(long_poll_max=600)
 def test_kill_by_host_stops_a_waiting_pilot_at_once(server, start_pilot):
-    pilot = start_pilot(server, "-c", "0", "-p", "5", "-H", "wn42")
-    server.wait_for(lambda: server.ok("GET", "/summary")["queue"]["waiting_pilots"] == 1, timeout=20)
-    asked = time.monotonic()
+    # Its poll lasts 600 s, beyond the test's timeout: the pilot can only stop because the kill ended it.
+    pilot = start_pilot(server, "-c", "0", "-p", "600", "-H", "wn42")
+    server.wait_for(lambda: server.ok("GET", "/summary")["queue"]["waiting_pilots"] == 1, timeout=60)
     server.ok("POST", "/pilots/kill", {"host": "wn42"}, 202)
-    assert pilot.wait(20) == 0
-    assert time.monotonic() - asked < 3
+    assert pilot.wait(240) == 0
     assert server.ok("GET", "/pilots")["items"][0]["state"] == "stopped"
 
 

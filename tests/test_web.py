@@ -243,6 +243,59 @@ def test_monitor_in_a_real_browser(server, tmp_path):
         browser.close()
 
 
+# Counts, in the page, every live change the monitor's own stream handler has dealt with (run
+# before app.js, on every document): a test can then wait for a change to have been handled.
+COUNT_HANDLED = """
+const add = EventSource.prototype.addEventListener;
+EventSource.prototype.addEventListener = function (type, listener, ...rest) {
+  if (type !== "change") return add.call(this, type, listener, ...rest);
+  return add.call(this, type, function (ev) {
+    try { return listener.call(this, ev); } finally { (window.handled = window.handled || []).push(JSON.parse(ev.data)); }
+  }, ...rest);
+};
+"""
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="chromium is installed by bin/install-system-packages")
+def test_live_change_before_the_page_is_drawn_is_harmless(server, tmp_path):
+    """A change of the workflow pushed while the page's own request is still pending (as on a busy
+    server) once threw 'Cannot read properties of null' from the workflow page."""
+    server.ok("POST", "/templates", {"yaml": DAG}, 201)
+    wf = server.ok("POST", "/workflows", {"template": "pic", "name": "early"}, 201)
+    browser = Browser(tmp_path / "profile")
+
+    def release() -> None:
+        while browser.paused:
+            try:
+                browser.call("Fetch.continueRequest", requestId=browser.paused.pop()["requestId"])
+            except RuntimeError:                # already let go (Fetch.disable)
+                pass
+
+    try:
+        browser.open(server.url + "/")
+        browser.eval(f"document.querySelector('input[name=token]').value = {json.dumps(server.token)};"
+                     "document.querySelector('form').submit()")
+        browser.wait_for("location.pathname === '/' && document.querySelector('[data-count=defined]') !== null")
+        browser.call("Page.addScriptToEvaluateOnNewDocument", source=COUNT_HANDLED)
+        browser.call("Fetch.enable", patterns=[{"urlPattern": f"*/api/v1/workflows/{wf['uuid']}*",
+                                                "requestStage": "Request"}])
+        browser.open(server.url + f"/workflows/{wf['uuid']}")
+        browser.wait_for("document.getElementById('live').className === 'live on'")
+        server.wait_for(lambda: browser.eval("true") and browser.paused, timeout=30)   # the page's request, held
+        assert browser.eval("document.getElementById('wf-state')") is None
+        assert server.call("POST", f"/workflows/{wf['uuid']}/cancel").status < 300    # a live change of the workflow
+        browser.wait_for(f"(window.handled || []).some((m) => m.workflows[{json.dumps(wf['uuid'])}])", timeout=30)
+        assert browser.console == []
+        release()
+        browser.call("Fetch.disable")
+        release()
+        browser.wait_for("document.getElementById('wf-state') !== null"
+                         " && document.getElementById('wf-state').textContent === 'cancelled'", timeout=30)
+        assert browser.dialogs == [] and browser.console == []
+    finally:
+        browser.close()
+
+
 @pytest.mark.skipif(chromium_path() is None, reason="chromium is installed by bin/install-system-packages")
 def test_client_role_sees_no_kill_or_cancel_buttons(make_server, tmp_path):
     tokens = [{"token": "admin-token-0123456789", "role": "admin", "name": "boss"},

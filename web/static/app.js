@@ -482,7 +482,8 @@ function workflowPage(uuid) {
       if (cell) cell.replaceChildren(stateBadge(change.state));
     }
     if (msg.workflows[uuid]) {
-      document.getElementById("wf-state").replaceChildren(stateBadge(msg.workflows[uuid].state));
+      const badge = document.getElementById("wf-state");     // none yet while the first load is pending
+      if (badge) badge.replaceChildren(stateBadge(msg.workflows[uuid].state));
       reload();
     }
   }, onReconnect: load};
