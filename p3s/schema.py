@@ -490,7 +490,7 @@ KILL_SELECTOR = Body("KillSelector", (
     Field("host", "str", "All pilots on this host."),
     Field("site", "str", "All pilots of this site."),
     Field("state", "str", "All pilots in this state.", choices=states.PILOT_STATES),
-))
+), rules={"minProperties": 1})        # at least one key: an empty selector would stop every pilot
 
 # --- data -------------------------------------------------------------------------------------
 _DATA_COMMON = (

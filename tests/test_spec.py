@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 
 ST = Path(sys.executable).with_name("st")
-# Every API route but the monitor's stream (an endless response) and kills (they stop the run's own
-# resources).
+# Every API route but the monitor's stream (an endless response).
 ROUTES = re.compile(r"^/api/v1/")
-SKIP = re.compile(r"/(stream|kill)$")
+SKIP = re.compile(r"/stream$")
 HERE = Path(__file__).resolve().parent
 
 needs_schemathesis = pytest.mark.skipif(not ST.exists() and not shutil.which("st"),
