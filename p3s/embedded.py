@@ -117,9 +117,22 @@ def _batched(name: str) -> None:
         if not isinstance(store, IndexedCollectionStore):
             return plain(self, *args, **kwargs)
         with store.batch():
+            if name == "insert_many":
+                ids = _insert_plain(self, store, *args, **kwargs)
+                if ids is not None:
+                    return _cursor.InsertManyResult(ids, acknowledged=True)
             return plain(self, *args, **kwargs)
 
     setattr(_cursor.Collection, name, method)
+
+
+def _insert_plain(collection: Any, store: Any, documents: Any = None, ordered: bool = True,
+                  bypass_document_validation: bool = False, session: Any = None) -> list | None:
+    """p3s.fastinsert's insert of a non-empty list of plain documents; None: mongomock's way."""
+    if session or not isinstance(documents, list) or not documents:
+        return None
+    from p3s import fastinsert
+    return fastinsert.insert_many(collection, store, documents)
 
 
 for _name in ("insert_many", "delete_many", "update_many"):

@@ -257,7 +257,7 @@ class Lifecycle:
         (the broker cannot offer them) until all are in; on any error those inserted are removed."""
         inserted: list[dict] = []
         try:
-            for chunk in slices.chunks(docs):
+            for chunk in slices.chunks(docs, slices.INSERT_SLICE):
                 try:
                     self.jobs.insert_many(list(chunk), ordered=True)
                 except BulkWriteError as exc:

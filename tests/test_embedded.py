@@ -401,3 +401,102 @@ def test_one_key_sorts_of_rankable_values_match_mongomock(pair):
             for direction in (1, -1):
                 got = list(ours.find(query, {"_id": 1}).sort(key, direction))
                 assert got == list(reference.find(query, {"_id": 1}).sort(key, direction)), (query, key, direction)
+
+
+def _bulk_batches() -> list[list]:
+    """Lists given to insert_many: plain ones (the fast path's), and each thing it hands to mongomock."""
+    from collections import OrderedDict
+
+    rng = random.Random(7)
+    plain = [_doc(rng, i) for i in range(300)]
+    aware = dt.datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    return [
+        plain[:150],
+        plain[150:] + [{"_id": 77, "state": "defined", "ts_def": BASE.replace(microsecond=999999),
+                        "t": (1, 2), "sub": OrderedDict(b=1, a=[{"x": aware}])}],
+        [{"_id": "d1", "state": "x"}, {"_id": "j0003", "state": "y"}],          # a stored _id
+        [{"_id": "d2", "state": "x"}, {"_id": "d3"}, {"_id": "d2", "state": "z"}],  # twice in the list
+        [{"_id": "d4"}, {"_id": "d5", "$bad": 1}],
+        [{"_id": "d6"}, {"_id": "d7", "a": {"b\0": 1}}],
+        [{"_id": "d8"}, {"_id": "d9", 3: 1}],
+        [{"_id": "d10"}, {"_id": "d11", "ts": bson.Timestamp(0, 0)}],
+        [{"_id": "d12"}, {"_id": "d13", "x": {1}}],
+        [{"_id": "d14", "ts_sto": aware}, {"state": "no id"}],
+        [{"_id": {"a": 1}, "state": "dict id"}],
+        [{"_id": "d15", "state": float("nan"), "priority": 2 ** 70}],
+    ]
+
+
+def _collection_rows(database: Database, name: str) -> dict:
+    connection = me.get_db()[name]._store._connection
+    return {table: sorted(connection.execute(f"SELECT * FROM {table}"), key=repr)
+            for table in ("documents", "ix", "ixc")}
+
+
+def test_bulk_inserts_store_and_fail_as_mongomock(tmp_path, monkeypatch):
+    """insert_many through p3s.fastinsert and through mongomock's generic path: the same rows
+    (documents, index entries, counts), the same results and errors, the same ids set."""
+    from p3s import fastinsert
+
+    taken = []
+    fast = fastinsert.insert_many
+
+    def spy(*args):
+        ids = fast(*args)
+        taken.append(ids is not None)
+        return ids
+
+    outcomes, rows = [], []
+    for run, insert in enumerate((spy, lambda *args: None)):
+        monkeypatch.setattr(fastinsert, "insert_many", insert)
+        database = Database("", tmp_path / f"data{run}", "p3s")
+        database.open()
+        try:
+            jobs = me.get_db()["jobs"]
+            jobs.create_index([("state", 1), ("seq", 1)])
+            seen = []
+            for batch in _bulk_batches():
+                given = [dict(d) for d in batch]
+                try:
+                    ids = jobs.insert_many(given).inserted_ids
+                    seen.append(("ok", [i if not isinstance(i, bson.ObjectId) else "made" for i in ids]))
+                except Exception as exc:  # noqa: BLE001 - the errors are compared
+                    seen.append((type(exc).__name__, str(exc), getattr(exc, "details", None)))
+                seen.append(["_id" in d for d in given])
+            seen.append(jobs._store._connection.in_transaction)
+            # its ObjectId, and the Timestamp mongomock puts for an empty one, are new each time
+            assert jobs.delete_many({"$or": [{"state": "no id"}, {"_id": "d11"}]}).deleted_count == 2
+            outcomes.append(seen)
+            rows.append(_collection_rows(database, "jobs"))
+            _consistent(tmp_path / f"data{run}" / "db" / "p3s" / "jobs")
+        finally:
+            database.close()
+    assert taken[:2] == [True, True] and taken.count(True) == 2, taken    # both plain lists went fast
+    assert outcomes[0] == outcomes[1]
+    assert rows[0] == rows[1]
+    assert len(rows[0]["documents"]) == 301 + 10     # and what came before each error (d15 cannot be encoded)
+
+
+def test_bulk_jobs_take_the_fast_insert(tmp_path, monkeypatch):
+    """The server's bulk creation inserts its slices by p3s.fastinsert (not mongomock's loop)."""
+    import asyncio
+
+    from p3s import fastinsert
+    from p3s.lifecycle import Lifecycle
+
+    calls = []
+    fast = fastinsert.insert_many
+    monkeypatch.setattr(fastinsert, "insert_many", lambda *a: calls.append(len(a[2])) or fast(*a))
+    database = Database("", tmp_path / "data", "p3s")
+    database.open()
+    try:
+        from p3s import models
+
+        lifecycle = Lifecycle()
+        docs = [{"_id": f"b{i}", "state": "defined", "jobtype": "bulk", "ts_def": dt.datetime.utcnow()}
+                for i in range(120)]
+        asyncio.run(lifecycle.insert_jobs_in_slices(docs))
+        assert models.Job._get_collection().count_documents({"jobtype": "bulk"}) == 120
+        assert sum(calls) == 120 and calls
+    finally:
+        database.close()
