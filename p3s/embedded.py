@@ -585,15 +585,21 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
             sizes.append(row[0])
         return [clause for _, _, clause in sorted(zip(sizes, range(len(clauses)), clauses))]
 
-    def _candidate_keys(self, clauses: list[_Clause]) -> Iterator[str]:
+    def _where(self, clauses: list[_Clause]) -> tuple[str, list]:
+        """SQL selecting the index entries ``a`` of the first clause's path that match it, and whose
+        documents match every other clause; with its parameters."""
         first, rest = clauses[0], clauses[1:]
-        sql = f"SELECT a.k FROM {IX} a WHERE a.p = ? AND {first.sql.format(a='a')}"
+        where = f"a.p = ? AND {first.sql.format(a='a')}"
         params = [self._paths[first.path], *first.params]
         if rest:
             more, more_params = self._exists(rest, "a")
-            sql += " AND " + more
+            where += " AND " + more
             params += more_params
-        for row in self._connection.execute(sql, params):
+        return where, params
+
+    def _candidate_keys(self, clauses: list[_Clause]) -> Iterator[str]:
+        where, params = self._where(clauses)
+        for row in self._connection.execute(f"SELECT a.k FROM {IX} a WHERE {where}", params):
             yield row[0]
 
     def _id_keys(self, condition: Any) -> list[str] | None:
@@ -715,14 +721,8 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
             else:
                 clauses = self._fewest_first(clauses)
                 counts = [self._counted_total(clause) for clause in clauses]
-            first, rest = clauses[0], clauses[1:]
-            where = f"a.p = ? AND {first.sql.format(a='a')}"
-            params_where = [self._paths[first.path], *first.params]
-            if rest:
-                more, more_params = self._exists(rest, "a")
-                where += " AND " + more
-                params_where += more_params
-            if not rest and counts[0] is not None:
+            where, params_where = self._where(clauses)
+            if len(clauses) == 1 and counts[0] is not None:
                 total = counts[0]
             else:
                 total = self._connection.execute(f"SELECT count(*) FROM {IX} a WHERE {where}",

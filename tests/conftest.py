@@ -116,6 +116,17 @@ def wire_database():
         wire.stop()
 
 
+def memory_database(tmp_path: Path, name: str = "p3s_unit"):
+    """An open in-memory mongomock database for unit tests (nothing kept), closed after use."""
+    from p3s.store import Database
+    database = Database("memory:", tmp_path, name)
+    database.open()
+    try:
+        yield database
+    finally:
+        database.close()
+
+
 def on_mongodb() -> bool:
     """Whether the tests' servers use a MongoDB (a real one or the wire server)."""
     return bool(TEST_DB)

@@ -10,15 +10,12 @@ from p3s.broker import Broker, PilotInfo
 from p3s.jobs import next_seq
 from p3s.lifecycle import Lifecycle, build_update
 from p3s.models import utcnow
-from p3s.store import Database
+from conftest import memory_database
 
 
 @pytest.fixture
 def db(tmp_path):
-    database = Database("memory:", tmp_path, "p3s_unit")
-    database.open()
-    yield database
-    database.close()
+    yield from memory_database(tmp_path)
 
 
 def _job(uuid: str, priority: int = 0) -> dict:

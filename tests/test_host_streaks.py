@@ -11,7 +11,7 @@ from p3s.broker import Broker
 from p3s.config import Config
 from p3s.hosts import HostWatch
 from p3s.lifecycle import Lifecycle
-from p3s.store import Database
+from conftest import memory_database
 
 from test_alarms import alarms, run_one
 
@@ -20,10 +20,7 @@ HOSTS = [f"wn{i:02d}" for i in range(10)]
 
 @pytest.fixture
 def db(tmp_path):
-    database = Database("memory:", tmp_path, "p3s_hoststreaks")
-    database.open()
-    yield database
-    database.close()
+    yield from memory_database(tmp_path)
 
 
 class CountingJobs:

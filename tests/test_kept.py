@@ -7,16 +7,13 @@ import time
 import pytest
 
 from p3s import kept, models
-from p3s.store import Database
+from conftest import memory_database
 from p3s.web.stats import Stats, _minute
 
 
 @pytest.fixture
 def db(tmp_path):
-    database = Database("memory:", tmp_path, "p3s_kept")
-    database.open()
-    yield database
-    database.close()
+    yield from memory_database(tmp_path)
 
 
 def failed_job(name: str, moment: float) -> dict:
