@@ -14,7 +14,7 @@ T = TypeVar("T")
 SLICE = 50           # documents written per slice (an insert costs the embedded store ~0.2-0.4 ms each)
 INSERT_SLICE = 100   # new jobs inserted per slice (p3s.fastinsert): each slice's commit costs ~2-5 ms, twice fewer than at 50
 DELETE_SLICE = 25    # a delete by a list of ids costs the embedded engine O(slice²): kept small
-SCAN = 1000          # documents read between pauses
+SCAN = 250           # documents read between pauses
 
 
 async def pause() -> None:
