@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from p3s.pilot.client import Client, P3SError  # noqa: E402
+from p3s.cli.common import stop_processes  # noqa: E402
 
 ENDED = {"finished", "failed", "timelimit", "pilot_lost", "killed", "nonstarter", "cancelled"}
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
@@ -169,14 +170,7 @@ def main() -> None:
                 "max_recovery_s": round(max(recoveries, default=0.0), 2),
                 "seconds": round(time.monotonic() - began, 1), "states": dict(states)}), flush=True)
         finally:
-            for proc in pilots:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in pilots:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(pilots)
             server.stop()
 
 

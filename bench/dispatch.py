@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
+from p3s.cli.common import stop_processes  # noqa: E402
 from p3s.pilot.client import Client  # noqa: E402
 
 
@@ -50,16 +50,6 @@ def start_pilots(url: str, count: int, tmp: Path) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-m", "p3s.cli.pilot", "-S", url, "-c", "0", "-p", "30", "-b", "5",
                               "-v", "0", "--logdir", str(tmp / "log"), "--joblogdir", str(tmp / "jobs"), "--workdir", str(tmp / "work")],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def wait_until(predicate, timeout: float) -> None:
@@ -97,8 +87,8 @@ def latency_case(pilots: int, jobs: int, db: str) -> dict:
                 job = client.get("jobs", uuid)
                 waits.append((parse(job["ts_sta"]) - parse(job["ts_def"])).total_seconds() * 1000)
         finally:
-            stop(procs)
-            stop([server])
+            stop_processes(procs)
+            stop_processes([server])
     return {"case": "latency", "pilots": pilots, "jobs": jobs, "p50_ms": round(pct(waits, 0.5), 1),
             "p99_ms": round(pct(waits, 0.99), 1), "max_ms": round(max(waits), 1),
             "mean_ms": round(statistics.mean(waits), 1)}
@@ -122,8 +112,8 @@ def throughput_case(pilots: int, jobs: int, db: str) -> dict:
             server_cpu, pilots_cpu, with_payloads = (_cpu([server]) - server_cpu, _cpu(procs, False) - pilots_cpu,
                                                      _cpu(procs) - with_payloads)
         finally:
-            stop(procs)
-            stop([server])
+            stop_processes(procs)
+            stop_processes([server])
     return {"case": "throughput", "pilots": pilots, "jobs": jobs, "seconds": round(seconds, 2),
             "jobs_per_s": round(jobs / seconds, 1), "server_cpu_ms_per_job": round(server_cpu * 1000 / jobs, 2),
             "pilots_cpu_ms_per_job": round(pilots_cpu * 1000 / jobs, 2),
@@ -144,7 +134,7 @@ def bulk_case(jobs: int, rounds: int, db: str) -> dict:
                 wall.append((time.monotonic() - started) * 1000 / jobs)
                 cpu.append((_cpu([server], False) - before) * 1000 / jobs)
         finally:
-            stop([server])
+            stop_processes([server])
     return {"case": "bulk", "jobs": jobs, "rounds": rounds, "server_cpu_ms_per_job": round(statistics.median(cpu), 4),
             "wall_ms_per_job": round(statistics.median(wall), 4)}
 

@@ -42,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from p3s.cli.common import stop_processes  # noqa: E402
 from p3s.pilot.client import Client  # noqa: E402
 
 TYPES = {"evdisp": {"priority": 10, "eta": 30, "seconds": 1}, "reco": {"priority": 0, "eta": 300, "seconds": 3}}
@@ -69,18 +70,6 @@ def start_pilots(url: str, count: int, tmp: Path) -> list[subprocess.Popen]:
                               "-v", "0", "--logdir", str(tmp / "log"), "--joblogdir", str(tmp / "jobs"), "--workdir", str(tmp / "work"),
                               "-R", str(tmp / "results"), "-H", f"wn{i:02d}"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(count)]
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def run(policies: str, args: argparse.Namespace) -> dict:
@@ -134,7 +123,7 @@ def run(policies: str, args: argparse.Namespace) -> dict:
             summary = client.summary()
             dropped = dropped_evdisp(client)
         finally:
-            stop(pilots)
+            stop_processes(pilots)
             server.send_signal(signal.SIGTERM)
             server.wait(30)
     out = {}

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from p3s.pilot.client import Client  # noqa: E402
+from p3s.cli.common import stop_processes  # noqa: E402
 
 
 def start_server(tmp: Path, db: str, lost_timeout: int) -> tuple[subprocess.Popen, str]:
@@ -98,13 +99,7 @@ def main() -> None:
                               **stalls_between(client, started, ended), "pilots_lost": lost}),
                   flush=True)
         finally:
-            for proc in pilots:
-                proc.send_signal(signal.SIGTERM)
-            for proc in pilots:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(pilots)
             server.send_signal(signal.SIGTERM)
             server.wait(60)
 

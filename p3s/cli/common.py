@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import subprocess
 import sys
 from typing import Any, Callable, Iterable, NoReturn, Sequence
 
@@ -15,6 +17,21 @@ CLIENT_SETTINGS = ("server_url", "token", "data_dir", "ca_file")
 def fail(message: str, code: int = 2) -> NoReturn:
     print(f"{sys.argv[0].rsplit('/', 1)[-1]}: error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def stop_processes(procs: Iterable[subprocess.Popen], timeout: float = 30) -> None:
+    """SIGTERM every process still running, then wait for each; one that outlasts ``timeout``
+    seconds is killed."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def setup_logging(config: Config) -> None:

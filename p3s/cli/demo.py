@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import p3s.conf
-from p3s.cli.common import fail
+from p3s.cli.common import fail, stop_processes
 from p3s.pilot.client import Client, P3SError
 from p3s.store import DataDirLock, StoreError
 
@@ -174,13 +174,7 @@ Press Ctrl-C to stop.""", flush=True)
         pass
     trickle.stopped.set()
     print("stopping pilots and server …", flush=True)
-    for pilot in pilots:
-        pilot.send_signal(signal.SIGTERM)
-    for pilot in pilots:
-        try:
-            pilot.wait(20)
-        except subprocess.TimeoutExpired:
-            pilot.kill()
+    stop_processes(pilots, 20)
     server.send_signal(signal.SIGTERM)
     server.wait(20)
 
