@@ -14,6 +14,8 @@ from typing import Any
 
 from tornado.websocket import websocket_connect
 
+from p3s.cli.common import stop_processes
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1400,1000", "--remote-debugging-port=0"]
@@ -110,10 +112,6 @@ class Browser:
         try:
             self.ws.close()
         finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            stop_processes([self.proc], 10)
             self.loop.close()
             asyncio.set_event_loop(None)

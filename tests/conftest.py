@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from p3s.cli.common import stop_processes
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_DB = os.environ.get("P3S_TEST_DB", "")
 
@@ -88,12 +90,7 @@ class WireServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_processes([self.proc], 10)
             self.proc = None
             self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)

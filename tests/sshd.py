@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from p3s.cli.common import stop_processes
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -114,13 +116,7 @@ class SSHServer:
         return path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_processes([self.proc], 10)
         self.log.close()
 
 
