@@ -9,15 +9,21 @@ import time
 from p3s.pilot.client import Client
 
 
+def read_until_ready(demo: subprocess.Popen) -> list[str]:
+    """The demo's output lines up to its "Press Ctrl-C" line (fails if it ends before)."""
+    lines: list[str] = []
+    while not any("Press Ctrl-C" in line for line in lines):
+        line = demo.stdout.readline()
+        assert line, f"demo ended early: {lines}"
+        lines.append(line)
+    return lines
+
+
 def test_demo_runs_sample_jobs_and_stops_cleanly(tmp_path):
     demo = subprocess.Popen([sys.executable, "-m", "p3s.cli.demo", "--data-dir", str(tmp_path), "--port", "0",
                              "--pilots", "2"], stdout=subprocess.PIPE, text=True)
     try:
-        lines = []
-        while not any("Press Ctrl-C" in line for line in lines):
-            line = demo.stdout.readline()
-            assert line, f"demo ended early: {lines}"
-            lines.append(line)
+        lines = read_until_ready(demo)
         url = next(line.split()[1] for line in lines if line.strip().startswith("API"))[: -len("/api/v1")]
         assert any(line.strip().startswith("monitor") and url in line for line in lines)
         client = Client(url, (tmp_path / "token").read_text().strip())
@@ -106,11 +112,7 @@ def test_demo_reset_starts_afresh_and_keeps_a_trickle(tmp_path):
     demo = subprocess.Popen([sys.executable, "-m", "p3s.cli.demo", "--data-dir", str(tmp_path), "--port", "0",
                              "--pilots", "1", "--trickle", "0.5", "--reset"], stdout=subprocess.PIPE, text=True)
     try:
-        lines = []
-        while not any("Press Ctrl-C" in line for line in lines):
-            line = demo.stdout.readline()
-            assert line, f"demo ended early: {lines}"
-            lines.append(line)
+        lines = read_until_ready(demo)
         assert not (old / "leftover").exists()
         monitor = next(line.split()[1] for line in lines if line.strip().startswith("monitor"))
         assert "/login/link?code=" in monitor
