@@ -29,9 +29,7 @@ class ServerCollector:
                 jobs.add_metric([state, jobtype], n)
         yield jobs
         pilots = GaugeMetricFamily("p3s_pilots", "Pilots by state and site.", labels=["state", "site"])
-        counts_now = server.lifecycle.counters.summary()
-        server.pilot_service.contacts.adjust(counts_now)      # pilots' states not written yet
-        for site, counts in sorted(counts_now["pilots_by_site"].items()):
+        for site, counts in sorted(server.counts()["pilots_by_site"].items()):
             for state, n in sorted(counts.items()):
                 if n:
                     pilots.add_metric([state, site], n)

@@ -274,9 +274,15 @@ class P3SServer:
             self.offloop.close()
 
     # --- figures ------------------------------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, Any]:
+        """Jobs and pilots by state, with pilots in the state they are in memory (contacts are
+        written in batches, so the written counters may lag)."""
         out = self.lifecycle.counters.summary()
-        self.pilot_service.contacts.adjust(out)       # pilots' states not written yet
+        self.pilot_service.contacts.adjust(out)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        out = self.counts()
         out["queue"] = {"ready": len(self.broker.queue), "waiting_pilots": self.broker.waiting,
                         "limits": dict(self.broker.limits)}
         out["archived"] = self.retention.totals()
