@@ -1,8 +1,9 @@
 """Garbage collection that does not stall the event loop.
 
 CPython's full (generation-2) collection walks every tracked object. With tens of thousands of
-jobs cached by the embedded store that is a million objects and 60-170 ms during which the loop
-answers nobody; a bulk create or delete allocates enough to trigger several. The documents that
+jobs held in memory (the broker's ready queue, the listeners' figures; before p3s.embedded, also
+the store's cached documents) that was up to a million objects and 60-170 ms during which the loop
+answers nobody; a bulk create or delete allocates enough to trigger several. The objects that
 survive are long-lived and hold no reference cycles (plain dicts, freed by reference counting), so
 the server moves what survives into the permanent generation (``gc.freeze``), which collections
 skip: after loading at start, and now and then during bulk operations (from ``slices.pause``).
