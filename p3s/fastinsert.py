@@ -95,24 +95,17 @@ def insert_many(collection: Any, store: Any, documents: Any) -> list | None:
                 counts[(number, t, "" if v is None else v, type(v))] += 1
     connection = store._connection
     with store.batch():
-        connection.execute("SAVEPOINT p3s_insert")
         try:
-            connection.executemany(f"INSERT INTO {store.DOCUMENTS} VALUES (?, ?)", docs)
-            if rows:
-                # in the ordered index's order: each of its pages is then visited once, in turn
-                rows.sort(key=_order)
-                store._write_rows(rows)
-            if paths:
-                store._count([(0, 0, "", len(docs))] + [(p, t, v, n) for (p, t, v, _), n in counts.items()])
+            with store._transaction():          # a savepoint inside the batch: rolled back on any error
+                connection.executemany(f"INSERT INTO {store.DOCUMENTS} VALUES (?, ?)", docs)
+                if rows:
+                    # in the ordered index's order: each of its pages is then visited once, in turn
+                    rows.sort(key=_order)
+                    store._write_rows(rows)
+                if paths:
+                    store._count([(0, 0, "", len(docs))] + [(p, t, v, n) for (p, t, v, _), n in counts.items()])
         except sqlite3.IntegrityError:       # a duplicate _id: mongomock's path says which, exactly
-            connection.execute("ROLLBACK TO p3s_insert")
-            connection.execute("RELEASE p3s_insert")
             return None
-        except BaseException:
-            connection.execute("ROLLBACK TO p3s_insert")
-            connection.execute("RELEASE p3s_insert")
-            raise
-        connection.execute("RELEASE p3s_insert")
     for path in paths:
         name = path[0]
         if name in complex_paths:
