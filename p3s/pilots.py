@@ -160,10 +160,6 @@ class PilotService:
                 "long_poll_wait": self.config.long_poll_wait, "pilot_lost_timeout": self.config.pilot_lost_timeout}
 
     # --- contact ------------------------------------------------------------------------------
-    def touch(self, pilot: PilotInfo, usage: dict | None = None) -> None:
-        """Record a contact (in memory; ``p3s.contacts`` writes it within a few seconds)."""
-        self.contacts.note(pilot, usage)
-
     def instructions(self, pilot: PilotInfo) -> dict[str, Any]:
         return {"kill": pilot.kill, "kill_job": pilot.kill_job}
 
@@ -177,7 +173,7 @@ class PilotService:
             return {"kill": False, "kill_job": None, "stopped": True}
         if event in ("heartbeat", "jobstart"):
             pilot_usage = event == "heartbeat" and not body["job"] and body["usage"]
-            self.touch(pilot, body["usage"] if pilot_usage else None)
+            self.contacts.note(pilot, body["usage"] if pilot_usage else None)
             if event == "heartbeat" and not body["job"]:
                 return self.instructions(pilot)
         if not body["job"]:
@@ -189,7 +185,7 @@ class PilotService:
             try:
                 handle(pilot, body)
             finally:
-                self.write_pilot(pilot)      # the job's end frees the pilot, even when it was refused
+                self.contacts.note(pilot)      # the job's end frees the pilot, even when it was refused
         return self.instructions(pilot)
 
     def _own(self, pilot: PilotInfo, body: dict | None = None) -> dict:
@@ -319,11 +315,6 @@ class PilotService:
             return True
         return doc["state"] == target and doc.get("pilot") == pilot.uuid
 
-    def write_pilot(self, pilot: PilotInfo) -> None:
-        """A request's change to the pilot's record (state, current job, jobs done, last contact):
-        kept in memory and written in a batch (``p3s.contacts``)."""
-        self.contacts.note(pilot)
-
     def _on_jobstop(self, pilot: PilotInfo, body: dict) -> None:
         code = body["exit_code"]
         if code is None:
@@ -393,16 +384,16 @@ class PilotService:
                 self.lifecycle.release_job(held["uuid"], pilot.uuid, f"pilot {pilot.uuid} was told to stop",
                                            sources={states.DISPATCHED})
                 pilot.job = None
-            self.write_pilot(pilot)
+            self.contacts.note(pilot)
             return {"job": None, **self.instructions(pilot), **extra}
         if held is not None:
-            self.write_pilot(pilot)
+            self.contacts.note(pilot)
             return {"job": held, **self.instructions(pilot), **extra}
         job = self.broker.claim(pilot)
         if job is None:
             wait = body.get("wait")
             wait = self.config.long_poll_wait if wait is None else min(wait, self.config.long_poll_max)
-            self.write_pilot(pilot)
+            self.contacts.note(pilot)
             if pilot.kill or wait <= 0:
                 return {"job": None, **self.instructions(pilot), **extra}
             future = self.broker.wait(pilot, wait)
@@ -417,7 +408,7 @@ class PilotService:
                 return {"job": None, **self.instructions(pilot), **extra}
         pilot.job = job["_id"]
         faults.crash_point("claim")
-        self.write_pilot(pilot)
+        self.contacts.note(pilot)
         return {"job": self._job_for_pilot(job), **self.instructions(pilot), **extra}
 
     def _held_job(self, pilot: PilotInfo) -> dict | None:
