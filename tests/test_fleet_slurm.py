@@ -139,6 +139,7 @@ def test_top_up_through_slurm_for_two_sites_and_the_factory_records_its_rounds(s
     again = fleet.json("top-up", "--site", "lab", *FAST_PILOT, backend="slurm", env=env)
     assert again["submitted"] == [] and again["alive"] + again["queued"] == 3          # none twice
     _wait(lambda: len(server.ok("GET", "/pilots?site=lab&state=idle")["items"]) == 3, 60, "3 pilots of lab")
+    _wait(lambda: server.ok("GET", "/pilots?site=dock&state=idle,running")["items"], 60, "the pilot of dock")
     assert {p["site"] for p in server.ok("GET", "/pilots?state=idle,running")["items"]} == {"lab", "dock"}
     events = server.ok("GET", "/events?kind=fleet.topup&site=lab")["items"]
     assert [e["data"]["submitted"] for e in events] == [0, 3] and {e["source"] for e in events} == {"p3s-fleet"}
