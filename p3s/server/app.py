@@ -107,7 +107,7 @@ class P3SServer:
         self.templates = TemplateStore()
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
         self._open_freshness()
-        self.stats = Stats()
+        self.stats = Stats(kept.owner(self.config.data_path) if self.db.shared else "")
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
         self.retention.load()
@@ -242,6 +242,8 @@ class P3SServer:
     def save_stats(self, clean: bool = False) -> None:
         try:
             kept.save_stats(self.stats, clean)
+            if self.db.shared and not clean:
+                kept.read_others(self.stats)
         except Exception:
             log.exception("saving the statistics failed")
         try:
