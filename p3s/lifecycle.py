@@ -218,12 +218,13 @@ class Lifecycle:
         in the same write, so that no kill -9 can leave it ended with attempts left."""
         ended = {"ts_sto": utcnow(), **(set_ or {})}
         if target in states.JOB_RETRYABLE:
-            # Attempts cannot change while a job is dispatched or running (the write checks it anyway).
+            # The write checks that the attempts read here are still the job's (unless the caller's
+            # own condition on them, a pilot's reported attempt, is checked instead).
             job = self.jobs.find_one({"_id": uuid}, {"attempts": 1, "max_attempts": 1})
             if job is not None and will_retry({**job, "state": target}):
                 after = self.move_job(uuid, states.DEFINED, sources=sources, via={"state": target, **ended},
                                       set_={**ended, **RETRY_RESET},
-                                      where={**(where or {}), "attempts": equals(job.get("attempts") or 0)},
+                                      where={"attempts": equals(job.get("attempts") or 0), **(where or {})},
                                       **more)
                 faults.crash_point("job_ended")
                 from p3s import events
