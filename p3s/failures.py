@@ -57,13 +57,12 @@ class FailureReads:
     def __init__(self, jobs: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.jobs = jobs                                            # the jobs collection
         self.clock = clock                                          # seconds (tests drive it)
-        self.views: dict[tuple, tuple[float, Any]] = {}             # query -> (its read's time, rendered view)
+        self.views: dict[tuple, tuple[float, Any]] = {}             # query -> (its read's ``at``, rendered view)
         self.reads: dict[str | None, Read] = {}                     # job type (None: all) -> read
         self.pending: dict[tuple[str | None, int], asyncio.Future] = {}
         self.documents = 0                                          # documents read, ever
 
     async def _read(self, jobtype: str | None, hours: int) -> Read:
-        began = self.clock()            # the read is as old as its start: a failure after it may be missed
         since = utcnow() - _dt.timedelta(hours=hours)
         query: dict[str, Any] = {"state": {"$in": sorted(states.JOB_UNSUCCESSFUL)}, "ts_sto": {"$gte": since}}
         if jobtype:
@@ -91,7 +90,7 @@ class FailureReads:
             if len(rows) % READ_SLICE == 0:
                 await slices.pause()
         truncated = len(rows) > diagnosis.MAX_SCAN
-        return Read(hours, began, since, rows[:diagnosis.MAX_SCAN], truncated)
+        return Read(hours, self.clock(), since, rows[:diagnosis.MAX_SCAN], truncated)
 
     async def _fresh(self, jobtype: str | None, hours: int) -> Read:
         """A read for ``jobtype`` holding ``hours`` or more, at most REUSE seconds old."""
