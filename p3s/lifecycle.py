@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from p3s import fastinsert, models, slices, states
+from p3s import creations, fastinsert, faults, models, slices, states
 from p3s.errors import ApiError, not_found
 from p3s.fastpath import ByIdCollection
 from p3s.models import utcnow
@@ -258,6 +258,7 @@ class Lifecycle:
         ``rows``: the embedded store's rows of each slice of PREPARED_SLICE jobs (p3s.jobs.prepared)."""
         inserted: list[dict] = []
         size = slices.INSERT_SLICE if rows is None else slices.PREPARED_SLICE
+        token = creations.begin(docs) if len(docs) > size else None    # a kill -9 meanwhile: undone at start
         try:
             for n, chunk in enumerate(slices.chunks(docs, size)):
                 try:
@@ -271,11 +272,16 @@ class Lifecycle:
                         raise DuplicateKeyError("a job with one of these uuids exists already") from None
                     raise
                 inserted += chunk
+                faults.crash_point("create_slice")
                 await slices.pause()
         except BaseException:
             for part in slices.chunks(inserted):
                 self.remove_inserted(list(part))
+            if token is not None:
+                creations.end(token)
             raise
+        if token is not None:
+            creations.end(token)
         for chunk in slices.chunks(docs, 2000):
             for doc in chunk:
                 self.counters.jobs[(doc["state"], doc["jobtype"])] += 1
