@@ -35,9 +35,10 @@ def _collection() -> Any:
 def begin(docs: list[dict]) -> str:
     """Record a creation about to be written in several transactions; returns its token."""
     token = ids.new()
-    seqs = [doc["seq"] for doc in docs]
+    seqs = [doc.get("seq") for doc in docs]
+    known = None not in seqs and all(isinstance(seq, int) for seq in seqs)
     _collection().insert_one({"_id": token, "ids": [doc["_id"] for doc in docs],
-                              "seq": [min(seqs), max(seqs)], "ts": utcnow()})
+                              "seq": [min(seqs), max(seqs)] if known else None, "ts": utcnow()})
     return token
 
 
@@ -53,10 +54,10 @@ def undo_interrupted(jobs: Any, shared: bool) -> int:
         query["ts"] = {"$lt": utcnow() - _dt.timedelta(seconds=ORPHAN_SECONDS)}
     removed = 0
     for record in list(_collection().find(query)):
-        first, last = record["seq"]
+        ours = {"seq": {"$gte": record["seq"][0], "$lte": record["seq"][1]}} if record.get("seq") else {}
         for start in range(0, len(record["ids"]), _CHUNK):
             chunk = record["ids"][start:start + _CHUNK]
-            removed += jobs.delete_many({"_id": {"$in": chunk}, "seq": {"$gte": first, "$lte": last}}).deleted_count
+            removed += jobs.delete_many({"_id": {"$in": chunk}, **ours}).deleted_count
         end(record["_id"])
         log.warning("a creation of %d jobs was interrupted (the server stopped during it): "
                     "removed the %d of its jobs written", len(record["ids"]), removed)

@@ -120,8 +120,14 @@ def test_claims_during_bulk_creations_take_each_job_exactly_once(server):
             thread.join(120)
     assert not errors, errors
     assert sorted(taken) == sorted(made)            # every job claimed, none twice
-    assert server.ok("GET", "/summary")["jobs"]["finished"] == len(made)
     assert _total(server, state="finished") == len(made)
+    finished = lambda: server.ok("GET", "/summary")["jobs"]["finished"] == len(made)   # noqa: E731
+    if conftest.on_mongodb():
+        # a shared MongoDB's counters are recounted every 10 s (p3s.server.app.COUNTS_PERIOD); a
+        # recount racing the moves it does not see is set right by the next one
+        server.wait_for(finished, timeout=35)
+    else:
+        assert finished()
 
 
 def test_job_ids_made_by_the_client_library_and_the_server_are_time_ordered(server):
