@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,11 +140,14 @@ def throughput_case(pilots: int, jobs: int, db: str) -> dict:
             "pilots_with_payloads_cpu_ms_per_job": round(with_payloads * 1000 / jobs, 2)}
 
 
-def bulk_case(jobs: int, rounds: int, db: str, existing: tuple[int, ...] = (0,), profile: str = "") -> list[dict]:
+def bulk_case(jobs: int, rounds: int, db: str, existing: tuple[int, ...] = (0,), profile: str = "",
+              random_ids: bool = False) -> list[dict]:
     """One line per collection size in ``existing``: the server is filled to that many jobs, then
     ``rounds`` requests of ``jobs`` jobs each are timed. ``loop_cpu_ms_per_job`` is the CPU time of
     the event-loop thread (the main thread) per job, ``server_cpu_ms_per_job`` the whole process's
-    (the loop, and any work handed to other threads); medians of the rounds."""
+    (the loop, and any work handed to other threads); medians of the rounds. ``random_ids``: the
+    measured jobs get random (version 4) uuids of the client's choosing instead of the client
+    library's time-ordered ones."""
     lines = []
     with tempfile.TemporaryDirectory() as tmpdir:
         server, url = start_server(Path(tmpdir), db, profile)
@@ -158,7 +162,8 @@ def bulk_case(jobs: int, rounds: int, db: str, existing: tuple[int, ...] = (0,),
                     made += count
                 cpu, loop, wall = [], [], []
                 for _ in range(rounds):
-                    body = [{"payload": "/bin/true", "jobtype": "bulk"} for _ in range(jobs)]
+                    body = [{"payload": "/bin/true", "jobtype": "bulk",
+                             **({"uuid": str(uuid.uuid4())} if random_ids else {})} for _ in range(jobs)]
                     before, before_loop, started = _cpu([server], False), _loop_cpu(server), time.monotonic()
                     client.create_jobs(body)
                     wall.append((time.monotonic() - started) * 1000 / jobs)
@@ -166,6 +171,7 @@ def bulk_case(jobs: int, rounds: int, db: str, existing: tuple[int, ...] = (0,),
                     loop.append((_loop_cpu(server) - before_loop) * 1000 / jobs)
                     made += jobs
                 lines.append({"case": "bulk", "jobs": jobs, "rounds": rounds, "existing": size,
+                              **({"ids": "random"} if random_ids else {}),
                               "loop_cpu_ms_per_job": round(statistics.median(loop), 4),
                               "server_cpu_ms_per_job": round(statistics.median(cpu), 4),
                               "wall_ms_per_job": round(statistics.median(wall), 4)})
@@ -200,6 +206,8 @@ def main() -> None:
     parser.add_argument("--case", choices=("all", "latency", "throughput", "bulk"), default="all")
     parser.add_argument("--large", action="store_true",
                         help="bulk: also measure after filling the store with 10^5 jobs (--quick: 2x10^4)")
+    parser.add_argument("--random-ids", action="store_true",
+                        help="bulk: the measured jobs carry random uuids of their own (not time-ordered)")
     parser.add_argument("--profile", default="", metavar="FILE",
                         help="bulk: run the server under cProfile, its statistics written to FILE")
     args = parser.parse_args()
@@ -210,7 +218,8 @@ def main() -> None:
         print(json.dumps(throughput_case(16, 1000 if args.quick else 5000, args.db)), flush=True)
     if args.case in ("all", "bulk"):
         sizes = (0, 20000) if args.quick else (0, 100000)
-        for line in bulk_case(2000, 3 if args.quick else 5, args.db, sizes if args.large else (0,), args.profile):
+        for line in bulk_case(2000, 3 if args.quick else 5, args.db, sizes if args.large else (0,), args.profile,
+                              args.random_ids):
             print(json.dumps(line), flush=True)
 
 

@@ -37,7 +37,10 @@ def begin(docs: list[dict]) -> str:
     token = ids.new()
     seqs = [doc.get("seq") for doc in docs]
     known = None not in seqs and all(isinstance(seq, int) for seq in seqs)
-    _collection().insert_one({"_id": token, "ids": [doc["_id"] for doc in docs],
+    job_ids = [doc["_id"] for doc in docs]
+    if all(isinstance(i, str) and "\n" not in i for i in job_ids):
+        job_ids = "\n".join(job_ids)     # one text: the embedded engine copies a list of thousands item by item
+    _collection().insert_one({"_id": token, "ids": job_ids,
                               "seq": [min(seqs), max(seqs)] if known else None, "ts": utcnow()})
     return token
 
@@ -55,10 +58,13 @@ def undo_interrupted(jobs: Any, shared: bool) -> int:
     removed = 0
     for record in list(_collection().find(query)):
         ours = {"seq": {"$gte": record["seq"][0], "$lte": record["seq"][1]}} if record.get("seq") else {}
-        for start in range(0, len(record["ids"]), _CHUNK):
-            chunk = record["ids"][start:start + _CHUNK]
-            removed += jobs.delete_many({"_id": {"$in": chunk}, **ours}).deleted_count
+        job_ids = record["ids"].split("\n") if isinstance(record["ids"], str) else record["ids"]
+        undone = 0
+        for start in range(0, len(job_ids), _CHUNK):
+            chunk = job_ids[start:start + _CHUNK]
+            undone += jobs.delete_many({"_id": {"$in": chunk}, **ours}).deleted_count
         end(record["_id"])
+        removed += undone
         log.warning("a creation of %d jobs was interrupted (the server stopped during it): "
-                    "removed the %d of its jobs written", len(record["ids"]), removed)
+                    "removed the %d of its jobs written", len(job_ids), undone)
     return removed
