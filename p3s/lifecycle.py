@@ -149,20 +149,28 @@ class Lifecycle:
     # --- jobs ---------------------------------------------------------------------------------
     def move_job(self, uuid: str, target: str, *, sources: Iterable[str] | None = None,
                  set_: dict | None = None, inc: dict | None = None, push: dict | None = None,
-                 max_: dict | None = None, where: dict | None = None, full: bool = False) -> dict:
+                 max_: dict | None = None, where: dict | None = None, full: bool = False,
+                 via: dict | None = None) -> dict:
         """Move job ``uuid`` to ``target`` in one conditional write; return the document after.
 
         ``sources`` narrows the table's allowed predecessors; ``where`` adds conditions.
         With ``full`` the whole document is returned, else the fields in JOB_BRIEF.
+        ``via`` (a state and its fields) is a state the job passes through in the same write (an
+        unsuccessful end retried at once): the table must allow both moves, and the counters and
+        listeners see both.
         Raises IllegalTransition (the job is in another state) or ApiError 404.
         """
         allowed = states.job_sources(target)
+        if via is not None:
+            if via["state"] not in allowed:
+                raise IllegalTransition("job", uuid, via["state"], target)
+            allowed = states.job_sources(via["state"])
         if sources is not None:
             allowed = allowed & frozenset(sources)
         query = {**job_filter(uuid, allowed), **(where or {})}
         changes = {"state": target, **(set_ or {})}
         update = build_update(changes, inc=inc, push=push, max=max_)
-        if full and len(allowed) == 1:
+        if full and len(allowed) == 1 and via is None:
             # One predecessor: the state before is known, so one call can return the whole job.
             after = self.jobs.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
             if after is None:
@@ -173,14 +181,19 @@ class Lifecycle:
             before = self.jobs.find_one_and_update(query, update, projection=JOB_BRIEF,
                                                    return_document=ReturnDocument.BEFORE)
             if before is None:
-                raise self._refusal("job", self.jobs, uuid, target)
+                raise self._refusal("job", self.jobs, uuid, target if via is None else via["state"])
             after = {**before, **changes}
             for field, amount in (inc or {}).items():
                 after[field] = (before.get(field) or 0) + amount
-        self.counters.jobs[(before["state"], before.get("jobtype", ""))] -= 1
-        self.counters.jobs[(target, before.get("jobtype", ""))] += 1
-        for listener in self.listeners:
-            listener.job_moved(before, after)
+        moves = [(before, after)]
+        if via is not None:
+            passing = {**before, **via}
+            moves = [(before, passing), (passing, after)]
+        for old, new in moves:
+            self.counters.jobs[(old["state"], before.get("jobtype", ""))] -= 1
+            self.counters.jobs[(new["state"], before.get("jobtype", ""))] += 1
+            for listener in self.listeners:
+                listener.job_moved(old, new)
         if full:
             return self.jobs.find_one({"_id": uuid}) or after
         return after
@@ -201,18 +214,26 @@ class Lifecycle:
 
     def end_job(self, uuid: str, target: str, *, sources: Iterable[str] | None = None,
                 set_: dict | None = None, where: dict | None = None, **more: Any) -> dict:
-        """Move a job to an end state, then back to ``defined`` if it may be retried."""
-        after = self.move_job(uuid, target, sources=sources, set_={"ts_sto": utcnow(), **(set_ or {})},
-                              where=where, **more)
-        if will_retry(after):
-            try:
-                after = self.move_job(uuid, states.DEFINED, sources={target}, set_=dict(RETRY_RESET))
+        """Move a job to an end state; one that may be retried (``will_retry``) goes on to ``defined``
+        in the same write, so that no kill -9 can leave it ended with attempts left."""
+        ended = {"ts_sto": utcnow(), **(set_ or {})}
+        if target in states.JOB_RETRYABLE:
+            # The write checks that the attempts read here are still the job's (unless the caller's
+            # own condition on them, a pilot's reported attempt, is checked instead).
+            job = self.jobs.find_one({"_id": uuid}, {"attempts": 1, "max_attempts": 1})
+            if job is not None and will_retry({**job, "state": target}):
+                after = self.move_job(uuid, states.DEFINED, sources=sources, via={"state": target, **ended},
+                                      set_={**ended, **RETRY_RESET},
+                                      where={"attempts": equals(job.get("attempts") or 0), **(where or {})},
+                                      **more)
+                faults.crash_point("job_ended")
                 from p3s import events
                 events.record("job.retry", f"job {uuid} ended {target}; retrying "
                               f"(attempt {after.get('attempts', 0) + 1} of {after.get('max_attempts')})",
                               job=uuid, severity="warning")
-            except IllegalTransition:
-                pass
+                return after
+        after = self.move_job(uuid, target, sources=sources, set_=ended, where=where, **more)
+        faults.crash_point("job_ended")
         return after
 
     def release_job(self, uuid: str, pilot: str, why: str, *, sources: Iterable[str] = states.JOB_ACTIVE,
