@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from p3s import faults, models, slices, states
+from p3s import creations, fastinsert, faults, models, slices, states
 from p3s.errors import ApiError, not_found
 from p3s.fastpath import ByIdCollection
 from p3s.models import utcnow
@@ -273,14 +273,18 @@ class Lifecycle:
             for listener in self.listeners:
                 listener.job_created(doc)
 
-    async def insert_jobs_in_slices(self, docs: list[dict]) -> None:
+    async def insert_jobs_in_slices(self, docs: list[dict], rows: list | None = None) -> None:
         """``insert_jobs`` for many jobs, in slices that let the loop run. Nobody hears of the jobs
-        (the broker cannot offer them) until all are in; on any error those inserted are removed."""
+        (the broker cannot offer them) until all are in; on any error those inserted are removed.
+        ``rows``: the embedded store's rows of each slice of PREPARED_SLICE jobs (p3s.jobs.prepared)."""
         inserted: list[dict] = []
+        size = slices.INSERT_SLICE if rows is None else slices.PREPARED_SLICE
+        token = creations.begin(docs) if len(docs) > size else None    # a kill -9 meanwhile: undone at start
         try:
-            for chunk in slices.chunks(docs, slices.INSERT_SLICE):
+            for n, chunk in enumerate(slices.chunks(docs, size)):
                 try:
-                    self.jobs.insert_many(list(chunk), ordered=True)
+                    if rows is None or fastinsert.write(fastinsert.store_of(self.jobs.collection), *rows[n]) is None:
+                        self.jobs.insert_many(list(chunk), ordered=True)
                 except BulkWriteError as exc:
                     # Ordered: exactly the first nInserted went in; a uuid another server took
                     # between the check and the insert stops it there (that job is not touched).
@@ -289,11 +293,16 @@ class Lifecycle:
                         raise DuplicateKeyError("a job with one of these uuids exists already") from None
                     raise
                 inserted += chunk
+                faults.crash_point("create_slice")
                 await slices.pause()
         except BaseException:
             for part in slices.chunks(inserted):
                 self.remove_inserted(list(part))
+            if token is not None:
+                creations.end(token)
             raise
+        if token is not None:
+            creations.end(token)
         for chunk in slices.chunks(docs, 2000):
             for doc in chunk:
                 self.counters.jobs[(doc["state"], doc["jobtype"])] += 1

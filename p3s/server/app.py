@@ -13,7 +13,7 @@ import tornado.netutil
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from p3s import API_PREFIX, schema
+from p3s import API_PREFIX, creations, schema
 from p3s.auth import Authenticator
 from p3s.broker import Broker
 from p3s import checkpoints
@@ -90,6 +90,7 @@ class P3SServer:
         self.job_log_roots = web_api.log_roots(self.config.job_log_dirs)
         results.roots(self.config)          # resolved now, once
         self.lifecycle = Lifecycle()
+        creations.undo_interrupted(self.lifecycle.jobs, self.db.shared)     # before anything counts jobs
         if self.db.embedded:
             self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}
         else:
