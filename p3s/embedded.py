@@ -804,6 +804,12 @@ def indexed(collection: Any) -> bool:
     return isinstance(getattr(collection, "_store", None), IndexedCollectionStore)
 
 
+def transaction(collection: Any) -> contextlib.AbstractContextManager:
+    """Many writes to ``collection`` in one SQLite transaction on this engine (each still whole or
+    not at all: ``IndexedCollectionStore.batch``); elsewhere nothing (each write its own)."""
+    return collection._store.batch() if indexed(collection) else contextlib.nullcontext()
+
+
 def group_counts(collection: Any, first: str, second: str) -> collections.Counter | None:
     """How many documents hold each pair of values at paths ``first`` and ``second`` (a missing
     value counts as None), read from the index alone: one pass in SQLite, no document decoded
