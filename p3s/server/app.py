@@ -16,6 +16,7 @@ from tornado.ioloop import PeriodicCallback
 from p3s import API_PREFIX, creations, schema
 from p3s.auth import Authenticator
 from p3s.broker import Broker
+from p3s import checkpoints
 from p3s.config import Config
 from p3s.freshness import Freshness
 from p3s import gcpolicy
@@ -205,7 +206,9 @@ class P3SServer:
         self.loop_watch.start()
         self._every(ALARM_PERIOD, self.check_alarms)
         if self.db.embedded:
-            self._every(self.config.checkpoint_period, self.db.checkpoint)
+            self.db.checkpoint()         # the start's own writes, before anyone waits on a step
+            self.checkpointer = checkpoints.Checkpointer(self.db.collection_stores, self.config.checkpoint_period)
+            self._every(checkpoints.STEP, self.checkpointer.step)
         if self.db.shared:
             self._every(self.config.sync_period, self.resync, jitter=0.2)
             self._every(COUNTS_PERIOD, self.recount, jitter=0.2)
