@@ -71,3 +71,26 @@ def test_servers_sharing_a_database_keep_their_own_minutes_and_show_the_sum(db):
     assert failed(again) == 4                            # a's 1 and b's 3, each once
     third = Stats("c")
     assert kept.load_stats(third) == "kept" and failed(third) == 4
+
+
+def test_old_minutes_are_pruned_once_a_minute_not_at_every_save(db, monkeypatch):
+    """Pruning reads every kept minute (1440 and more: ~10 ms of the loop's time); it ran at every
+    save (10 s), a stall of its own under 100 pilots' claims."""
+    from p3s.web.stats import MINUTES
+
+    now = [time.time()]
+    monkeypatch.setattr(kept.time, "time", lambda: now[0])
+    monkeypatch.setattr(kept, "_pruned", None)
+    stats, rows = Stats(), models.Job._get_db()["stats"]
+
+    def save_with_an_old_minute(name: int) -> list:
+        rows.insert_one({"_id": _minute(now[0]) - MINUTES - name, "counts": [], "saved": 0.0})
+        stats.dirty = {_minute(now[0])}
+        kept.save_stats(stats)
+        return sorted(r["_id"] for r in rows.find({"_id": {"$lt": _minute(now[0]) - MINUTES}}))
+
+    assert save_with_an_old_minute(10) == []                    # pruned
+    kept_old = _minute(now[0]) - MINUTES - 11
+    assert save_with_an_old_minute(11) == [kept_old]            # the same minute: not read again
+    now[0] += 60
+    assert save_with_an_old_minute(20) == []                    # the next minute: pruned
