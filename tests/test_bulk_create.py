@@ -208,3 +208,23 @@ def test_on_a_shared_database_only_old_creations_count_as_interrupted(db):
     jobs.insert_many(young + old)
     assert creations.undo_interrupted(jobs, shared=True) == 1     # another server may be writing the young one
     assert [d["_id"] for d in jobs.find({})] == [young[0]["_id"]]
+
+
+@pytest.mark.skipif(conftest.on_mongodb(), reason="the embedded store's rows")
+def test_rows_prepared_before_the_store_changed_are_not_written_and_the_engine_inserts(db):
+    import asyncio
+
+    from p3s import fastinsert, jobs as jobs_module
+
+    collection = models.Job._get_collection()
+    layout = fastinsert.layout(collection)
+    docs = [_doc(ids.new(), next_seq()) for _ in range(600)]
+    rows = jobs_module.prepared(layout, docs)                   # off the loop, in the server
+    collection.create_index("payload")                          # a new indexed path meanwhile
+    store = fastinsert.store_of(collection)
+    assert not layout.current(store)
+    assert fastinsert.write(store, *rows[0]) is None
+    assert collection.count_documents({}) == 0                  # nothing written from the stale rows
+    asyncio.run(Lifecycle().insert_jobs_in_slices(docs, rows))  # each slice goes the engine's way
+    assert collection.count_documents({"payload": "x"}) == 600
+    assert len(store.page({"payload": "x"}, "seq", False, 0, 1000)[0]) == 600    # the new path's entries too
