@@ -6,8 +6,8 @@
   after a clean stop does not scan the jobs. Each minute's document says when it was taken
   (``saved``) and the server's marker when its last complete save was taken; a start after a kill
   counts from the job and pilot records what happened after those times (the seconds since the last
-  save, which a kill would otherwise lose, with the failure-rate alarms they feed), in the walk that
-  recounts the counters on the embedded store.
+  save, which a kill would otherwise lose, with the failure-rate alarms they feed): on the embedded
+  store one indexed query per time stamp.
 
   On a shared MongoDB every server writes only its own documents (``<owner>:<minute>``, replaced
   whole, so a save repeated or cut short counts nothing twice) and shows the sum of every server's:
@@ -19,8 +19,9 @@
   server, whose documents keep their plain ``<minute>`` ids.
 - The job and pilot counters (``p3s.lifecycle.Counters``), in the ``kept`` collection, written at
   a clean stop and marked stale as soon as a server opens the database again: a start after a
-  clean stop reads them instead of counting every job (a scan of the whole collection on the
-  embedded store), a start after a kill or a crash counts. Used on the embedded store only: a
+  clean stop reads them instead of counting every job, a start after a kill or a crash counts
+  (on the embedded store from its index, ~1 s for 10^6 jobs; a walk of every job where the index
+  cannot say, e.g. a state that is not a string). Used on the embedded store only: a
   MongoDB may be written by several servers, which count now and then anyway.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any, Iterable, Iterator
 import bson
 from pymongo.errors import DuplicateKeyError
 
-from p3s import models
+from p3s import embedded, models
 from p3s.fastpath import _is_embedded
 from p3s.web.stats import MINUTES, Stats, _minute
 
@@ -214,6 +215,12 @@ def _records_after(moment: float) -> Iterable[dict]:
     if recent is not None and recent[0] == moment:
         return recent[1]
     collection, when = models.Job._get_collection(), _naive(moment)
+    if embedded.indexed(collection):      # one indexed query per time stamp
+        found: dict[Any, dict] = {}
+        for key in STAMPS:
+            for doc in collection.find({key: {"$gte": when}}):
+                found.setdefault(doc["_id"], doc)
+        return list(found.values())
     if _is_embedded(collection):
         return [doc for doc in walk(collection) if _after(doc, when)]
     return collection.find({"$or": [{key: {"$gte": when}} for key in STAMPS]})
@@ -290,21 +297,31 @@ def load_counters(counters: Any) -> str:
 
 
 def count(counters: Any) -> None:
-    """Count jobs by (state, jobtype) and pilots by (state, site) in one pass over each; after a kill,
-    keep the jobs the statistics must recount (``_records_after``) from the same pass."""
+    """Count jobs by (state, jobtype) and pilots by (state, site): from the embedded engine's index
+    when it can (p3s.embedded.group_counts), else in one pass over each, which after a kill also
+    keeps the jobs the statistics must recount (``_records_after``)."""
     global _recent
     marker = kept_collection().find_one({"_id": "stats"}) or {}
     last = None if marker.get("clean") else marker.get("saved")
     when = None if last is None else _naive(last)
-    recent: list[dict] = []
+    recent: list[dict] | None = []
     for attr, model, group in (("jobs", models.Job, "jobtype"), ("pilots", models.Pilot, "site")):
+        indexed = embedded.group_counts(model._get_collection(), "state", group)    # no walk when it can
+        if indexed is not None:
+            merged: collections.Counter = collections.Counter()
+            for (state, value), n in indexed.items():
+                merged[(state, value or "")] += n           # a missing value and "" count together
+            setattr(counters, attr, merged)
+            recent = None if attr == "jobs" else recent      # _records_after reads them by their index
+            continue
         tally: collections.Counter = collections.Counter()
         for doc in walk(model._get_collection(), {"state": 1, group: 1}):
             tally[(doc.get("state"), doc.get(group) or "")] += 1
             if when is not None and attr == "jobs" and _after(doc, when):
                 recent.append(doc)
         setattr(counters, attr, tally)
-    _recent = (last, recent) if last is not None and _is_embedded(models.Job._get_collection()) else None
+    _recent = (last, recent) if last is not None and recent is not None \
+        and _is_embedded(models.Job._get_collection()) else None
 
 
 def save_counters(counters: Any) -> None:

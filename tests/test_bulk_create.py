@@ -8,6 +8,7 @@ ids the client library and the server make are time-ordered UUIDs.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import threading
 import uuid as _uuid
 
@@ -46,6 +47,17 @@ def test_a_bad_job_deep_in_a_list_is_named_and_nothing_is_written(server):
     assert reply.status == 422 and reply.body["error"]["field"] == "[1537].colour", reply.body
     assert _total(server) == 0
     assert server.ok("GET", "/summary")["jobs"]["defined"] == 0
+
+
+def test_a_large_malformed_body_is_refused_with_its_place_and_nothing_is_written(server):
+    text = json.dumps(_jobs(MANY), indent=1)         # decoded off the loop: over 16 KiB
+    broken = text[:-2] + "x" + text[-2:]             # after the last job: the whole list is read first
+    reply = server.call("POST", "/jobs", raw=broken.encode())
+    assert reply.status == 400 and "malformed JSON at line" in reply.body["error"]["message"], reply.body
+    nul = text.replace('"payload": "true"', '"payload": "tr\\u0000ue"', 1)
+    reply = server.call("POST", "/jobs", raw=nul.encode())
+    assert reply.status == 422 and "NUL" in reply.body["error"]["message"], reply.body
+    assert _total(server) == 0
 
 
 def test_a_taken_uuid_deep_in_a_list_is_named_and_nothing_is_written(server):
