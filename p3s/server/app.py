@@ -32,7 +32,7 @@ from p3s import models
 from p3s.pilots import PilotService, Registry
 from p3s import kept
 from p3s.reaper import Reaper
-from p3s.reconcile import reconcile, reconcile_workflows
+from p3s.reconcile import reconcile, reconcile_workflows, retry_interrupted
 from p3s.retention import Retention
 from p3s.server import admin
 from p3s.server import connections, exposure, proxies
@@ -134,6 +134,7 @@ class P3SServer:
         self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
+        retry_interrupted(self.lifecycle)        # before the workflows: a retried job keeps its workflow open
         reconcile_workflows(self.workflows)
         gcpolicy.settle(force=True)        # what was loaded lives on: out of the full collections
         if self.db.shared:
