@@ -6,7 +6,7 @@ slice, such a creation records the ids and seq range of its jobs here; it remove
 once the last slice is in. At start, before anything is counted or queued, the server removes
 the jobs of any record left (``undo_interrupted``): the request was never answered, so none of
 its jobs may stay. A job is removed only if its seq is the creation's too, so a job another
-request made under the same uuid is not.
+request made under the same uuid is not, and only if no pilot holds it.
 
 On a shared MongoDB another server may be in the middle of a creation: a server takes as
 interrupted its own records (``owner``: its name among the servers, p3s.kept.owner, set at start)
@@ -18,7 +18,7 @@ import datetime as _dt
 import logging
 from typing import Any
 
-from p3s import models
+from p3s import models, states
 from p3s.models import utcnow
 from p3s.pilot import ids
 
@@ -61,6 +61,8 @@ def undo_interrupted(jobs: Any, shared: bool) -> int:
     removed = 0
     for record in list(_collection().find(query)):
         ours = {"seq": {"$gte": record["seq"][0], "$lte": record["seq"][1]}} if record.get("seq") else {}
+        # a job a pilot already holds (another server of a shared database may have offered it) stays
+        ours["state"] = {"$nin": sorted(states.JOB_ACTIVE)}
         job_ids = record["ids"].split("\n") if isinstance(record["ids"], str) else record["ids"]
         undone = 0
         for start in range(0, len(job_ids), _CHUNK):

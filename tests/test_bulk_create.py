@@ -190,9 +190,14 @@ def test_undo_removes_an_interrupted_creations_jobs_only(db):
     jobs.insert_one(theirs)
     other = _doc(ids.new(), next_seq())
     jobs.insert_one(other)
+    held = _doc(ids.new(), ours[1]["seq"])                       # within the creation's seq range
+    held["state"] = states.RUNNING                               # of the creation, already run by a pilot
+    jobs.insert_one(held)
+    models.Job._get_db()[creations.COLLECTION].update_one(
+        {"_id": token}, {"$set": {"ids": "\n".join([d["_id"] for d in ours] + [held["_id"]])}})
     assert creations.undo_interrupted(jobs, shared=False) == 2
     left = {d["_id"]: d["seq"] for d in jobs.find({})}
-    assert left == {theirs["_id"]: theirs["seq"], other["_id"]: other["seq"]}
+    assert left == {theirs["_id"]: theirs["seq"], other["_id"]: other["seq"], held["_id"]: held["seq"]}
     assert models.Job._get_db()[creations.COLLECTION].find_one({"_id": token}) is None
 
 
