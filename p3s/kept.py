@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import bson
+from pymongo.errors import DuplicateKeyError
 
 from p3s import embedded, models
 from p3s.fastpath import _is_embedded
@@ -45,6 +46,8 @@ from p3s.web.stats import MINUTES, Stats, _minute
 log = logging.getLogger("p3s.kept")
 SAVE_PERIOD = 10.0       # seconds between saves of the statistics
 ALIVE = 1.5 * SAVE_PERIOD  # a server whose marker is older than this (and not clean) is taken for dead
+FIRST_COUNT = "stats_counted"   # the claim of the database's first count of statistics from the jobs
+FIRST_COUNT_LEASE = 3600.0      # seconds a first count may take before another server takes it over
 READ_MARGIN = 120.0      # seconds: another server's minute saved this long before the last read is read again
 STAMPS = ("ts_def", "ts_sta", "ts_sto")
 # (last save, jobs stamped after it) from the counters' walk after a kill, for load_stats (one walk, not two)
@@ -126,21 +129,42 @@ def _row_key(row: dict) -> tuple[str, int] | None:
     return None
 
 
+def _first_count_is_ours(kept: Any, shared: bool) -> bool:
+    """Whether this start makes the database's first count of statistics from the jobs: none was
+    made yet and no other server is making it. The claim (``FIRST_COUNT``) is marked done only
+    after the count is saved, so a count a kill -9 interrupted is made again by a later start: at
+    once on the embedded store (no other server), after ``FIRST_COUNT_LEASE`` on a shared MongoDB
+    (the counting server may still be at it)."""
+    now = time.time()
+    try:
+        kept.insert_one({"_id": FIRST_COUNT, "done": False, "until": now + FIRST_COUNT_LEASE})
+        return True
+    except DuplicateKeyError:
+        pass
+    claim = kept.find_one({"_id": FIRST_COUNT}) or {}
+    if claim.get("done", True) or (shared and claim.get("until", 0.0) > now):
+        return False
+    return kept.update_one({"_id": FIRST_COUNT, "done": False, "until": claim.get("until")},
+                           {"$set": {"until": now + FIRST_COUNT_LEASE}}).matched_count == 1
+
+
 def load_stats(stats: Stats) -> str:
     """Fill ``stats`` with the kept minutes of the last 24 hours (its own, and the other servers'),
     and after a kill what happened since they were saved; a database without kept statistics is
     counted once from the jobs (and kept from then on). Returns which it did."""
     kept = kept_collection()
     own_id = _marker_id(stats.owner)
-    first_start = kept.update_one({"_id": "stats_counted"}, {"$setOnInsert": {"since": time.time()}},
-                                  upsert=True).upserted_id is not None
     marker = kept.find_one({"_id": own_id})
-    if first_start and kept.find_one({"_id": "stats"}) is None and marker is None:
-        stats.load(walk(models.Job._get_collection()))
-        stats.dirty = set(stats.counts) | set(stats.waits) | set(stats.latencies) | set(stats.lost_pilots)
-        save_stats(stats)
-        kept.update_one({"_id": own_id}, {"$set": {"since": time.time()}}, upsert=True)
-        return "counted"
+    if _first_count_is_ours(kept, shared=bool(stats.owner)):
+        counting = kept.find_one({"_id": "stats"}) is None and marker is None
+        if counting:
+            stats.load(walk(models.Job._get_collection()))
+            stats.dirty = set(stats.counts) | set(stats.waits) | set(stats.latencies) | set(stats.lost_pilots)
+            save_stats(stats)
+            kept.update_one({"_id": own_id}, {"$set": {"since": time.time()}}, upsert=True)
+        kept.update_one({"_id": FIRST_COUNT}, {"$set": {"done": True}})
+        if counting:
+            return "counted"
     first = _minute(time.time()) - MINUTES
     taken: dict[int, float] = {}
     for row in _db()["stats"].find({}):
@@ -253,7 +277,7 @@ def read_others(stats: Stats) -> int:
     since = stats.others_read - READ_MARGIN
     first = _minute(now) - MINUTES
     read = 0
-    for row in _db()["stats"].find({"saved": {"$gte": since}}):
+    for row in _db()["stats"].find({"saved": {"$gte": since}, "owner": {"$ne": stats.owner}}):
         key = _row_key(row)
         if key is not None and key[0] != stats.owner and key[1] > first:
             stats.merge_minute(key[0], key[1], row)

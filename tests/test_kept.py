@@ -94,3 +94,27 @@ def test_old_minutes_are_pruned_once_a_minute_not_at_every_save(db, monkeypatch)
     assert save_with_an_old_minute(11) == [kept_old]            # the same minute: not read again
     now[0] += 60
     assert save_with_an_old_minute(20) == []                    # the next minute: pruned
+
+
+@pytest.mark.parametrize("owner", ["", "a"])
+def test_a_first_count_a_kill_interrupted_is_made_again(db, monkeypatch, owner):
+    # The issue: the first count was claimed before the walk, so a kill during it left a database
+    # whose statistics were never counted, at any later start.
+    failed_job("old", time.time() - 60)
+    monkeypatch.setattr(kept, "walk", _killed_walk)
+    with pytest.raises(KeyboardInterrupt):
+        kept.load_stats(Stats(owner))
+    monkeypatch.undo()
+    if owner:           # on a shared database the claim may still be another server's count in progress
+        assert kept.load_stats(Stats("b")) == "kept"
+        kept.kept_collection().update_one({"_id": kept.FIRST_COUNT}, {"$set": {"until": time.time() - 1}})
+    again = Stats(owner)
+    assert kept.load_stats(again) == "counted" and failed(again) == 1
+    kept.save_stats(again, clean=True)
+    later = Stats(owner)
+    assert kept.load_stats(later) == "kept" and failed(later) == 1      # counted once, and only once
+
+
+def _killed_walk(collection, *args, **kwargs):
+    yield from ()
+    raise KeyboardInterrupt("killed during the first count")
