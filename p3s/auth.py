@@ -7,7 +7,8 @@ Roles:
 - ``pilot``: a *bootstrap* token: register pilots (optionally only for one site and only so many
   live at once) and read its site; nothing else;
 - ``agent``: the credential registration returns, bound to that one pilot: that pilot's own
-  routes (``/pilots/{its uuid}/…``) and its site, nothing else;
+  routes (``/pilots/{its uuid}/…``) and its site, nothing else; valid only while that pilot's
+  record says it is alive (see ``Authenticator.pilot_record``);
 - ``metrics``: ``/metrics`` only.
 
 The server keeps only SHA-256 digests of tokens (configured ones may be given as
@@ -19,8 +20,10 @@ import dataclasses
 import os
 import secrets
 from pathlib import Path
+from typing import Callable
 
 from p3s.config import Config
+from p3s import states
 from p3s.credentials import PILOT as PILOT_CREDENTIAL, CredentialStore, digest
 
 # What each kind of access needs: the roles allowed.
@@ -33,6 +36,9 @@ ADMIN = frozenset({"admin"})
 METRICS = frozenset({"admin", "metrics"})
 PUBLIC = frozenset()          # no token needed
 ANY = READ | PILOT | AGENT | METRICS
+# A pilot's credential whose pilot has stopped or been declared lost: in no role set above, so it
+# is allowed nothing; the API answers it 401 with ``Identity.revoked`` as the reason.
+REVOKED = "revoked"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Identity:
     pilot: str | None = None         # agent: the pilot uuid it is bound to
     session: str | None = None       # logged in through the monitor: the session's digest
     key: str | None = None           # digest of the configured token it came from (sessions check it)
+    revoked: str | None = None       # role REVOKED: why the credential no longer authenticates
 
     @property
     def is_admin(self) -> bool:
@@ -105,6 +112,8 @@ class Authenticator:
             self.static[key] = Identity("admin", "admin", key=key)
             self.generated_file = token_file(config)
         self.credentials: CredentialStore | None = None
+        # uuid -> the pilot's record ({"state", "reason"}; None: no record), set by the server.
+        self.pilot_record: Callable[[str], dict | None] | None = None
 
     @property
     def tokens(self) -> list[Identity]:
@@ -126,8 +135,38 @@ class Authenticator:
         if self.credentials is not None:
             doc = self.credentials.lookup(token, PILOT_CREDENTIAL)
             if doc is not None:
+                revoked = self._revoked(doc)
+                if revoked is not None:
+                    return Identity(REVOKED, f"pilot {doc['pilot']}", pilot=doc["pilot"], revoked=revoked)
                 return Identity("agent", f"pilot {doc['pilot']}", site=doc.get("site") or "", pilot=doc["pilot"])
         return None
+
+    def _revoked(self, credential: dict) -> str | None:
+        """Why a pilot's credential no longer authenticates, or None while its pilot is alive.
+
+        The credential is good only while its pilot's record is alive, so the one conditional write
+        that ends the pilot (its stop, or the reaper declaring it lost) revokes it too: there is no
+        second write that a kill -9 could leave undone. An ended pilot never comes back to life (a
+        uuid is never registered again), so the answer is kept with the cached credential.
+        """
+        if credential.get("revoked"):
+            return credential["revoked"]
+        if self.pilot_record is None:
+            return None
+        uuid = credential["pilot"]
+        record = self.pilot_record(uuid)
+        if record is None:     # deleted (its credential goes with it) or not yet written: not kept
+            return f"pilot {uuid} is not registered: its credential is not valid"
+        state = record.get("state")
+        if state in states.PILOT_ALIVE:
+            return None
+        reason = record.get("reason") if record.get("reason") != state else None
+        if state == states.LOST:
+            why = f"pilot {uuid} was declared lost{f' ({reason})' if reason else ''}"
+        else:
+            why = f"pilot {uuid} {state}{f' ({reason})' if reason else ''}"
+        credential["revoked"] = f"{why}: its credential is revoked; register a new pilot to work again"
+        return credential["revoked"]
 
     def identify(self, header: str | None) -> Identity | None:
         """The identity for an ``Authorization: Bearer …`` header, or None."""

@@ -14,6 +14,7 @@ from typing import Any
 from tornado.ioloop import IOLoop
 
 from p3s import events, faults, models, schema, states
+from p3s.admission import PilotGate
 from p3s.broker import Broker, PilotInfo
 from p3s.contacts import Contacts
 from p3s.auth import Identity
@@ -89,6 +90,14 @@ class Registry:
     def forget(self, uuid: str) -> None:
         self.pilots.pop(uuid, None)
 
+    def record(self, uuid: str) -> dict | None:
+        """Pilot ``uuid``'s state (and why it ended): from memory while it is alive here, else read
+        (what authenticates its credential, p3s.auth); None when it has no record."""
+        info = self.pilots.get(uuid)
+        if info is not None:
+            return {"state": info.state}
+        return models.Pilot._get_collection().find_one({"_id": uuid}, {"state": 1, "reason": 1})
+
 
 class PilotService:
     """Registration, job requests, reports and kill requests of pilots."""
@@ -98,6 +107,7 @@ class PilotService:
         self.collection = ByIdCollection(models.Pilot._get_collection())
         self.jobs = ByIdCollection(models.Job._get_collection())
         self.credentials: CredentialStore | None = None     # set by the server once the store is open
+        self.admission: PilotGate | None = None              # max_pilots of bootstrap tokens (p3s.admission)
         self.contacts = Contacts(lifecycle, registry)
         self.usage = UsageBuffer(self.jobs, config.usage_points, self._refused_usage)
         lifecycle.listeners.append(self.usage)
@@ -136,12 +146,9 @@ class PilotService:
             doc = self.collection.find_one({"_id": uuid})   # a retried registration: same pilot, same key
             credential = key
         else:
-            if who.role == "pilot" and who.max_pilots is not None:
-                live = self.collection.count_documents(
-                    {"registrar": who.name, "state": {"$in": sorted(states.PILOT_ALIVE)}})
-                if live >= who.max_pilots:
-                    raise ApiError(403, f"pilot token {who.name!r} may have at most {who.max_pilots} live pilots "
-                                        f"({live} are)")
+            limited = who.role == "pilot" and who.max_pilots is not None and self.admission is not None
+            took = limited and self.admission.take(who.name, who.max_pilots, uuid)   # 403 at the limit
+            faults.crash_point("pilot_admitted")
             doc = {"_id": uuid, "host": body["host"], "site": site, "pid": body["pid"],
                    "extra": body["extra"], "jobtypes": body["jobtypes"], "version": body["version"],
                    "state": states.IDLE, "job": None, "njobs": 0, "kill_requested": False, "kill_job": None,
@@ -150,13 +157,18 @@ class PilotService:
             # The credential is written first: interrupted before the pilot's record, a retry with
             # the same key finds it bound to this uuid and goes on.
             credential = key or ""
-            if credentials is not None:
-                if key is not None and credentials.taken(key):
-                    if not credentials.owns(key, pilot=uuid):
-                        raise ApiError(409, "that key is already in use; choose a fresh random one", "key")
-                else:
-                    credential = credentials.issue(PILOT_CREDENTIAL, key, pilot=uuid, site=site)
-            self.lifecycle.insert_pilot(doc)
+            try:
+                if credentials is not None:
+                    if key is not None and credentials.taken(key):
+                        if not credentials.owns(key, pilot=uuid):
+                            raise ApiError(409, "that key is already in use; choose a fresh random one", "key")
+                    else:
+                        credential = credentials.issue(PILOT_CREDENTIAL, key, pilot=uuid, site=site)
+                self.lifecycle.insert_pilot(doc)
+            except BaseException:
+                if took:
+                    self.admission.release(uuid)      # a place taken by this request only
+                raise
             events.record("pilot.registered", f"pilot {uuid} registered on {doc['host']} (site {doc['site'] or '-'})",
                           pilot=uuid, site=doc["site"] or None)
         self.registry.pilots[uuid] = self.registry._info(

@@ -124,7 +124,8 @@ def test_credentials_are_stored_hashed_and_revoked_with_the_pilot(s):
     assert cred.encode() not in stored and BOOT.encode() not in stored
     assert hashlib.sha256(cred.encode()).hexdigest().encode() in stored
     s.start()
-    assert s.call("POST", f"/pilots/{pilot}/request", {"wait": 0}, token=cred).status == 409   # stopped
+    reply = s.call("POST", f"/pilots/{pilot}/request", {"wait": 0}, token=cred)     # stopped: revoked
+    assert reply.status == 401 and "credential is revoked" in reply.error["message"], reply
     s.ok("DELETE", f"/pilots/{pilot}", token=ADMIN)
     assert s.call("POST", f"/pilots/{pilot}/request", {"wait": 0}, token=cred).status == 401
 

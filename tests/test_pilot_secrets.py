@@ -45,6 +45,22 @@ def test_the_token_is_refused_on_the_command_line(server, tmp_path):
     assert server.ok("GET", "/pilots")["total"] == 0
 
 
+def test_a_client_command_warns_once_about_a_token_on_its_command_line(server, tmp_path):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("P3S_")}
+    command = [sys.executable, "-m", "p3s.cli.job", "list", "-S", server.url, "--json"]
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token)
+    token_file.chmod(0o600)
+    for extra, env, warned in ((["--token", server.token], {}, True),
+                               (["--token-file", str(token_file)], {}, False),
+                               ([], {"P3S_TOKEN": server.token}, False)):
+        done = subprocess.run(command + extra, env={**base, **env}, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr          # --token still works
+        warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: --token")]
+        assert warnings == (["warning: --token shows the token to every user of this machine (ps); use "
+                             "--token-file FILE (owner-only) or $P3S_TOKEN instead"] if warned else []), done.stderr
+
+
 def test_a_token_file_others_can_read_is_refused(server, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(server.token)

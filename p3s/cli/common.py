@@ -49,8 +49,9 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("server")
     group.add_argument("-S", "--server", dest="server_url", metavar="URL",
                        help="server URL [default: $P3S_SERVER_URL or the config's server_url]")
-    group.add_argument("--token", help="bearer token [default: $P3S_TOKEN, the config's token, "
-                                       "or the token file the server generated in data_dir]")
+    group.add_argument("--token", help="bearer token, visible to every local user in ps: prefer --token-file or "
+                                       "$P3S_TOKEN [default: $P3S_TOKEN, the config's token, or the token file the "
+                                       "server generated in data_dir]")
     group.add_argument("--token-file", metavar="FILE",
                        help="file holding the token, readable by its owner only (keeps it out of ps)")
     group.add_argument("--ca-file", dest="ca_file", metavar="FILE",
@@ -65,6 +66,10 @@ def make_client(args: argparse.Namespace):
     from p3s.auth import client_token
     from p3s.pilot.client import Client, TokenFileError, read_token_file
 
+    if getattr(args, "token", None) and not getattr(args, "_token_warned", False):
+        args._token_warned = True       # once per command, however many clients it makes
+        print("warning: --token shows the token to every user of this machine (ps); use --token-file FILE "
+              "(owner-only) or $P3S_TOKEN instead", file=sys.stderr)
     try:
         config = load_config(getattr(args, "config", None),
                              {"server_url": getattr(args, "server_url", None), "token": getattr(args, "token", None),

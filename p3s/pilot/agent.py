@@ -31,7 +31,7 @@ log = logging.getLogger("p3s.pilot")
 EXIT_OK = 0
 EXIT_REGISTRATION = 3     # could not register before the deadline
 EXIT_OUTAGE = 4           # the server stayed unreachable longer than the allowed outage
-EXIT_REFUSED = 5          # the server refused the pilot (e.g. it was declared lost)
+EXIT_REFUSED = 5          # the server refused the pilot (e.g. it was declared lost: its credential is revoked)
 
 
 @dataclasses.dataclass
@@ -170,6 +170,11 @@ class Pilot:
             if exc.status == 0:
                 log.error("server unreachable for more than %.0f s: %s", self.options.outage, exc)
                 code = EXIT_OUTAGE
+            elif exc.status == 401:
+                # The pilot's credential no longer authenticates: the server ended this pilot (it
+                # stopped, or was declared lost while out of reach). Nothing it sends will be taken.
+                log.error("stopping: the server no longer accepts this pilot's credential: %s", exc.message)
+                code = EXIT_REFUSED
             else:
                 log.error("server refused the pilot: %s", exc)
                 code = EXIT_REFUSED
@@ -281,7 +286,7 @@ class Pilot:
                         # Only an explicit order stops a payload: the server saying this pilot must
                         # stop, or kill_job in a reply. Any other refusal (e.g. of a repeated
                         # report) leaves it running; its end is reported as usual.
-                        if exc.status == 0 or exc.field == "pilot":
+                        if exc.status in (0, 401) or exc.field == "pilot":
                             raise
                         log.warning("%s for job %s not taken: %s; the payload goes on", event, job["uuid"], exc)
                         reply = None

@@ -26,6 +26,7 @@ from p3s.latest import LatestFinished
 from p3s.lifecycle import Lifecycle
 from p3s.loopwatch import LoopWatch
 from p3s.limits import SlotGate
+from p3s.admission import PilotGate
 from p3s import models
 from p3s.pilots import PilotService, Registry
 from p3s import kept
@@ -60,6 +61,7 @@ class P3SServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.offloop: OffLoop | None = None
+        self.admission: PilotGate | None = None
         # Refused here, before anything is opened: an unsafe exposure or an unusable certificate.
         self.open_warning = exposure.check_no_auth(config)
         self.ssl_context = exposure.ssl_context(config)
@@ -101,6 +103,8 @@ class P3SServer:
         self.registry.load()
         self.pilot_service = PilotService(self.lifecycle, self.broker, self.registry, self.config)
         self.pilot_service.credentials = self.authenticator.credentials
+        self.authenticator.pilot_record = self.registry.record
+        self._open_admission()
         self.jobs = JobService(self.lifecycle, self.broker, self.pilot_service, self.config)
         self.reaper = Reaper(self.lifecycle, self.registry, self.broker, self.pilot_service, self.config)
         self.reaper.load()
@@ -134,6 +138,23 @@ class P3SServer:
             self.offloop.install()
             self.broker.call_soon = self.offloop.call_soon
             self.reaper.health = self.offloop.health
+
+    def _open_admission(self) -> None:
+        """Bootstrap tokens' ``max_pilots``, held in the database (p3s.admission)."""
+        limited = [t.name for t in self.authenticator.tokens if t.role == "pilot" and t.max_pilots is not None]
+        if not limited:
+            return
+        self.admission = PilotGate(models.Job._get_db(), limited, grace=self.config.pilot_lost_timeout)
+        self.pilot_service.admission = self.admission
+        self.lifecycle.listeners.append(self.admission)
+        # A single server (embedded store) has no registration in flight at start: no grace.
+        self.admission.repair(grace=0 if not self.db.shared else None)
+
+    def repair_admission(self) -> None:
+        try:
+            self.admission.repair()
+        except Exception:
+            log.exception("repairing the pilot tokens' places failed")
 
     def _open_freshness(self) -> None:
         """Arrival, ETA and deadline of jobs, and the policies that keep them fresh (p3s.freshness)."""
@@ -188,6 +209,8 @@ class P3SServer:
             self._every(self.config.sync_period, self.resync, jitter=0.2)
             self._every(COUNTS_PERIOD, self.recount, jitter=0.2)
             self._every(self.config.sync_period, self.freshness.sync_shared, jitter=0.2)
+            if self.admission is not None:
+                self._every(max(1.0, self.config.pilot_lost_timeout / 3), self.repair_admission, jitter=0.2)
         self._every(kept.SAVE_PERIOD, self.save_stats, jitter=0.1)
         self._every(self.config.retention_period, self.retention.tick, jitter=0.1)
         return self.port

@@ -137,6 +137,8 @@ class ApiHandler(tornado.web.RequestHandler):
         if who is None:
             self.set_header("WWW-Authenticate", 'Bearer realm="p3s"')
             raise ApiError(401, "missing or unknown bearer token (send 'Authorization: Bearer <token>')")
+        if who.revoked is not None:          # a pilot's credential whose pilot has ended
+            raise ApiError(401, who.revoked, "pilot")
         self.identity, self.role, self.user = who, who.role, who.name
         if self.role not in allowed:
             raise ApiError(403, f"role {self.role} may not {self.request.method} {self.request.path}")

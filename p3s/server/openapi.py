@@ -12,7 +12,10 @@ from p3s import API_PREFIX, __version__, auth, models, schema, states
 
 # Response schemas of routes defined outside p3s.server (the monitor's, the control room's).
 EXTRA_SCHEMAS: dict[str, dict] = {}
-ERRORS = {400: "Malformed JSON or request", 401: "Missing or unknown token", 403: "Role not allowed",
+ERRORS = {400: "Malformed JSON or request",
+          401: "Missing, unknown or revoked token: a pilot's credential is revoked once its pilot has stopped or "
+               "been declared lost, and the message says which",
+          403: "Role not allowed (or, registering a pilot, its bootstrap token's site or max_pilots)",
           404: "Not found", 409: "Conflicts with the current state", 413: "Body too large",
           422: "Wrong, missing or unknown field"}
 
@@ -112,7 +115,10 @@ def _components() -> dict:
         "Registration": {"type": "object", "properties": {
             "pilot": _ref("Pilot"), "settings": {"type": "object"},
             "credential": {"type": "string", "description": "The pilot's own bearer token for its /pilots/{uuid}/… "
-                                                            "routes (shown only here; stored hashed)."}}},
+                                                            "routes (shown only here; stored hashed). It authenticates "
+                                                            "only while the pilot is alive: once the pilot has stopped "
+                                                            "or been declared lost, every call with it is answered 401 "
+                                                            "(field `pilot`) saying so, and the pilot must stop."}}},
         "Instructions": {"type": "object", "properties": {**instructions, "stopped": {"type": "boolean"}}},
         "JobForPilot": job_for_pilot,
         "JobOffer": {"type": "object", "properties": {
