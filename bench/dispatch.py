@@ -8,10 +8,12 @@
    time, without the payloads: ``pilots_cpu_ms_per_job``) and of the pilots with their reaped
    payloads (``pilots_with_payloads_cpu_ms_per_job``). bench/floor.py prints what this machine
    could reach with no p3s work at all.
-3. Bulk creation: N jobs in one POST to an idle server (no pilots), repeated; the server's CPU
-   per job during the request (its loop's time, the server doing nothing else) and the wall time.
+3. Bulk creation: N jobs in one POST to an idle server (no pilots), repeated; per job, the CPU time
+   of the server's event-loop thread (``loop_cpu_ms_per_job``: what holds every other request up),
+   of the whole server process (with work handed to other threads) and the wall time; with
+   ``--large`` also once the store holds 10^5 jobs (insert cost grows with the collection).
 
-Prints one JSON line per case. Usage: bench/dispatch.py [--quick] [--db mongodb://…]
+Prints one JSON line per case. Usage: bench/dispatch.py [--quick] [--db mongodb://…] [--case bulk --large --profile FILE]
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,14 +38,31 @@ from p3s.cli.common import stop_processes  # noqa: E402
 from p3s.pilot.client import Client  # noqa: E402
 
 
-def start_server(tmp: Path, db: str) -> tuple[subprocess.Popen, str]:
-    args = [sys.executable, "-m", "p3s.cli.server", "--port", "0", "--data-dir", str(tmp / "data"), "--no-auth",
+def start_server(tmp: Path, db: str, profile: str = "") -> tuple[subprocess.Popen, str]:
+    """A server on a free port; with ``profile``, its loop thread's CPU time is profiled (cProfile
+    timed by ``time.thread_time``), the statistics written to that file when it stops."""
+    python = [sys.executable, "-c", _PROFILED, profile] if profile else [sys.executable, "-m", "p3s.cli.server"]
+    args = [*python, "--port", "0", "--data-dir", str(tmp / "data"), "--no-auth",
             "--log-level", "WARNING"]
     if db:
         args += ["--db", db]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO)
     line = proc.stdout.readline()
     return proc, line.strip().rsplit(" ", 1)[-1]
+
+
+_PROFILED = """
+import cProfile, runpy, sys, time
+out = sys.argv.pop(1)
+profiler = cProfile.Profile(time.thread_time)
+sys.argv[0] = "p3s.cli.server"
+profiler.enable()
+try:
+    runpy.run_module("p3s.cli.server", run_name="__main__", alter_sys=True)
+finally:
+    profiler.disable()
+    profiler.dump_stats(out)
+"""
 
 
 def start_pilots(url: str, count: int, tmp: Path) -> list[subprocess.Popen]:
@@ -120,23 +140,52 @@ def throughput_case(pilots: int, jobs: int, db: str) -> dict:
             "pilots_with_payloads_cpu_ms_per_job": round(with_payloads * 1000 / jobs, 2)}
 
 
-def bulk_case(jobs: int, rounds: int, db: str) -> dict:
+def bulk_case(jobs: int, rounds: int, db: str, existing: tuple[int, ...] = (0,), profile: str = "",
+              random_ids: bool = False) -> list[dict]:
+    """One line per collection size in ``existing``: the server is filled to that many jobs, then
+    ``rounds`` requests of ``jobs`` jobs each are timed. ``loop_cpu_ms_per_job`` is the CPU time of
+    the event-loop thread (the main thread) per job, ``server_cpu_ms_per_job`` the whole process's
+    (the loop, and any work handed to other threads); medians of the rounds. ``random_ids``: the
+    measured jobs get random (version 4) uuids of the client's choosing instead of the client
+    library's time-ordered ones."""
+    lines = []
     with tempfile.TemporaryDirectory() as tmpdir:
-        server, url = start_server(Path(tmpdir), db)
+        server, url = start_server(Path(tmpdir), db, profile)
         client = Client(url, timeout=600)
-        cpu, wall = [], []
         try:
             client.summary()
-            for _ in range(rounds):
-                body = [{"payload": "/bin/true", "jobtype": "bulk"} for _ in range(jobs)]
-                before, started = _cpu([server], False), time.monotonic()
-                client.create_jobs(body)
-                wall.append((time.monotonic() - started) * 1000 / jobs)
-                cpu.append((_cpu([server], False) - before) * 1000 / jobs)
+            made = 0
+            for size in existing:
+                while made < size:
+                    count = min(10000, size - made)
+                    client.create_jobs([{"payload": "/bin/true", "jobtype": "fill"} for _ in range(count)])
+                    made += count
+                cpu, loop, wall = [], [], []
+                for _ in range(rounds):
+                    body = [{"payload": "/bin/true", "jobtype": "bulk",
+                             **({"uuid": str(uuid.uuid4())} if random_ids else {})} for _ in range(jobs)]
+                    before, before_loop, started = _cpu([server], False), _loop_cpu(server), time.monotonic()
+                    client.create_jobs(body)
+                    wall.append((time.monotonic() - started) * 1000 / jobs)
+                    cpu.append((_cpu([server], False) - before) * 1000 / jobs)
+                    loop.append((_loop_cpu(server) - before_loop) * 1000 / jobs)
+                    made += jobs
+                lines.append({"case": "bulk", "jobs": jobs, "rounds": rounds, "existing": size,
+                              **({"ids": "random"} if random_ids else {}),
+                              "loop_cpu_ms_per_job": round(statistics.median(loop), 4),
+                              "server_cpu_ms_per_job": round(statistics.median(cpu), 4),
+                              "wall_ms_per_job": round(statistics.median(wall), 4)})
         finally:
             stop_processes([server])
-    return {"case": "bulk", "jobs": jobs, "rounds": rounds, "server_cpu_ms_per_job": round(statistics.median(cpu), 4),
-            "wall_ms_per_job": round(statistics.median(wall), 4)}
+    return lines
+
+
+def _loop_cpu(proc: subprocess.Popen) -> float:
+    """CPU seconds used so far by the server's event-loop thread (its main thread: thread id = pid)."""
+    for thread in psutil.Process(proc.pid).threads():
+        if thread.id == proc.pid:
+            return thread.user_time + thread.system_time
+    raise RuntimeError("the server's main thread is gone")
 
 
 def _cpu(procs: list[subprocess.Popen], children: bool = True) -> float:
@@ -155,6 +204,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer pilots and jobs")
     parser.add_argument("--db", default="", help="MongoDB URI (default: the embedded store)")
     parser.add_argument("--case", choices=("all", "latency", "throughput", "bulk"), default="all")
+    parser.add_argument("--large", action="store_true",
+                        help="bulk: also measure after filling the store with 10^5 jobs (--quick: 2x10^4)")
+    parser.add_argument("--random-ids", action="store_true",
+                        help="bulk: the measured jobs carry random uuids of their own (not time-ordered)")
+    parser.add_argument("--profile", default="", metavar="FILE",
+                        help="bulk: run the server under cProfile, its statistics written to FILE")
     args = parser.parse_args()
     if args.case in ("all", "latency"):
         for pilots in (1, 16) if args.quick else (1, 16, 160):
@@ -162,7 +217,10 @@ def main() -> None:
     if args.case in ("all", "throughput"):
         print(json.dumps(throughput_case(16, 1000 if args.quick else 5000, args.db)), flush=True)
     if args.case in ("all", "bulk"):
-        print(json.dumps(bulk_case(2000, 3 if args.quick else 5, args.db)), flush=True)
+        sizes = (0, 20000) if args.quick else (0, 100000)
+        for line in bulk_case(2000, 3 if args.quick else 5, args.db, sizes if args.large else (0,), args.profile,
+                              args.random_ids):
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

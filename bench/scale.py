@@ -10,6 +10,8 @@ N ended jobs defined over the last 60 days, 10^4 defined jobs, 10^3 stopped pilo
   jobs) and again after a clean stop (counters and statistics kept), with the server's RSS;
 - ``claims``: request latency p50/p99 of 100 simulated pilots (keep-alive connections), each
   reporting its last job's end and claiming the next in one request, then pausing ~1 s (a job);
+  with the server's CPU per request (steadier than latency on a shared machine), its event loop's
+  stalls of 20 ms or more meanwhile, and the machine's load average before and after;
 - ``list``: first page (100) of the jobs list filtered by state and sorted by definition time,
   for ``defined`` (10^4 match) and ``finished`` (N match), p50/p99;
 - ``pages``: summary p50 and one job's page p50;
@@ -284,6 +286,17 @@ async def claims(url: str) -> dict:
             "max_ms": pct(latencies, 1.0)}
 
 
+async def loop_stalls(url: str, since: float) -> dict:
+    """The server's event-loop stalls (p3s.loopwatch: late by 20 ms or more) since ``since``: how
+    many, the longest, and the most CPU the loop's thread used in one (little CPU: the machine's)."""
+    conn = Conn(url)
+    _, reply, _ = await conn.call("GET", "/summary")
+    conn.close()
+    stalls = [s for s in reply["server"]["loop"]["stalls"] if s[0] >= since]
+    return {"loop_stalls": len(stalls), "loop_stall_max_ms": max((s[1] for s in stalls), default=0),
+            "loop_stall_max_cpu_ms": max((s[2] for s in stalls), default=0)}
+
+
 async def timed(url: str, path: str, count: int, budget_s: float = 120.0) -> tuple[list[float], object]:
     """``count`` requests, fewer when they take more than ``budget_s`` in all."""
     conn = Conn(url)
@@ -330,9 +343,12 @@ def run_size(size: int, base: Path) -> None:
         emit("start", ended=size, cold_s=round(cold, 2), cold_rss_mb=cold_rss, kept_s=round(warm, 2),
              kept_rss_mb=server.rss_mb(), kept_peak_rss_mb=server.peak_rss_mb, goal_s=10, goal_rss_mb=500)
         progress("claims under 100 pilots")
-        cpu0 = server.cpu()
+        load0, cpu0, wall0 = os.getloadavg()[0], server.cpu(), time.time()
         result = asyncio.run(claims(server.url))
-        emit("claims", ended=size, pilots=CLAIM_PILOTS, server_cpu_s=round(server.cpu() - cpu0, 1), **result,
+        cpu = server.cpu() - cpu0
+        emit("claims", ended=size, pilots=CLAIM_PILOTS, server_cpu_s=round(cpu, 1),
+             server_cpu_ms_per_request=round(cpu * 1000 / max(1, result["requests"]), 3), **result,
+             **asyncio.run(loop_stalls(server.url, wall0)), load_avg=[round(load0, 2), round(os.getloadavg()[0], 2)],
              goal_p99_ms=10)
         progress("pages")
         asyncio.run(pages(server.url, size))

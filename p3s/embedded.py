@@ -59,6 +59,10 @@ _EPOCH = _dt.datetime(1970, 1, 1)
 _ONE_MS = _dt.timedelta(milliseconds=1)
 _FEW = 30_000         # up to this many matches, a page sorts them all (bounded); beyond, it walks the sort order
 _MS = 1000            # slack (ms) around a date in a query: stored dates are whole ms, queries may not be
+# Pages the write-ahead log may hold before a write checkpoints it itself (SQLite's default is 1000,
+# about 50 jobs claimed and ended: 4-15 ms added to one request in 50). The server checkpoints in
+# small steps instead (p3s.checkpoints); this is the bound for any other user of the files.
+WAL_PAGES = 20_000
 
 
 def _next(self: Any) -> dict:
@@ -317,6 +321,8 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
     # --- schema and upkeep ---------------------------------------------------------------------
     def open(self) -> None:
         super().open()
+        self._connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
+        self.checkpointed = self._connection.total_changes     # rows changed up to the last checkpoint
         with self._connection:
             row = self._connection.execute(f"SELECT value FROM {self.INFO} WHERE key = 'ix_layout'").fetchone()
             if row is None or row[0] != LAYOUT:                 # none yet, or another one: made again
@@ -528,6 +534,17 @@ class IndexedCollectionStore(sqlite_store.CollectionStore):
         self._paths = {}
         self._complex = {}
         self._sync_paths()
+
+    @property
+    def unsynced(self) -> int:
+        """Rows changed since the last checkpoint (a measure of the pages it will copy)."""
+        return self._connection.total_changes - self.checkpointed if self._connection is not None else 0
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file, syncing both (SQLite's PASSIVE mode)."""
+        changes = self._connection.total_changes
+        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.checkpointed = changes
 
     def _get_query_index(self) -> Any:
         raise NotImplementedError("the indexed store plans through SQLite (p3s.embedded)")

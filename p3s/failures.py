@@ -10,6 +10,9 @@ those rows for its window, ``by`` and job type; cycling ``hours`` or ``by`` read
 
 A job type filter uses the same rows when they hold its whole window; only when the read was cut
 at MAX_SCAN before the window's start is that job type read on its own.
+
+What a request gets is kept per query (``view``) as long as the read it was grouped from serves, and
+no longer: a view is at most one read period (REUSE) old.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import asyncio
 import datetime as _dt
 import heapq
 import time
-from typing import Any
+from typing import Any, Callable
 
 from p3s import diagnosis, slices, states
 from p3s.models import utcnow
@@ -26,6 +29,7 @@ REUSE = 5.0                  # seconds one read serves every errors view
 TIERS = (1, 24, 168)         # hours a read covers: the smallest holding the windows asked for
 READ_SLICE = 250             # jobs read between pauses (each has its stderr searched for the error line)
 MAX_KEPT = 16                # reads kept (one for all job types, the others for one type each)
+MAX_VIEWS = 64               # grouped views kept (one per query: window, grouping, job type)
 FIELDS = {"jobtype": 1, "state": 1, "exit_code": 1, "host": 1, "error": 1, "stderr_tail": 1, "ts_sto": 1,
           "name": 1}
 
@@ -50,8 +54,10 @@ class Read:
 class FailureReads:
     """The reads of failed jobs the errors view groups (see the module's docstring)."""
 
-    def __init__(self, jobs: Any) -> None:
+    def __init__(self, jobs: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.jobs = jobs                                            # the jobs collection
+        self.clock = clock                                          # seconds (tests drive it)
+        self.views: dict[tuple, tuple[float, Any]] = {}             # query -> (its read's ``at``, rendered view)
         self.reads: dict[str | None, Read] = {}                     # job type (None: all) -> read
         self.pending: dict[tuple[str | None, int], asyncio.Future] = {}
         self.documents = 0                                          # documents read, ever
@@ -84,11 +90,11 @@ class FailureReads:
             if len(rows) % READ_SLICE == 0:
                 await slices.pause()
         truncated = len(rows) > diagnosis.MAX_SCAN
-        return Read(hours, time.monotonic(), since, rows[:diagnosis.MAX_SCAN], truncated)
+        return Read(hours, self.clock(), since, rows[:diagnosis.MAX_SCAN], truncated)
 
     async def _fresh(self, jobtype: str | None, hours: int) -> Read:
         """A read for ``jobtype`` holding ``hours`` or more, at most REUSE seconds old."""
-        now = time.monotonic()
+        now = self.clock()
         old = self.reads.get(jobtype)
         if old is not None and now - old.at < REUSE and old.hours >= hours:
             return old
@@ -109,12 +115,28 @@ class FailureReads:
         """Unsuccessful jobs of the last ``hours`` (of ``jobtype``) grouped by job type, end state
         and ``by``: each group's count, first and last end, and up to diagnosis.EXAMPLES example
         jobs, newest first."""
+        return (await self._grouped(hours, by, jobtype))[1]
+
+    async def _grouped(self, hours: int, by: tuple[str, ...], jobtype: str | None) -> tuple[Read, dict[str, Any]]:
         read = await self._fresh(None, hours)
         since = utcnow() - _dt.timedelta(hours=hours)       # after the read, which began its window earlier
         if jobtype and not read.holds(since):
             read = await self._fresh(jobtype, hours)
             since = utcnow() - _dt.timedelta(hours=hours)
-        return group(read, since, hours * 3600, by, jobtype)
+        return read, group(read, since, hours * 3600, by, jobtype)
+
+    async def view(self, hours: int, by: tuple[str, ...], jobtype: str | None,
+                   render: Callable[[dict], Any]) -> Any:
+        """``render`` of ``errors(hours, by, jobtype)``, kept for the same query until the read it
+        was grouped from is REUSE seconds old (then the next request groups a newer read)."""
+        key = (hours, by, jobtype)
+        hit = self.views.get(key)
+        if hit is None or self.clock() - hit[0] >= REUSE:
+            read, view = await self._grouped(hours, by, jobtype)
+            if len(self.views) >= MAX_VIEWS:
+                self.views.clear()
+            hit = self.views[key] = (read.at, render(view))
+        return hit[1]
 
 
 def group(read: Read, since: _dt.datetime, seconds: int, by: tuple[str, ...], jobtype: str | None) -> dict[str, Any]:

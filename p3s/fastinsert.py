@@ -16,12 +16,17 @@ checks it by a query), different codec options. A duplicate ``_id`` (stored, or 
 rolls the savepoint back and the whole call goes mongomock's way, so its error (``BulkWriteError``
 with ``nInserted``, documents before the duplicate kept) is exactly mongomock's.
 tests/test_embedded.py holds the stored collections and errors equal to the generic path's.
-Used on the event-loop thread only, like the engine.
+
+The work is split so that only the database calls need the event-loop thread: ``layout`` reads
+what the rows depend on from the store (on the loop), ``prepare`` computes the rows from that
+alone (any thread: p3s.jobs builds a bulk creation's rows off the loop), ``write`` writes them
+(on the loop, like every use of the engine) unless the store's layout changed meanwhile.
 """
 from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import bson
@@ -33,7 +38,7 @@ _KEY_TYPES = (str, int, ObjectId)
 _EMPTY_VALUE = b"\x00" * 9
 
 
-def _encoded(store: Any, codec: Any, doc: Any) -> bytes | None:
+def _encoded(codec: Any, doc: Any) -> bytes | None:
     """The BSON of ``doc`` when it can be inserted here, else None (mongomock's way then)."""
     if type(doc) is not dict or type(doc.get("_id")) not in _KEY_TYPES:
         return None
@@ -66,22 +71,67 @@ def _order(row: tuple) -> tuple:
     return number, t, 0 if v is None else v, key
 
 
-def insert_many(collection: Any, store: Any, documents: Any) -> list | None:
-    """Insert ``documents`` (already checked by the caller to be a non-empty list) into the
-    indexed ``store`` of ``collection``, all or none; their ids, or None when mongomock's path
-    must do it (nothing written then)."""
-    codec = store._codec_options
+@dataclass(frozen=True)
+class Layout:
+    """What computing a collection's rows needs of its store, read on the loop: the rows are then
+    computed anywhere (``prepare``), and written on the loop only if the store still has it."""
+    codec: Any
+    paths: tuple[tuple[str, int], ...]          # (path, its number in the index)
+    counted: frozenset[int]
+    key_format: int
+
+    def current(self, store: Any) -> bool:
+        return self == _layout(store)
+
+
+@dataclass
+class Rows:
+    """A list of documents as the store's rows, ready for ``write``."""
+    ids: list
+    docs: list[tuple[str, bytes]]
+    index: list[tuple]                          # sorted in the ordered index's order
+    counts: Counter
+    complex_paths: set[str]
+
+
+def store_of(collection: Any) -> Any:
+    """The indexed embedded store of ``collection``, or None (MongoDB, plain mongomock)."""
+    from p3s.embedded import IndexedCollectionStore
+    store = getattr(collection, "_store", None)
+    return store if isinstance(store, IndexedCollectionStore) else None
+
+
+def _layout(store: Any) -> Layout | None:
+    if any(index.get("unique") for index in store.indexes.values()):
+        return None                                 # mongomock checks those by a query
+    return Layout(store._codec_options, tuple(store._paths.items()), frozenset(store._counted),
+                  store._documents.key_format)
+
+
+def layout(collection: Any) -> Layout | None:
+    """The layout of ``collection``'s embedded store (on the loop), or None when its inserts must
+    go mongomock's way (or it is not the embedded store)."""
+    store = store_of(collection)
+    if store is None:
+        return None
     checked = collection._codec_options           # mongomock's own class: as its check encodes with it
     checked = checked.to_pymongo() if hasattr(checked, "to_pymongo") else checked
-    if checked != codec or any(index.get("unique") for index in store.indexes.values()):
+    if checked != store._codec_options:
         return None
-    encode_key = store._documents.encode_key
-    paths = list(store._paths.items())
-    counted = store._counted
+    return _layout(store)
+
+
+def prepare(layout: Layout, documents: list) -> Rows | None:
+    """The rows of ``documents`` (a pure computation: any thread), or None when one of them must
+    go mongomock's way."""
+    from litemongo.sqlite_store import KEY_FORMAT_LEGACY, _encode_key_legacy, _encode_key_typed
+
     from p3s.embedded import COMPLEX, entry
+    encode_key = _encode_key_legacy if layout.key_format == KEY_FORMAT_LEGACY else _encode_key_typed
+    codec, paths, counted = layout.codec, layout.paths, layout.counted
     docs, rows, counts, complex_paths = [], [], Counter(), set()
     for doc in documents:
-        blob = _encoded(store, codec, doc)
+        blob = _encoded(codec, doc)
         if blob is None:
             return None
         key = encode_key(doc["_id"])
@@ -93,23 +143,43 @@ def insert_many(collection: Any, store: Any, documents: Any) -> list | None:
             rows.append((number, key, t, v))
             if number in counted:
                 counts[(number, t, "" if v is None else v, type(v))] += 1
+    # in the ordered index's order: each of its pages is then visited once, in turn
+    rows.sort(key=_order)
+    return Rows([doc["_id"] for doc in documents], docs, rows, counts, complex_paths)
+
+
+def write(store: Any, layout: Layout, rows: Rows | None) -> list | None:
+    """Write prepared ``rows`` (on the loop), all or none; their ids, or None when nothing was
+    written: no rows (``prepare`` said mongomock's way), the store's layout changed since, or an
+    ``_id`` is taken (mongomock's path must then say which, exactly)."""
+    if rows is None or store is None or not layout.current(store):
+        return None
     connection = store._connection
     with store.batch():
         try:
             with store._transaction():          # a savepoint inside the batch: rolled back on any error
-                connection.executemany(f"INSERT INTO {store.DOCUMENTS} VALUES (?, ?)", docs)
-                if rows:
-                    # in the ordered index's order: each of its pages is then visited once, in turn
-                    rows.sort(key=_order)
-                    store._write_rows(rows)
-                if paths:
-                    store._count([(0, 0, "", len(docs))] + [(p, t, v, n) for (p, t, v, _), n in counts.items()])
-        except sqlite3.IntegrityError:       # a duplicate _id: mongomock's path says which, exactly
+                connection.executemany(f"INSERT INTO {store.DOCUMENTS} VALUES (?, ?)", rows.docs)
+                if rows.index:
+                    store._write_rows(rows.index)
+                if layout.paths:
+                    store._count([(0, 0, "", len(rows.docs))] +
+                                 [(p, t, v, n) for (p, t, v, _), n in rows.counts.items()])
+        except sqlite3.IntegrityError:       # a duplicate _id
             return None
-    for path in paths:
-        name = path[0]
-        if name in complex_paths:
+    for name, _number in layout.paths:
+        if name in rows.complex_paths:
             store._complex[name] = True
         elif store._complex.get(name):
             del store._complex[name]
-    return [doc["_id"] for doc in documents]
+    return rows.ids
+
+
+def insert_many(collection: Any, store: Any, documents: Any) -> list | None:
+    """Insert ``documents`` (already checked by the caller to be a non-empty list) into the
+    indexed ``store`` of ``collection``, all or none; their ids, or None when mongomock's path
+    must do it (nothing written then)."""
+    shape = layout(collection)
+    if shape is None:
+        return None
+    rows = prepare(shape, documents)
+    return None if rows is None else write(store, shape, rows)

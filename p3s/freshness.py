@@ -63,6 +63,18 @@ class Policy:
         return self.order == "newest-first"
 
 
+def stamped(doc: dict, type_eta: int | None) -> dict:
+    """``doc`` given its arrival (default: its definition), ETA (default: ``type_eta``, its type's)
+    and deadline. Pure: a bulk creation stamps its jobs off the event loop (p3s.jobs)."""
+    doc["arrived"] = doc.get("arrived") or doc.get("ts_def") or utcnow()
+    eta = doc.get("eta") or type_eta
+    doc["eta"] = eta
+    doc["deadline"] = doc["arrived"] + _dt.timedelta(seconds=eta) if eta else None
+    doc.setdefault("dropped", None)
+    doc.setdefault("output_dir", None)
+    return doc
+
+
 class Freshness(Listener):
     """Policies per job type, the admission and staleness decisions, and the turnaround figures."""
 
@@ -177,13 +189,7 @@ class Freshness(Listener):
     # --- arrival and deadline -----------------------------------------------------------------
     def stamp(self, doc: dict) -> dict:
         """Give a new job its arrival (default: its definition), ETA and deadline."""
-        doc["arrived"] = doc.get("arrived") or doc.get("ts_def") or utcnow()
-        eta = doc.get("eta") or self.policy(doc.get("jobtype", "")).eta
-        doc["eta"] = eta
-        doc["deadline"] = doc["arrived"] + _dt.timedelta(seconds=eta) if eta else None
-        doc.setdefault("dropped", None)
-        doc.setdefault("output_dir", None)
-        return doc
+        return stamped(doc, self.policy(doc.get("jobtype", "")).eta)
 
     # --- measured figures for the prediction ----------------------------------------------------
     def runtime(self, jobtype: str) -> float | None:

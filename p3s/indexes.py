@@ -29,6 +29,7 @@ OTHER: dict[str, list[tuple[str, ...]]] = {
     "pilots": [("ts_stop", "_id")],            # retention: the oldest ended pilots first
     "jobtype_slots": [("holds.t",)],           # the repair of slots left by a killed server
     "freshness": [("updated",)],               # p3s.freshshare: the minutes changed since the last read
+    "stats": [("saved",)],                     # p3s.kept: the other servers' minutes saved since the last read
 }
 
 

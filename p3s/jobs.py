@@ -2,32 +2,90 @@
 from __future__ import annotations
 
 import time
-import uuid as _uuid
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from p3s import events, models, schema, slices, states
+from p3s import events, fastinsert, freshness, models, offloop, schema, slices, states
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.errors import ApiError, invalid, not_found
 from p3s.fastpath import ByIdCollection
 from p3s.lifecycle import RETRY_RESET, Lifecycle
 from p3s.models import utcnow
+from p3s.pilot import ids as jobids
 from p3s.pilots import PilotService
 from p3s.states import IllegalTransition
 
 MAX_JOBS_PER_REQUEST = 10000
+OFF_LOOP_JOBS = 20         # a request of this many jobs or more is validated and built off the loop
 FIELDS_ONLY_BEFORE_DISPATCH = frozenset({states.TEMPLATE, states.DEFINED})
 _last_seq = 0
 
 
 def next_seq() -> int:
     """FIFO order within a priority: microseconds since the epoch (exact in JSON), strictly increasing."""
+    return reserve_seqs(1)
+
+
+def reserve_seqs(count: int) -> int:
+    """The first of ``count`` consecutive new seq values, the others kept for its caller (on the
+    loop: the documents are then built off it, with these)."""
     global _last_seq
-    _last_seq = max(time.time_ns() // 1000, _last_seq + 1)
-    return _last_seq
+    first = max(time.time_ns() // 1000, _last_seq + 1)
+    _last_seq = first + count - 1
+    return first
+
+
+def validated(items: list, listed: bool) -> tuple[list[dict], set[str], list[str]]:
+    """The cleaned items (JOB_CREATE), their job types and the uuids the client gave; 422 naming
+    the first bad item by its index in a list (pure: runs off the loop)."""
+    cleans, given = [], []
+    validate = schema.JOB_CREATE.validate
+    for i, item in enumerate(items):
+        clean = validate(item, f"[{i}]" if listed else "")
+        cleans.append(clean)
+        if clean.get("uuid"):
+            given.append(clean["uuid"])
+    if len(set(given)) != len(given):
+        raise invalid("uuid", "the same uuid is given to two jobs")
+    return cleans, {clean["jobtype"] for clean in cleans}, given
+
+
+def job_document(clean: dict, user: str, timelimit: int, seq: int, fields: dict | None = None) -> dict:
+    """A complete job document (without the freshness fields) from validated fields (pure)."""
+    clean = dict(clean)
+    return {
+        "_id": clean.pop("uuid", None) or jobids.new(),
+        **clean,
+        "timelimit": clean.get("timelimit") or timelimit,
+        "user": clean.get("user") or user,
+        "owner": user,
+        "input_file": clean.get("input_file") or clean["env"].get("P3S_INPUT_FILE", ""),
+        "seq": seq, "workflow": None, "vertex": None, "noop": False, "children": [], "n_parents": 0,
+        "n_parents_done": 0, "attempts": 0, "pilot": None, "host": None, "pilot_site": None, "pid": None,
+        "exit_code": None, "error": None, "kill_requested": False, "ts_def": utcnow(), "ts_dis": None,
+        "ts_sta": None, "ts_sto": None, "usage": {}, "usage_series": [], "stdout_tail": None,
+        "stderr_tail": None, **(fields or {}),
+    }
+
+
+def built(cleans: list[dict], user: str, timelimit: int, first_seq: int, etas: dict | None,
+          layout: fastinsert.Layout | None) -> tuple[list[dict], list | None]:
+    """The job documents of ``cleans`` (seq from ``first_seq`` on, stamped with their type's ETA
+    from ``etas`` unless None) and, given the embedded store's ``layout``, their rows by insert
+    slice (pure: runs off the loop)."""
+    docs = []
+    for n, clean in enumerate(cleans):
+        doc = job_document(clean, user, timelimit, first_seq + n)
+        docs.append(doc if etas is None else freshness.stamped(doc, etas[doc["jobtype"]]))
+    return docs, None if layout is None else prepared(layout, docs)
+
+
+def prepared(layout: fastinsert.Layout, docs: list[dict]) -> list:
+    """The rows of ``docs`` by insert slice (pure): (layout, rows or None: the engine's own way)."""
+    return [(layout, fastinsert.prepare(layout, list(chunk))) for chunk in slices.chunks(docs, slices.PREPARED_SLICE)]
 
 
 class JobService:
@@ -37,29 +95,34 @@ class JobService:
         self.freshness: Any = None           # p3s.freshness.Freshness, set by the server
 
     async def create(self, body: Any, user: str) -> list[dict]:
-        """Create one job (an object) or several (a list): all of them, or none. Done in slices
-        that let the event loop run (see p3s.slices)."""
+        """Create one job (an object) or several (a list): all of them, or none.
+
+        The event loop keeps only what needs it: the database calls and the in-memory queues.
+        Validating the items, building the documents and (on the embedded store) their rows run
+        off the loop (p3s.offloop); the rows are then written in slices that let the loop run."""
         items = body if isinstance(body, list) else [body]
         if not items:
             raise invalid("body", "the list of jobs is empty")
         if len(items) > MAX_JOBS_PER_REQUEST:
             raise ApiError(413, f"at most {MAX_JOBS_PER_REQUEST} jobs per request, got {len(items)}")
-        docs = []
-        for i, item in enumerate(items):
-            clean = schema.JOB_CREATE.validate(item, f"[{i}]" if isinstance(body, list) else "")
-            docs.append(self.new_job(clean, user))
-            if i % slices.SLICE == slices.SLICE - 1:
-                await slices.pause()
-        ids = [d["_id"] for d in docs]
-        if len(set(ids)) != len(ids):
-            raise invalid("uuid", "the same uuid is given to two jobs")
-        for chunk in slices.chunks(ids):
+        small = len(items) < OFF_LOOP_JOBS
+        cleans, jobtypes, given = await offloop.run(validated, items, isinstance(body, list), inline=small)
+        policies = {t: self.freshness.policy(t) for t in jobtypes} if self.freshness is not None else {}
+        etas = {t: policy.eta for t, policy in policies.items()}
+        layout = fastinsert.layout(self.lifecycle.jobs.collection)
+        docs, rows = await offloop.run(built, cleans, user, self.config.default_timelimit, reserve_seqs(len(cleans)),
+                                       etas if self.freshness is not None else None, layout, inline=small)
+        for chunk in slices.chunks(given, 500):
             taken = self.collection.find_one({"_id": {"$in": list(chunk)}}, {"_id": 1})
             if taken:
                 raise ApiError(409, f"job {taken['_id']} exists already", "uuid")
-        shed = self.freshness.admit(docs) if self.freshness is not None else []
+        shed = []
+        if any(policy.shed for policy in policies.values()):
+            shed = self.freshness.admit(docs)
+            if shed and layout is not None:          # their state changed: their rows too
+                rows = await offloop.run(prepared, layout, docs, inline=small)
         try:
-            await self.lifecycle.insert_jobs_in_slices(docs)
+            await self.lifecycle.insert_jobs_in_slices(docs, rows)
         except DuplicateKeyError:      # taken by another server since the check above
             raise ApiError(409, "a job with one of these uuids exists already", "uuid") from None
         if shed:
@@ -68,20 +131,7 @@ class JobService:
 
     def new_job(self, clean: dict, user: str, **fields: Any) -> dict:
         """A complete job document from validated fields (JOB_CREATE) and workflow ``fields``."""
-        clean = dict(clean)
-        doc = {
-            "_id": clean.pop("uuid", None) or str(_uuid.uuid4()),
-            **clean,
-            "timelimit": clean.get("timelimit") or self.config.default_timelimit,
-            "user": clean.get("user") or user,
-            "owner": user,
-            "input_file": clean.get("input_file") or clean["env"].get("P3S_INPUT_FILE", ""),
-            "seq": next_seq(), "workflow": None, "vertex": None, "noop": False, "children": [], "n_parents": 0,
-            "n_parents_done": 0, "attempts": 0, "pilot": None, "host": None, "pilot_site": None, "pid": None,
-            "exit_code": None, "error": None, "kill_requested": False, "ts_def": utcnow(), "ts_dis": None,
-            "ts_sta": None, "ts_sto": None, "usage": {}, "usage_series": [], "stdout_tail": None,
-            "stderr_tail": None, **fields,
-        }
+        doc = job_document(clean, user, self.config.default_timelimit, next_seq(), fields)
         return doc if self.freshness is None else self.freshness.stamp(doc)
 
     def get(self, uuid: str) -> dict:

@@ -1,13 +1,22 @@
 """Figures the server keeps in the database so that it never recounts them from the records.
 
 - The monitor's statistics by minute (``web.stats``), in the ``stats`` collection: one document per
-  minute of the last 24 hours, saved every few seconds and at a clean stop, read back at start.
-  Jobs that retention archived still count in the minutes they happened in, and a restart after a
-  clean stop does not scan the jobs. Each minute's document says when it was taken (``saved``) and
-  the marker when the last complete save was taken; a start after a kill counts from the job and pilot
-  records what happened after those times (the seconds since the last save, which a kill would
-  otherwise lose, with the failure-rate alarms they feed), in the walk that recounts the counters
-  on the embedded store.
+  minute of the last 24 hours and per server, saved every few seconds and at a clean stop, read back
+  at start. Jobs that retention archived still count in the minutes they happened in, and a restart
+  after a clean stop does not scan the jobs. Each minute's document says when it was taken
+  (``saved``) and the server's marker when its last complete save was taken; a start after a kill
+  counts from the job and pilot records what happened after those times (the seconds since the last
+  save, which a kill would otherwise lose, with the failure-rate alarms they feed), in the walk that
+  recounts the counters on the embedded store.
+
+  On a shared MongoDB every server writes only its own documents (``<owner>:<minute>``, replaced
+  whole, so a save repeated or cut short counts nothing twice) and shows the sum of every server's:
+  it reads the others' at start and after each save. ``owner`` is kept in the server's data
+  directory, so a server restarted after a kill takes up its own minutes again. The records do
+  not say which server counted what, so the recount after a kill is made only when no other server
+  was alive since the last save (its marker says when it last saved or started); otherwise the
+  killed server's last seconds are lost rather than counted twice. The embedded store has one
+  server, whose documents keep their plain ``<minute>`` ids.
 - The job and pilot counters (``p3s.lifecycle.Counters``), in the ``kept`` collection, written at
   a clean stop and marked stale as soon as a server opens the database again: a start after a
   clean stop reads them instead of counting every job (a scan of the whole collection on the
@@ -18,8 +27,12 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
+import fcntl
 import logging
+import os
 import time
+import uuid as _uuid
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import bson
@@ -30,6 +43,8 @@ from p3s.web.stats import MINUTES, Stats, _minute
 
 log = logging.getLogger("p3s.kept")
 SAVE_PERIOD = 10.0       # seconds between saves of the statistics
+ALIVE = 1.5 * SAVE_PERIOD  # a server whose marker is older than this (and not clean) is taken for dead
+READ_MARGIN = 120.0      # seconds: another server's minute saved this long before the last read is read again
 STAMPS = ("ts_def", "ts_sta", "ts_sto")
 # (last save, jobs stamped after it) from the counters' walk after a kill, for load_stats (one walk, not two)
 _recent: tuple[float, list[dict]] | None = None
@@ -66,31 +81,105 @@ def kept_collection() -> Any:
 
 
 # --- statistics -------------------------------------------------------------------------------
+_owner_file: int | None = None      # the descriptor holding the lock on the owner file, for the process's life
+
+
+def owner(data_dir: Path) -> str:
+    """This server's name among the servers of a shared database: kept in ``<data_dir>/stats-owner``
+    and locked while the process lives (a second server on the same data directory gets a name of
+    its own, so the two never write each other's minutes)."""
+    global _owner_file
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(data_dir / "stats-owner", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return _uuid.uuid4().hex
+    name = os.pread(fd, 64, 0).decode(errors="replace").strip()
+    if not name.isalnum():
+        name = _uuid.uuid4().hex
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, name.encode(), 0)
+        os.fsync(fd)
+    _owner_file = fd
+    return name
+
+
+def _marker_id(owner_: str) -> str:
+    return f"stats:{owner_}" if owner_ else "stats"
+
+
+def _row_id(owner_: str, minute: int) -> int | str:
+    return f"{owner_}:{minute}" if owner_ else minute
+
+
+def _row_key(row: dict) -> tuple[str, int] | None:
+    """(owner, minute) of a kept minute's document, None for anything else."""
+    key = row.get("_id")
+    if isinstance(key, int):
+        return "", key
+    if isinstance(key, str) and isinstance(row.get("minute"), int) and isinstance(row.get("owner"), str):
+        return row["owner"], row["minute"]
+    return None
+
+
 def load_stats(stats: Stats) -> str:
-    """Fill ``stats`` with the kept minutes of the last 24 hours, and after a kill what happened since
-    they were saved; a database without kept statistics is counted once from the jobs (and kept from
-    then on). Returns which it did."""
-    marker = kept_collection().find_one({"_id": "stats"})
-    if marker is None:
+    """Fill ``stats`` with the kept minutes of the last 24 hours (its own, and the other servers'),
+    and after a kill what happened since they were saved; a database without kept statistics is
+    counted once from the jobs (and kept from then on). Returns which it did."""
+    kept = kept_collection()
+    own_id = _marker_id(stats.owner)
+    first_start = kept.update_one({"_id": "stats_counted"}, {"$setOnInsert": {"since": time.time()}},
+                                  upsert=True).upserted_id is not None
+    marker = kept.find_one({"_id": own_id})
+    if first_start and kept.find_one({"_id": "stats"}) is None and marker is None:
         stats.load(walk(models.Job._get_collection()))
         stats.dirty = set(stats.counts) | set(stats.waits) | set(stats.latencies) | set(stats.lost_pilots)
         save_stats(stats)
-        kept_collection().update_one({"_id": "stats"}, {"$set": {"since": time.time()}}, upsert=True)
+        kept.update_one({"_id": own_id}, {"$set": {"since": time.time()}}, upsert=True)
         return "counted"
     first = _minute(time.time()) - MINUTES
     taken: dict[int, float] = {}
     for row in _db()["stats"].find({}):
-        if isinstance(row.get("_id"), int) and row["_id"] > first:
-            stats.restore_minute(row["_id"], row)
-            taken[row["_id"]] = row.get("saved", 0.0)
-    kept_collection().update_one({"_id": "stats"}, {"$set": {"clean": False}})    # until the next clean stop
-    last = marker.get("saved")
-    if marker.get("clean") or last is None:
+        key = _row_key(row)
+        if key is None or key[1] <= first:
+            continue
+        if key[0] == stats.owner:
+            stats.restore_minute(key[1], row)
+            taken[key[1]] = row.get("saved", 0.0)
+        else:
+            stats.merge_minute(key[0], key[1], row)
+    started = time.time()
+    stats.others_read = started
+    kept.update_one({"_id": own_id}, {"$set": {"clean": False, "seen": started, "kind": "stats"}},
+                    upsert=True)    # not clean until the next clean stop
+    last = (marker or {}).get("saved")
+    if marker is None or marker.get("clean") or last is None:
         return "kept"
+    others = _alive_since(last, own_id)
+    if others:
+        log.warning("statistics: the seconds between the last save (%.0f s ago) and the kill are not "
+                    "recounted: other servers (%s) were alive, and the records do not say who counted what",
+                    started - last, ", ".join(others))
+        return "kept; not counted since the last save (other servers were alive)"
     # Killed: what happened after the last complete save, and not in a minute written later (a save
     # the kill interrupted), is counted from the records; those minutes are written at the next save.
     stats.load(_records_after(last), new=lambda moment: moment >= max(last, taken.get(_minute(moment), 0.0)))
     return "kept, and counted since the last save"
+
+
+def _alive_since(moment: float, own_id: str) -> list[str]:
+    """The other servers that may have counted something after ``moment``: those that saved or
+    started since, or stopped without a clean stop less than ALIVE seconds before it."""
+    alive = []
+    for marker in kept_collection().find({"kind": "stats"}):
+        if marker["_id"] == own_id:
+            continue
+        seen = marker.get("seen") or marker.get("saved") or 0.0
+        if seen >= moment or (not marker.get("clean") and seen >= moment - ALIVE):
+            alive.append(str(marker["_id"]).partition(":")[2] or "(unnamed)")
+    return alive
 
 
 def _records_after(moment: float) -> Iterable[dict]:
@@ -120,23 +209,47 @@ def _after(doc: dict, when: _dt.datetime) -> bool:
 
 
 def save_stats(stats: Stats, clean: bool = False) -> int:
-    """Write the minutes changed since the last save, each with when it was taken, then that time in
-    the marker: the last complete save (``clean``: at a stop, after the last change). Drop kept
-    minutes older than 24 hours."""
+    """Write this server's minutes changed since the last save, each with when it was taken, then
+    that time in its marker: the last complete save (``clean``: at a stop, after the last change).
+    Drop kept minutes older than 24 hours."""
     taken = time.time()
     dirty, stats.dirty = stats.dirty, set()
     collection = _db()["stats"]
-    for minute in sorted(dirty):
-        collection.replace_one({"_id": minute}, {"_id": minute, **stats.minute_row(minute), "saved": taken},
-                               upsert=True)
-    kept_collection().update_one({"_id": "stats"}, {"$set": {"saved": taken, "clean": clean}}, upsert=True)
+    try:
+        for minute in sorted(dirty):
+            key = _row_id(stats.owner, minute)
+            shared = {"owner": stats.owner, "minute": minute} if stats.owner else {}
+            collection.replace_one({"_id": key}, {"_id": key, **shared, **stats.minute_row(minute), "saved": taken},
+                                   upsert=True)
+    except Exception:
+        stats.dirty |= dirty            # written again at the next save
+        raise
+    kept_collection().update_one({"_id": _marker_id(stats.owner)},
+                                 {"$set": {"saved": taken, "seen": taken, "clean": clean, "kind": "stats"}},
+                                 upsert=True)
     if dirty:
         oldest = _minute(time.time()) - MINUTES - 5
-        stale = [row["_id"] for row in collection.find({}, {"_id": 1})
-                 if isinstance(row["_id"], int) and row["_id"] < oldest]
+        stale = [row["_id"] for row in collection.find({}, {"_id": 1, "owner": 1, "minute": 1})
+                 if (_row_key(row) or ("", oldest))[1] < oldest]
         if stale:
             collection.delete_many({"_id": {"$in": stale}})
     return len(dirty)
+
+
+def read_others(stats: Stats) -> int:
+    """Take the minutes the other servers saved since the last read (a shared database); returns
+    how many were read."""
+    now = time.time()
+    since = stats.others_read - READ_MARGIN
+    first = _minute(now) - MINUTES
+    read = 0
+    for row in _db()["stats"].find({"saved": {"$gte": since}}):
+        key = _row_key(row)
+        if key is not None and key[0] != stats.owner and key[1] > first:
+            stats.merge_minute(key[0], key[1], row)
+            read += 1
+    stats.others_read = now
+    return read
 
 
 # --- counters ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from p3s import models, slices, states
+from p3s import creations, fastinsert, faults, models, slices, states
 from p3s.errors import ApiError, not_found
 from p3s.fastpath import ByIdCollection
 from p3s.models import utcnow
@@ -149,20 +149,28 @@ class Lifecycle:
     # --- jobs ---------------------------------------------------------------------------------
     def move_job(self, uuid: str, target: str, *, sources: Iterable[str] | None = None,
                  set_: dict | None = None, inc: dict | None = None, push: dict | None = None,
-                 max_: dict | None = None, where: dict | None = None, full: bool = False) -> dict:
+                 max_: dict | None = None, where: dict | None = None, full: bool = False,
+                 via: dict | None = None) -> dict:
         """Move job ``uuid`` to ``target`` in one conditional write; return the document after.
 
         ``sources`` narrows the table's allowed predecessors; ``where`` adds conditions.
         With ``full`` the whole document is returned, else the fields in JOB_BRIEF.
+        ``via`` (a state and its fields) is a state the job passes through in the same write (an
+        unsuccessful end retried at once): the table must allow both moves, and the counters and
+        listeners see both.
         Raises IllegalTransition (the job is in another state) or ApiError 404.
         """
         allowed = states.job_sources(target)
+        if via is not None:
+            if via["state"] not in allowed:
+                raise IllegalTransition("job", uuid, via["state"], target)
+            allowed = states.job_sources(via["state"])
         if sources is not None:
             allowed = allowed & frozenset(sources)
         query = {**job_filter(uuid, allowed), **(where or {})}
         changes = {"state": target, **(set_ or {})}
         update = build_update(changes, inc=inc, push=push, max=max_)
-        if full and len(allowed) == 1:
+        if full and len(allowed) == 1 and via is None:
             # One predecessor: the state before is known, so one call can return the whole job.
             after = self.jobs.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
             if after is None:
@@ -173,14 +181,19 @@ class Lifecycle:
             before = self.jobs.find_one_and_update(query, update, projection=JOB_BRIEF,
                                                    return_document=ReturnDocument.BEFORE)
             if before is None:
-                raise self._refusal("job", self.jobs, uuid, target)
+                raise self._refusal("job", self.jobs, uuid, target if via is None else via["state"])
             after = {**before, **changes}
             for field, amount in (inc or {}).items():
                 after[field] = (before.get(field) or 0) + amount
-        self.counters.jobs[(before["state"], before.get("jobtype", ""))] -= 1
-        self.counters.jobs[(target, before.get("jobtype", ""))] += 1
-        for listener in self.listeners:
-            listener.job_moved(before, after)
+        moves = [(before, after)]
+        if via is not None:
+            passing = {**before, **via}
+            moves = [(before, passing), (passing, after)]
+        for old, new in moves:
+            self.counters.jobs[(old["state"], before.get("jobtype", ""))] -= 1
+            self.counters.jobs[(new["state"], before.get("jobtype", ""))] += 1
+            for listener in self.listeners:
+                listener.job_moved(old, new)
         if full:
             return self.jobs.find_one({"_id": uuid}) or after
         return after
@@ -201,18 +214,26 @@ class Lifecycle:
 
     def end_job(self, uuid: str, target: str, *, sources: Iterable[str] | None = None,
                 set_: dict | None = None, where: dict | None = None, **more: Any) -> dict:
-        """Move a job to an end state, then back to ``defined`` if it may be retried."""
-        after = self.move_job(uuid, target, sources=sources, set_={"ts_sto": utcnow(), **(set_ or {})},
-                              where=where, **more)
-        if will_retry(after):
-            try:
-                after = self.move_job(uuid, states.DEFINED, sources={target}, set_=dict(RETRY_RESET))
+        """Move a job to an end state; one that may be retried (``will_retry``) goes on to ``defined``
+        in the same write, so that no kill -9 can leave it ended with attempts left."""
+        ended = {"ts_sto": utcnow(), **(set_ or {})}
+        if target in states.JOB_RETRYABLE:
+            # The write checks that the attempts read here are still the job's (unless the caller's
+            # own condition on them, a pilot's reported attempt, is checked instead).
+            job = self.jobs.find_one({"_id": uuid}, {"attempts": 1, "max_attempts": 1})
+            if job is not None and will_retry({**job, "state": target}):
+                after = self.move_job(uuid, states.DEFINED, sources=sources, via={"state": target, **ended},
+                                      set_={**ended, **RETRY_RESET},
+                                      where={"attempts": equals(job.get("attempts") or 0), **(where or {})},
+                                      **more)
+                faults.crash_point("job_ended")
                 from p3s import events
                 events.record("job.retry", f"job {uuid} ended {target}; retrying "
                               f"(attempt {after.get('attempts', 0) + 1} of {after.get('max_attempts')})",
                               job=uuid, severity="warning")
-            except IllegalTransition:
-                pass
+                return after
+        after = self.move_job(uuid, target, sources=sources, set_=ended, where=where, **more)
+        faults.crash_point("job_ended")
         return after
 
     def release_job(self, uuid: str, pilot: str, why: str, *, sources: Iterable[str] = states.JOB_ACTIVE,
@@ -252,14 +273,18 @@ class Lifecycle:
             for listener in self.listeners:
                 listener.job_created(doc)
 
-    async def insert_jobs_in_slices(self, docs: list[dict]) -> None:
+    async def insert_jobs_in_slices(self, docs: list[dict], rows: list | None = None) -> None:
         """``insert_jobs`` for many jobs, in slices that let the loop run. Nobody hears of the jobs
-        (the broker cannot offer them) until all are in; on any error those inserted are removed."""
+        (the broker cannot offer them) until all are in; on any error those inserted are removed.
+        ``rows``: the embedded store's rows of each slice of PREPARED_SLICE jobs (p3s.jobs.prepared)."""
         inserted: list[dict] = []
+        size = slices.INSERT_SLICE if rows is None else slices.PREPARED_SLICE
+        token = creations.begin(docs) if len(docs) > size else None    # a kill -9 meanwhile: undone at start
         try:
-            for chunk in slices.chunks(docs, slices.INSERT_SLICE):
+            for n, chunk in enumerate(slices.chunks(docs, size)):
                 try:
-                    self.jobs.insert_many(list(chunk), ordered=True)
+                    if rows is None or fastinsert.write(fastinsert.store_of(self.jobs.collection), *rows[n]) is None:
+                        self.jobs.insert_many(list(chunk), ordered=True)
                 except BulkWriteError as exc:
                     # Ordered: exactly the first nInserted went in; a uuid another server took
                     # between the check and the insert stops it there (that job is not touched).
@@ -268,11 +293,16 @@ class Lifecycle:
                         raise DuplicateKeyError("a job with one of these uuids exists already") from None
                     raise
                 inserted += chunk
+                faults.crash_point("create_slice")
                 await slices.pause()
         except BaseException:
             for part in slices.chunks(inserted):
                 self.remove_inserted(list(part))
+            if token is not None:
+                creations.end(token)
             raise
+        if token is not None:
+            creations.end(token)
         for chunk in slices.chunks(docs, 2000):
             for doc in chunk:
                 self.counters.jobs[(doc["state"], doc["jobtype"])] += 1

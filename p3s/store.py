@@ -144,17 +144,21 @@ class Database:
             raise StoreError(f"{self.description} runs MongoDB {version}; p3s needs MongoDB {wanted} or newer "
                              f"(field names with '.' or '$')")
 
-    def checkpoint(self) -> None:
-        """Sync the embedded store's write-ahead logs to disk (no-op elsewhere)."""
+    def collection_stores(self) -> list[Any]:
+        """The embedded engine's open collection stores (p3s.embedded; none elsewhere)."""
         store = getattr(self._client, "_store", None)
-        for database in list(getattr(store, "_databases", {}).values()):
-            for collection in list(getattr(database, "_collections", {}).values()):
-                connection = getattr(collection, "_connection", None)
-                if connection is not None:
-                    try:
-                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    except Exception as exc:  # a checkpoint is an optimisation of durability only
-                        log.warning("checkpoint failed: %s", exc)
+        return [collection for database in list(getattr(store, "_databases", {}).values())
+                for collection in list(getattr(database, "_collections", {}).values())
+                if isinstance(collection, embedded.IndexedCollectionStore) and collection._connection is not None]
+
+    def checkpoint(self) -> None:
+        """Sync the embedded store's write-ahead logs to disk, every collection's (no-op elsewhere).
+        The server checkpoints in small steps meanwhile (p3s.checkpoints)."""
+        for collection in self.collection_stores():
+            try:
+                collection.checkpoint()
+            except Exception as exc:  # a checkpoint is an optimisation of durability only
+                log.warning("checkpoint failed: %s", exc)
 
     def drop(self) -> None:
         """Drop the whole database (tests against a shared MongoDB)."""

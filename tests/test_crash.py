@@ -159,3 +159,40 @@ def test_crash_after_a_workflow_job_failed_fails_the_workflow_at_start(make_serv
     assert server.job(jobs["first"])["state"] == "failed"
     assert server.ok("GET", f"/workflows/{wf}")["state"] == "failed"
     assert server.job(jobs["second"])["state"] == "cancelled"
+
+
+def _fail_once(server, **job: object) -> str:
+    """Submit a job and report it failed (exit 3) through a pilot, the server dying at the hook."""
+    uuid = server.submit({"payload": "false", **job})[0]["uuid"]
+    pilot = server.register()
+    assert server.claim(pilot)["job"]["uuid"] == uuid
+    server.report(pilot, "jobstart", job=uuid, pid=7)
+    try:
+        server.report(pilot, "jobstop", job=uuid, exit_code=3)
+    except ConnectionError:
+        pass                             # the server died before its reply
+    return uuid
+
+
+def test_crash_as_a_job_fails_with_attempts_left_still_retries_it(make_server):
+    # The issue: the failure and the return to `defined` were two writes; a kill between them left
+    # the job failed for good although its user had asked for retries.
+    server = make_server()
+    crash_at(server, "job_ended")
+    uuid = _fail_once(server, max_attempts=2)
+    recover(server)
+    job = server.job(uuid)
+    assert (job["state"], job["attempts"], job["exit_code"]) == ("defined", 1, None), job
+    pilot = server.register()
+    offer = server.claim(pilot)["job"]
+    assert offer["uuid"] == uuid and offer["attempt"] == 2
+
+
+def test_crash_as_a_job_fails_without_retries_leaves_it_failed(make_server):
+    server = make_server()
+    crash_at(server, "job_ended")
+    uuid = _fail_once(server)            # retries are off by default: nobody asked for one
+    recover(server)
+    job = server.job(uuid)
+    assert (job["state"], job["attempts"], job["exit_code"]) == ("failed", 1, 3), job
+    assert server.ok("GET", "/summary")["jobs"].get("defined", 0) == 0

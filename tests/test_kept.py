@@ -45,3 +45,29 @@ def test_a_kill_during_or_after_a_save_loses_and_doubles_nothing(db):
     kept.save_stats(after, clean=True)                   # a clean stop: nothing is recounted at the next start
     again = Stats()
     assert kept.load_stats(again) == "kept" and failed(again) == 3
+
+
+def test_servers_sharing_a_database_keep_their_own_minutes_and_show_the_sum(db):
+    # The issue: on a shared MongoDB each server replaced the minutes with its own counts.
+    now = time.time()
+    first = Stats("a")
+    assert kept.load_stats(first) == "counted"           # the database's first start
+    kept.save_stats(first, clean=True)
+    a, b = Stats("a"), Stats("b")
+    assert kept.load_stats(a) == "kept" and kept.load_stats(b) == "kept"
+    a.load([failed_job("a1", now - 5)])
+    b.load([failed_job("b1", now - 4), failed_job("b2", now - 3)])
+    kept.save_stats(a)
+    kept.save_stats(b)
+    kept.save_stats(b)                                   # a save repeated adds nothing
+    assert kept.read_others(a) and failed(a) == 3 and failed(b) == 2
+    # a is killed (its marker not clean) while b lives on: a's start does not recount b's failure
+    failed_job("b3", time.time())
+    b.load([models.Job._get_collection().find_one({"_id": "b3"})])
+    again = Stats("a")
+    assert kept.load_stats(again) == "kept; not counted since the last save (other servers were alive)"
+    kept.save_stats(b, clean=True)
+    kept.read_others(again)
+    assert failed(again) == 4                            # a's 1 and b's 3, each once
+    third = Stats("c")
+    assert kept.load_stats(third) == "kept" and failed(third) == 4

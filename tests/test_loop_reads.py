@@ -226,6 +226,32 @@ def test_errors_view_is_cut_at_max_scan_and_says_so(db, monkeypatch):
     asyncio.run(scenario())
 
 
+def test_an_errors_view_is_never_older_than_the_read_it_was_grouped_from(db):
+    # The issue: each query's view was kept 5 s from when it was grouped, on top of a read kept 5 s,
+    # so a view could miss a failure for ~10 s. Time is a clock the test moves, not waited for.
+    now = utcnow()
+    _history(3, states.FAILED, ("reco",), now - _dt.timedelta(minutes=5), exit_code=1)
+    clock = [1000.0]
+
+    async def scenario() -> None:
+        reads = failures.FailureReads(models.Job._get_collection(), clock=lambda: clock[0])
+
+        async def total(by: str) -> int:
+            return (await reads.view(1, (by,), None, lambda view: view))["total"]
+
+        assert await total("exit_code") == 3                # one read, at t = 0
+        clock[0] += failures.REUSE - 0.5
+        assert await total("host") == 3                     # grouped from that read, late in its period
+        _history(1, states.FAILED, ("reco",), utcnow(), exit_code=2)
+        clock[0] += 0.6                                      # the read's period is over
+        assert await total("exit_code") == 4                # a new read
+        assert await total("host") == 4                     # this view came from the old read: gone with it
+        clock[0] += failures.REUSE - 0.1
+        assert await total("host") == 4
+
+    asyncio.run(scenario())
+
+
 def _run(server, jobtype: str, exit_code: int = 0) -> str:
     """One job of ``jobtype`` run to its end through the pilot protocol; its uuid."""
     job = server.submit({"payload": "x", "jobtype": jobtype})[0]

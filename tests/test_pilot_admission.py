@@ -99,3 +99,20 @@ def test_the_pilots_of_a_killed_server_give_their_places_back_when_lost(make_ser
     assert second.call("POST", "/pilots", {"host": "x"}, token=LIMITED).status == 403
     second.wait_for(lambda: not alive(second), timeout=30)   # the survivor declares them lost
     assert race([second], 5) == [201] * 3 + [403] * 2
+
+
+def test_live_pilots_registered_before_a_limit_count_against_it(make_server):
+    import yaml
+
+    unlimited = [dict(t, max_pilots=None) if t["role"] == "pilot" else t for t in TOKENS]
+    s = make_server(tokens=unlimited, pilot_lost_timeout=600)
+    assert race([s], 4) == [201] * 4
+    s.stop()
+    config = yaml.safe_load(s.config_path.read_text())
+    config["tokens"] = TOKENS                              # now at most 3: the 4 live ones count
+    s.config_path.write_text(yaml.safe_dump(config))
+    s.start(s.port)
+    assert race([s], 2) == [403] * 2
+    for p in alive(s)[:2]:
+        s.ok("POST", f"/pilots/{p['uuid']}/events", {"event": "stopped"}, token=ADMIN)
+    assert race([s], 2) == [201] + [403]

@@ -6,7 +6,6 @@ write) and a real pilot process that comes back after it was declared lost."""
 from __future__ import annotations
 
 import signal
-import time
 
 import psutil
 import pytest

@@ -120,3 +120,41 @@ def test_freshness_figures_count_the_jobs_that_ended_through_every_server(make_s
 
     for server in (first, second):
         server.wait_for(lambda s=server: merged(s), timeout=20, interval=0.5)
+
+
+def _fail(server, n: int) -> None:
+    """``n`` reco jobs submitted, run and failed through ``server``."""
+    for _ in range(n):
+        job = server.submit({"payload": "false", "jobtype": "reco"})[0]
+        pilot = server.register(host="wn")
+        server.wait_for(lambda p=pilot: (server.claim(p)["job"] or {}).get("uuid") == job["uuid"])
+        server.report(pilot, "jobstart", job=job["uuid"], pid=1)
+        assert server.report(pilot, "jobstop", job=job["uuid"], exit_code=1).status == 200
+
+
+def _failed(server) -> int:
+    return server.ok("GET", "/stats")["windows"]["1h"]["by_type"].get("reco", {}).get("failed", 0)
+
+
+def test_kept_statistics_of_two_servers_add_up_and_a_kill_counts_nothing_twice(make_server):
+    # The issue: each server saved its minutes over the other's, so the kept statistics held one
+    # server's counts; and a killed server recounted from the records what the other had counted.
+    first, second = servers(make_server, 2)
+    _fail(first, 2)
+    _fail(second, 3)
+    first.restart()                      # a clean stop saves its minutes, the start reads them back
+    second.restart()
+    for server in (first, second):
+        server.wait_for(lambda s=server: _failed(s) == 5, timeout=45, interval=0.5)
+    _fail(second, 1)                     # not saved yet: second saves every 10 s
+    port = first.port
+    first.stop(signal.SIGKILL)
+    first.start(port)                    # the kill came after second's failure: first must not count it
+    assert "not counted since the last save (other servers were alive)" in first.log_path.read_text()
+    for server in (first, second):
+        server.wait_for(lambda s=server: _failed(s) == 6, timeout=45, interval=0.5)
+    second.restart()                     # its own minutes, saved at the stop, are not added again
+    third = make_server(auth=False, db=first.db, **SHARED)
+    for server in (first, second, third):
+        server.wait_for(lambda s=server: _failed(s) == 6, timeout=45, interval=0.5)
+        assert _failed(server) == 6

@@ -4,7 +4,6 @@ same OpenAPI document."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from p3s import actions, auth, diagnosis
@@ -15,7 +14,6 @@ from p3s.server.handlers import JOB_FILTERS, job_query
 from p3s.server.openapi import EXTRA_SCHEMAS
 from p3s.web import alarms, loginlink
 
-ERRORS_TTL = 5.0          # seconds an errors view is reused
 ALARM_ACK = Body("AlarmAck", (
     Field("alarm", "str", "The alarm's key (e.g. failure_rate:reco).", required=True, max_length=300),
     Field("reason", "str", "Why it is silenced (shown to everyone).", required=True, max_length=500,
@@ -151,19 +149,12 @@ class ErrorsHandler(ApiHandler):
             if b not in diagnosis.GROUPINGS:
                 raise invalid("by", f"cannot group by {b!r} (choose from {', '.join(diagnosis.GROUPINGS)})")
         by = tuple(dict.fromkeys(by))           # a field named twice is grouped by once
-        key = (hours, by, self.arg("jobtype"))
-        cache = self.server.__dict__.setdefault("errors_cache", {})
-        hit = cache.get(key)
-        now = time.monotonic()
-        if hit is None or hit[0] < now:
-            # One read of the failed jobs (p3s.failures) serves every window and grouping for a
-            # few seconds; what is grouped from it is kept per query as long.
-            view = await self.server.failure_reads.errors(hours, by, key[2])
-            if len(cache) > 64:
-                cache.clear()
-            hit = cache[key] = (now + ERRORS_TTL, json.dumps(jsonable(view)))
+        # One read of the failed jobs (p3s.failures) serves every window and grouping for a few
+        # seconds; what is grouped from it is kept per query while that read serves.
+        text = await self.server.failure_reads.view(hours, by, self.arg("jobtype"),
+                                                    lambda view: json.dumps(jsonable(view)))
         self.set_status(200)
-        self.finish(hit[1])
+        self.finish(text)
 
 
 class _Bulk(ApiHandler):

@@ -5,7 +5,8 @@ out, lost and could not start, overall and by job type, how many pilots were los
 latency (defined → started) of the jobs that started in that minute. Nothing here queries the
 database per page view. The minutes are kept in the database (``p3s.kept``) and read back at
 start, so they survive restarts and purges of the jobs they counted; a database that has none yet
-is counted once from the jobs' timestamps.
+is counted once from the jobs' timestamps. On a shared MongoDB each server keeps its own minutes
+(what it counted), and shows the sum of its own and the others' kept minutes.
 """
 from __future__ import annotations
 
@@ -37,7 +38,13 @@ def _minute(epoch: float) -> int:
 class Stats(Listener):
     """Counts by minute, latency samples by minute, and a latency histogram since start."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str = "") -> None:
+        # The tables below are what is shown: this server's counts plus the other servers' kept
+        # minutes. ``own`` holds this server's part (what it keeps), ``others`` theirs.
+        self.owner = owner                                      # whose kept minutes are this server's
+        self.own: dict[str, dict[int, Any]] = {"counts": {}, "lost_pilots": {}, "waits": {}, "latencies": {}}
+        self.others: dict[int, dict[str, dict]] = {}           # minute -> other server -> its kept row
+        self.others_read = 0.0                                  # when the others' rows were last read
         self.counts: dict[int, collections.Counter] = {}       # minute -> Counter[(event, jobtype)]
         # Pilots declared lost, by site: apart from the jobs' counts, so a site is never a job type
         # and a lost pilot is counted once (its jobs' ``pilot_lost`` ends are counted by type).
@@ -53,18 +60,21 @@ class Stats(Listener):
     def _count(self, event: str, jobtype: str, when: float) -> None:
         minute = _minute(when)
         self.counts.setdefault(minute, collections.Counter())[(event, jobtype)] += 1
+        self.own["counts"].setdefault(minute, collections.Counter())[(event, jobtype)] += 1
         self.dirty.add(minute)
         self._trim(minute)
 
-    def _sample(self, table: dict[int, list[float]], value: float, when: float) -> None:
-        bucket = table.setdefault(_minute(when), [])
+    def _sample(self, name: str, value: float, when: float) -> None:
+        minute = _minute(when)
+        bucket = self.own[name].setdefault(minute, [])
         if len(bucket) < SAMPLES_PER_MINUTE:
             bucket.append(value)
-            self.dirty.add(_minute(when))
+            getattr(self, name).setdefault(minute, []).append(value)
+            self.dirty.add(minute)
 
     def _trim(self, minute: int) -> None:
         oldest = minute - MINUTES
-        for table in (self.counts, self.waits, self.latencies, self.lost_pilots):
+        for table in (self.counts, self.waits, self.latencies, self.lost_pilots, self.others, *self.own.values()):
             for stale in [m for m in table if m <= oldest] if len(table) > MINUTES + 5 else ():
                 del table[stale]
 
@@ -72,7 +82,7 @@ class Stats(Listener):
         self._count("started", jobtype, started)
         if defined is not None:
             latency = max(0.0, started - defined)
-            self._sample(self.latencies, latency, started)
+            self._sample("latencies", latency, started)
             self.latency_sum += latency
             self.latency_count += 1
             for i, bound in enumerate(LATENCY_BUCKETS):
@@ -82,7 +92,7 @@ class Stats(Listener):
             else:
                 self.histogram[-1] += 1
             if dispatched is not None:
-                self._sample(self.waits, max(0.0, dispatched - defined), started)
+                self._sample("waits", max(0.0, dispatched - defined), started)
 
     def load(self, jobs: Iterable[dict] | None = None, new: Callable[[float], bool] | None = None) -> None:
         """Count the last 24 hours once, from the jobs' timestamps (``jobs``: all of them, else a query);
@@ -111,18 +121,44 @@ class Stats(Listener):
                 self._lost(pilot.get("site") or "", _epoch(pilot["ts_stop"]))
 
     def minute_row(self, minute: int) -> dict[str, Any]:
-        """One minute as a document to keep: its counts and samples."""
-        return {"counts": [[e, t, n] for (e, t), n in self.counts.get(minute, {}).items()],
-                "waits": list(self.waits.get(minute, [])), "latencies": list(self.latencies.get(minute, [])),
-                "lost_pilots": [[site, n] for site, n in self.lost_pilots.get(minute, {}).items()]}
+        """This server's part of one minute as a document to keep: its counts and samples."""
+        own = self.own
+        return {"counts": [[e, t, n] for (e, t), n in own["counts"].get(minute, {}).items()],
+                "waits": list(own["waits"].get(minute, [])), "latencies": list(own["latencies"].get(minute, [])),
+                "lost_pilots": [[site, n] for site, n in own["lost_pilots"].get(minute, {}).items()]}
 
     def restore_minute(self, minute: int, row: dict[str, Any]) -> None:
-        """Put back a kept minute (from ``minute_row``)."""
-        self.counts[minute] = collections.Counter({(e, t): n for e, t, n in row.get("counts", [])})
-        self.waits[minute] = list(row.get("waits", []))[:SAMPLES_PER_MINUTE]
-        self.latencies[minute] = list(row.get("latencies", []))[:SAMPLES_PER_MINUTE]
-        if row.get("lost_pilots"):
-            self.lost_pilots[minute] = collections.Counter({site: n for site, n in row["lost_pilots"]})
+        """Put back this server's kept minute (from ``minute_row``)."""
+        own = self.own
+        own["counts"][minute] = collections.Counter({(e, t): n for e, t, n in row.get("counts", [])})
+        own["waits"][minute] = list(row.get("waits", []))[:SAMPLES_PER_MINUTE]
+        own["latencies"][minute] = list(row.get("latencies", []))[:SAMPLES_PER_MINUTE]
+        own["lost_pilots"][minute] = collections.Counter({site: n for site, n in row.get("lost_pilots", [])})
+        self._total(minute)
+
+    def merge_minute(self, owner: str, minute: int, row: dict[str, Any]) -> None:
+        """Take (or replace) another server's kept minute into what is shown."""
+        self.others.setdefault(minute, {})[owner] = row
+        self._total(minute)
+
+    def _total(self, minute: int) -> None:
+        """What is shown of ``minute``: this server's part plus the others' kept rows."""
+        own = self.own
+        counts = collections.Counter(own["counts"].get(minute, {}))
+        lost = collections.Counter(own["lost_pilots"].get(minute, {}))
+        waits, latencies = list(own["waits"].get(minute, [])), list(own["latencies"].get(minute, []))
+        for row in self.others.get(minute, {}).values():
+            for e, t, n in row.get("counts", []):
+                counts[(e, t)] += n
+            for site, n in row.get("lost_pilots", []):
+                lost[site] += n
+            waits += row.get("waits", [])[:SAMPLES_PER_MINUTE]
+            latencies += row.get("latencies", [])[:SAMPLES_PER_MINUTE]
+        self.counts[minute], self.waits[minute], self.latencies[minute] = counts, waits, latencies
+        if lost:
+            self.lost_pilots[minute] = lost
+        else:
+            self.lost_pilots.pop(minute, None)
 
     # --- listener -----------------------------------------------------------------------------
     def job_created(self, doc: dict) -> None:
@@ -149,6 +185,7 @@ class Stats(Listener):
     def _lost(self, site: str, when: float) -> None:
         minute = _minute(when)
         self.lost_pilots.setdefault(minute, collections.Counter())[site] += 1
+        self.own["lost_pilots"].setdefault(minute, collections.Counter())[site] += 1
         self.dirty.add(minute)
         self._trim(minute)
 

@@ -13,9 +13,10 @@ import tornado.netutil
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from p3s import API_PREFIX, schema
+from p3s import API_PREFIX, creations, schema
 from p3s.auth import Authenticator
 from p3s.broker import Broker
+from p3s import checkpoints
 from p3s.config import Config
 from p3s.freshness import Freshness
 from p3s import gcpolicy
@@ -89,6 +90,7 @@ class P3SServer:
         self.job_log_roots = web_api.log_roots(self.config.job_log_dirs)
         results.roots(self.config)          # resolved now, once
         self.lifecycle = Lifecycle()
+        creations.undo_interrupted(self.lifecycle.jobs, self.db.shared)     # before anything counts jobs
         if self.db.embedded:
             self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}
         else:
@@ -111,7 +113,7 @@ class P3SServer:
         self.templates = TemplateStore()
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
         self._open_freshness()
-        self.stats = Stats()
+        self.stats = Stats(kept.owner(self.config.data_path) if self.db.shared else "")
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
         self.retention.load()
@@ -204,7 +206,9 @@ class P3SServer:
         self.loop_watch.start()
         self._every(ALARM_PERIOD, self.check_alarms)
         if self.db.embedded:
-            self._every(self.config.checkpoint_period, self.db.checkpoint)
+            self.db.checkpoint()         # the start's own writes, before anyone waits on a step
+            self.checkpointer = checkpoints.Checkpointer(self.db.collection_stores, self.config.checkpoint_period)
+            self._every(checkpoints.STEP, self.checkpointer.step)
         if self.db.shared:
             self._every(self.config.sync_period, self.resync, jitter=0.2)
             self._every(COUNTS_PERIOD, self.recount, jitter=0.2)
@@ -265,6 +269,8 @@ class P3SServer:
     def save_stats(self, clean: bool = False) -> None:
         try:
             kept.save_stats(self.stats, clean)
+            if self.db.shared and not clean:
+                kept.read_others(self.stats)
         except Exception:
             log.exception("saving the statistics failed")
         try:

@@ -58,6 +58,29 @@ def document(doc: dict, key: str = "uuid", heavy: bool = True) -> dict:
     return out
 
 
+def decode_body(raw: bytes, optional: bool = False) -> Any:
+    """A request body decoded from JSON and checked (p3s.schema.check_tree); 400 with line and
+    column when it is malformed. Pure: a large body is decoded off the loop (p3s.offloop)."""
+    if not raw.strip():
+        if optional:
+            return {}
+        raise ApiError(400, "the request has no body; a JSON document is expected")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_not_json)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ApiError(400, f"the JSON is nested too deeply (at most {schema.MAX_DEPTH} levels)") from None
+    except ValueError as exc:             # NaN, Infinity; integers of thousands of digits
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+    schema.check_tree(value, "", texts=schema.may_hold_bad_text(text))
+    return value
+
+
 def _database_unreachable(error: BaseException) -> bool:
     from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
 
@@ -172,27 +195,13 @@ class ApiHandler(tornado.web.RequestHandler):
     # --- request helpers ----------------------------------------------------------------------
     def body(self, optional: bool = False) -> Any:
         """The request body decoded from JSON; 400 with line and column when it is malformed."""
+        return decode_body(self.raw_body(), optional)
+
+    def raw_body(self) -> bytes:
+        """The request body as received; 413 when it was over the limit."""
         if self._too_large:
             raise ApiError(413, f"request body is over the limit of {self.server.config.max_body_size} bytes")
-        raw = b"".join(self._chunks)
-        if not raw.strip():
-            if optional:
-                return {}
-            raise ApiError(400, "the request has no body; a JSON document is expected")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, f"the body is not UTF-8 (byte {exc.start})") from None
-        try:
-            value = json.loads(text, parse_constant=_not_json)
-        except json.JSONDecodeError as exc:
-            raise ApiError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-        except RecursionError:
-            raise ApiError(400, f"the JSON is nested too deeply (at most {schema.MAX_DEPTH} levels)") from None
-        except ValueError as exc:             # NaN, Infinity; integers of thousands of digits
-            raise ApiError(400, f"malformed JSON: {exc}") from None
-        schema.check_tree(value, "", texts=schema.may_hold_bad_text(text))
-        return value
+        return b"".join(self._chunks)
 
     def object_body(self, optional: bool = False) -> dict:
         body = self.body(optional)

@@ -9,10 +9,11 @@ import json
 import re
 from typing import Any
 
-from p3s import API_PREFIX, __version__, auth, datafiles, faults, listing, models, schema, slices, states
+from p3s import API_PREFIX, __version__, auth, datafiles, faults, listing, models, offloop, schema, slices, states
+from p3s.jobs import OFF_LOOP_JOBS
 from p3s.errors import ApiError, invalid, not_found
 from p3s.models import utcnow
-from p3s.server.base import ApiHandler, document
+from p3s.server.base import ApiHandler, decode_body, document
 
 LIST_QUERY = {"limit": "Most items to return (1–1000, default 100).",
               "offset": "Items to skip (default 0).",
@@ -78,6 +79,14 @@ JOB_FILTERS = {"state": "Comma-separated states.", "jobtype": "Job type.", "user
                "host": "Executing host.", "q": "Text in the job name."}
 
 
+OFF_LOOP_BYTES = 16384      # a body larger than this is decoded off the event loop
+
+
+def rendered(docs: list[dict]) -> str:
+    """The reply to a job creation: ``{"items": [job…]}`` (pure: runs off the loop for many jobs)."""
+    return '{"items":[' + ",".join(json.dumps(document(d, "uuid"), separators=(",", ":")) for d in docs) + "]}"
+
+
 class JobsHandler(ListMixin, ApiHandler):
     roles = {"GET": auth.READ, "POST": auth.SUBMIT, "DELETE": auth.ADMIN}
     sortable = ("ts_def", "ts_dis", "ts_sta", "ts_sto", "priority", "state", "jobtype", "name", "user", "seq")
@@ -96,13 +105,12 @@ class JobsHandler(ListMixin, ApiHandler):
         self.page(self.server.jobs.collection, job_query(self), "uuid", shown=self.server.pilot_service.usage.current)
 
     async def post(self) -> None:
-        docs = await self.server.jobs.create(self.body(), self.user)
-        parts = []
-        for chunk in slices.chunks(docs, 250):        # 10,000 jobs take a while to serialise
-            parts.append(",".join(json.dumps(document(d, "uuid"), separators=(",", ":")) for d in chunk))
-            await slices.pause()
+        raw = self.raw_body()
+        # a large body is decoded, and its reply rendered, off the loop (10,000 jobs take a while)
+        body = await offloop.run(decode_body, raw, inline=len(raw) <= OFF_LOOP_BYTES)
+        docs = await self.server.jobs.create(body, self.user)
         self.set_status(201)
-        self.finish('{"items":[' + ",".join(parts) + "]}")
+        self.finish(await offloop.run(rendered, docs, inline=len(docs) < OFF_LOOP_JOBS))
 
     async def delete(self) -> None:
         query = job_query(self)
