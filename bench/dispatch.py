@@ -161,6 +161,7 @@ def bulk_case(jobs: int, rounds: int, db: str, existing: tuple[int, ...] = (0,),
                     client.create_jobs([{"payload": "/bin/true", "jobtype": "fill"} for _ in range(count)])
                     made += count
                 cpu, loop, wall = [], [], []
+                since = time.time()
                 for _ in range(rounds):
                     body = [{"payload": "/bin/true", "jobtype": "bulk",
                              **({"uuid": str(uuid.uuid4())} if random_ids else {})} for _ in range(jobs)]
@@ -174,10 +175,18 @@ def bulk_case(jobs: int, rounds: int, db: str, existing: tuple[int, ...] = (0,),
                               **({"ids": "random"} if random_ids else {}),
                               "loop_cpu_ms_per_job": round(statistics.median(loop), 4),
                               "server_cpu_ms_per_job": round(statistics.median(cpu), 4),
-                              "wall_ms_per_job": round(statistics.median(wall), 4)})
+                              "wall_ms_per_job": round(statistics.median(wall), 4),
+                              "loop_stall_max_ms": _longest_stall(client, since)})
         finally:
             stop_processes([server])
     return lines
+
+
+def _longest_stall(client: Client, since: float) -> float:
+    """The longest time the server's loop answered nobody since ``since`` (its own p3s.loopwatch,
+    which notes stalls of 20 ms or more): how long a claim may have waited behind the creation."""
+    stalls = client.summary()["server"]["loop"]["stalls"]
+    return max((late for at, late, _cpu in stalls if at >= since), default=0.0)
 
 
 def _loop_cpu(proc: subprocess.Popen) -> float:

@@ -91,20 +91,32 @@ class PilotGate(Listener):
         alive: left by a server killed at the wrong moment; then ``seed``. Returns the pilots
         released."""
         cutoff = utcnow() - _dt.timedelta(seconds=self.grace if grace is None else grace)
-        pilots = models.Pilot._get_collection()
+        old = {pilot: doc["_id"] for doc in self.collection.find({}, {"holds": 1})
+               for pilot, taken in (doc.get("holds") or {}).items() if taken <= cutoff}
+        alive = self._alive(old)
         released = []
-        for doc in self.collection.find({}, {"holds": 1}):
-            for pilot, taken in (doc.get("holds") or {}).items():
-                if taken > cutoff:
-                    continue
-                record = pilots.find_one({"_id": pilot}, {"state": 1})
-                if record is None or record["state"] not in states.PILOT_ALIVE:
-                    if self.release(pilot):
-                        log.warning("gave back the place of pilot %s (token %s): its holder never did",
-                                    pilot, doc["_id"])
-                        released.append(pilot)
+        for pilot, token in sorted(old.items()):
+            if pilot not in alive and self.release(pilot):
+                log.warning("gave back the place of pilot %s (token %s): its holder never did", pilot, token)
+                released.append(pilot)
         self.seed()
         return released
+
+    def give_back(self, pilot: str) -> None:
+        """Release the place a registration of ``pilot`` took, the registration having failed,
+        unless the pilot is alive all the same (registered by a retry through another server,
+        which found the place already held)."""
+        if not self._alive([pilot]):
+            self.release(pilot)
+
+    @staticmethod
+    def _alive(pilots: Iterable[str]) -> set[str]:
+        """Those of ``pilots`` whose record is alive (one query)."""
+        wanted = sorted(pilots)
+        if not wanted:
+            return set()
+        return {doc["_id"] for doc in models.Pilot._get_collection().find(
+            {"_id": {"$in": wanted}, "state": {"$in": sorted(states.PILOT_ALIVE)}}, {"_id": 1})}
 
     # --- listener -----------------------------------------------------------------------------
     def pilot_moved(self, before: dict, after: dict) -> None:

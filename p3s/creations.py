@@ -6,10 +6,11 @@ slice, such a creation records the ids and seq range of its jobs here; it remove
 once the last slice is in. At start, before anything is counted or queued, the server removes
 the jobs of any record left (``undo_interrupted``): the request was never answered, so none of
 its jobs may stay. A job is removed only if its seq is the creation's too, so a job another
-request made under the same uuid is not.
+request made under the same uuid is not, and only if no pilot holds it.
 
-On a shared MongoDB another server may be in the middle of a creation: only records older than
-``ORPHAN_SECONDS`` (far longer than any creation takes) are taken as interrupted there.
+On a shared MongoDB another server may be in the middle of a creation: a server takes as
+interrupted its own records (``owner``: its name among the servers, p3s.kept.owner, set at start)
+and the others' only once older than ``ORPHAN_SECONDS`` (far longer than any creation takes).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import datetime as _dt
 import logging
 from typing import Any
 
-from p3s import models
+from p3s import models, states
 from p3s.models import utcnow
 from p3s.pilot import ids
 
@@ -26,6 +27,7 @@ log = logging.getLogger("p3s.creations")
 COLLECTION = "creations"
 ORPHAN_SECONDS = 600
 _CHUNK = 500
+owner = ""            # this server's name on a shared database (set at start); "" on the embedded store
 
 
 def _collection() -> Any:
@@ -41,7 +43,7 @@ def begin(docs: list[dict]) -> str:
     if all(isinstance(i, str) and "\n" not in i for i in job_ids):
         job_ids = "\n".join(job_ids)     # one text: the embedded engine copies a list of thousands item by item
     _collection().insert_one({"_id": token, "ids": job_ids,
-                              "seq": [min(seqs), max(seqs)] if known else None, "ts": utcnow()})
+                              "seq": [min(seqs), max(seqs)] if known else None, "ts": utcnow(), "owner": owner})
     return token
 
 
@@ -54,10 +56,13 @@ def undo_interrupted(jobs: Any, shared: bool) -> int:
     """Remove the jobs of creations a kill interrupted (at start, before counting); how many."""
     query: dict = {}
     if shared:
-        query["ts"] = {"$lt": utcnow() - _dt.timedelta(seconds=ORPHAN_SECONDS)}
+        old = {"ts": {"$lt": utcnow() - _dt.timedelta(seconds=ORPHAN_SECONDS)}}
+        query = {"$or": [{"owner": owner}, old]} if owner else old
     removed = 0
     for record in list(_collection().find(query)):
         ours = {"seq": {"$gte": record["seq"][0], "$lte": record["seq"][1]}} if record.get("seq") else {}
+        # a job a pilot already holds (another server of a shared database may have offered it) stays
+        ours["state"] = {"$nin": sorted(states.JOB_ACTIVE)}
         job_ids = record["ids"].split("\n") if isinstance(record["ids"], str) else record["ids"]
         undone = 0
         for start in range(0, len(job_ids), _CHUNK):

@@ -4,12 +4,12 @@ deletes by a list of ids in O(list²).
 """
 from __future__ import annotations
 
-import uuid as _uuid
 from typing import Any, Callable
 
 from p3s import models, schema, slices
 from p3s.errors import ApiError
 from p3s.models import utcnow
+from p3s.pilot.ids import new as new_id     # time-ordered: appended to the store's indexes
 
 MAX_PER_REQUEST = 10000      # records in one POST, as for jobs
 
@@ -28,7 +28,7 @@ async def create(items: list, listed: bool, owner: str, check_datatype: Callable
         if clean["datatype"] not in known:
             check_datatype(clean["datatype"], f"{where}.datatype" if where else "datatype")
             known.add(clean["datatype"])
-        docs.append({"_id": str(_uuid.uuid4()), **clean, "owner": owner, "workflow": None, "datatag": None,
+        docs.append({"_id": new_id(), **clean, "owner": owner, "workflow": None, "datatag": None,
                      "source": None, "target": None, "source_job": None, "target_job": None, "ts_reg": now,
                      "ts_upd": now, "arrived": clean["arrived"] or now})
         if i % slices.SLICE == slices.SLICE - 1:

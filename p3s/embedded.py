@@ -25,6 +25,7 @@ Like litemongo, this is used on the server's event-loop thread only.
 from __future__ import annotations
 
 import calendar
+import collections
 import contextlib
 import functools
 import datetime as _dt
@@ -796,6 +797,42 @@ class IndexedServerStore(sqlite_store.ServerStore):
         if db_name not in self._databases:
             self._databases[db_name] = IndexedDatabaseStore(self._dirpath / db_name)
         return self._databases[db_name]
+
+
+def indexed(collection: Any) -> bool:
+    """Whether ``collection`` (a pymongo-like collection) is one of this engine's."""
+    return isinstance(getattr(collection, "_store", None), IndexedCollectionStore)
+
+
+def transaction(collection: Any) -> contextlib.AbstractContextManager:
+    """Many writes to ``collection`` in one SQLite transaction on this engine (each still whole or
+    not at all: ``IndexedCollectionStore.batch``); elsewhere nothing (each write its own)."""
+    return collection._store.batch() if indexed(collection) else contextlib.nullcontext()
+
+
+def group_counts(collection: Any, first: str, second: str) -> collections.Counter | None:
+    """How many documents hold each pair of values at paths ``first`` and ``second`` (a missing
+    value counts as None), read from the index alone: one pass in SQLite, no document decoded
+    (a walk of 10^6 jobs took ~5 s). None when the index cannot say: not this engine, a path not
+    indexed, or a value other than a string or null at either path."""
+    if not indexed(collection):
+        return None
+    store = collection._store
+    if first not in store._paths or second not in store._paths:
+        return None
+    rows = store._connection.execute(
+        f"SELECT a.t, a.v, b.t, b.v, count(*) FROM {IX} a INDEXED BY {IX}_order JOIN {IX} b "
+        f"ON b.k = a.k AND b.p = ? WHERE a.p = ? GROUP BY a.t, a.v, b.t, b.v",
+        (store._paths[second], store._paths[first])).fetchall()
+    counts: collections.Counter = collections.Counter()
+    for t1, v1, t2, v2, n in rows:
+        if t1 not in (NULL, STRING) or t2 not in (NULL, STRING):
+            return None
+        counts[(v1, v2)] += n
+    total = store._connection.execute(f"SELECT n FROM {IXC} WHERE p = 0").fetchone()
+    if total is None or sum(counts.values()) != total[0]:
+        return None                            # every document has an entry at each path: else not trusted
+    return counts
 
 
 def client_class(path: Path) -> type:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import bson
 from bson import ObjectId, Timestamp
@@ -121,7 +121,7 @@ def layout(collection: Any) -> Layout | None:
     return _layout(store)
 
 
-def prepare(layout: Layout, documents: list) -> Rows | None:
+def prepare(layout: Layout, documents: Iterable) -> Rows | None:
     """The rows of ``documents`` (a pure computation: any thread), or None when one of them must
     go mongomock's way."""
     from litemongo.sqlite_store import KEY_FORMAT_LEGACY, _encode_key_legacy, _encode_key_typed
@@ -129,12 +129,13 @@ def prepare(layout: Layout, documents: list) -> Rows | None:
     from p3s.embedded import COMPLEX, entry
     encode_key = _encode_key_legacy if layout.key_format == KEY_FORMAT_LEGACY else _encode_key_typed
     codec, paths, counted = layout.codec, layout.paths, layout.counted
-    docs, rows, counts, complex_paths = [], [], Counter(), set()
+    ids, docs, rows, counts, complex_paths = [], [], [], Counter(), set()
     for doc in documents:
         blob = _encoded(codec, doc)
         if blob is None:
             return None
         key = encode_key(doc["_id"])
+        ids.append(doc["_id"])
         docs.append((key, blob))
         for path, number in paths:
             t, v = entry(doc, path)
@@ -145,7 +146,7 @@ def prepare(layout: Layout, documents: list) -> Rows | None:
                 counts[(number, t, "" if v is None else v, type(v))] += 1
     # in the ordered index's order: each of its pages is then visited once, in turn
     rows.sort(key=_order)
-    return Rows([doc["_id"] for doc in documents], docs, rows, counts, complex_paths)
+    return Rows(ids, docs, rows, counts, complex_paths)
 
 
 def write(store: Any, layout: Layout, rows: Rows | None) -> list | None:

@@ -43,7 +43,7 @@ def validated(items: list, listed: bool) -> tuple[list[dict], set[str], list[str
     the first bad item by its index in a list (pure: runs off the loop)."""
     cleans, given = [], []
     validate = schema.JOB_CREATE.validate
-    for i, item in enumerate(items):
+    for i, item in enumerate(offloop.yielding(items)):
         clean = validate(item, f"[{i}]" if listed else "")
         cleans.append(clean)
         if clean.get("uuid"):
@@ -77,7 +77,7 @@ def built(cleans: list[dict], user: str, timelimit: int, first_seq: int, etas: d
     from ``etas`` unless None) and, given the embedded store's ``layout``, their rows by insert
     slice (pure: runs off the loop)."""
     docs = []
-    for n, clean in enumerate(cleans):
+    for n, clean in enumerate(offloop.yielding(cleans)):
         doc = job_document(clean, user, timelimit, first_seq + n)
         docs.append(doc if etas is None else freshness.stamped(doc, etas[doc["jobtype"]]))
     return docs, None if layout is None else prepared(layout, docs)
@@ -85,7 +85,8 @@ def built(cleans: list[dict], user: str, timelimit: int, first_seq: int, etas: d
 
 def prepared(layout: fastinsert.Layout, docs: list[dict]) -> list:
     """The rows of ``docs`` by insert slice (pure): (layout, rows or None: the engine's own way)."""
-    return [(layout, fastinsert.prepare(layout, list(chunk))) for chunk in slices.chunks(docs, slices.PREPARED_SLICE)]
+    return [(layout, fastinsert.prepare(layout, offloop.yielding(chunk)))
+            for chunk in slices.chunks(docs, slices.PREPARED_SLICE)]
 
 
 class JobService:

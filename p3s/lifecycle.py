@@ -303,7 +303,7 @@ class Lifecycle:
             raise
         if token is not None:
             creations.end(token)
-        for chunk in slices.chunks(docs, 2000):
+        for chunk in slices.chunks(docs, slices.PREPARED_SLICE):     # ~0.01 ms each
             for doc in chunk:
                 self.counters.jobs[(doc["state"], doc["jobtype"])] += 1
                 for listener in self.listeners:

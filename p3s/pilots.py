@@ -167,7 +167,7 @@ class PilotService:
                 self.lifecycle.insert_pilot(doc)
             except BaseException:
                 if took:
-                    self.admission.release(uuid)      # a place taken by this request only
+                    self.admission.give_back(uuid)    # a place taken by this request
                 raise
             events.record("pilot.registered", f"pilot {uuid} registered on {doc['host']} (site {doc['site'] or '-'})",
                           pilot=uuid, site=doc["site"] or None)

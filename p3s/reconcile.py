@@ -7,6 +7,8 @@ have attempts left), and rewrites the current job and state of each live pilot f
 Then (``reconcile_workflows``) a workflow whose job ended for good unsuccessfully or was dropped
 (stale, shed), but that a kill left ``defined``/``running`` or with the job's dependents still
 waiting, is ended ``failed``/``dropped`` and those dependents cancelled, as it would have been.
+Once per database (``retry_interrupted``), jobs an older p3s left ended with attempts left (it
+ended a job and retried it in two writes, and a kill could come between) go back to ``defined``.
 Every change is a conditional write, so another server sharing the database is not overruled.
 """
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 from p3s import events, models, states
 from p3s.errors import ApiError
-from p3s.lifecycle import Lifecycle, equals, will_retry
+from p3s.kept import kept_collection
+from p3s.lifecycle import RETRY_RESET, Lifecycle, equals, will_retry
 from p3s.states import IllegalTransition
 
 log = logging.getLogger("p3s.reconcile")
@@ -64,6 +67,36 @@ def reconcile(lifecycle: Lifecycle) -> dict[str, int]:
     if any(done.values()):
         log.warning("start-up reconciliation: %s", done)
     return done
+
+
+RETRY_GAP_CLOSED = "retry_gap_closed"       # the marker (in ``kept``) of a database retry_interrupted has seen
+
+
+def retry_interrupted(lifecycle: Lifecycle) -> int:
+    """Retry the jobs an older p3s left ended with attempts left; once per database (a marker in
+    ``kept`` says it was done: this p3s ends and retries a job in one write, so none can appear
+    later). Returns how many went back to ``defined``."""
+    kept = kept_collection()
+    if kept.find_one({"_id": RETRY_GAP_CLOSED}) is not None:
+        return 0
+    retried = 0
+    for job in models.Job._get_collection().find({"state": {"$in": sorted(states.JOB_RETRYABLE)},
+                                                  "max_attempts": {"$gt": 1}},
+                                                 {"state": 1, "attempts": 1, "max_attempts": 1}):
+        if not will_retry(job):
+            continue
+        try:
+            lifecycle.move_job(job["_id"], states.DEFINED, sources={job["state"]}, set_=dict(RETRY_RESET),
+                               where={"attempts": equals(job.get("attempts") or 0)})
+        except (IllegalTransition, ApiError):
+            continue
+        retried += 1
+        events.record("job.retry", f"job {job['_id']} was left {job['state']} with attempts left by a server "
+                      "killed before retrying it; retrying", job=job["_id"], severity="warning")
+    kept.update_one({"_id": RETRY_GAP_CLOSED}, {"$set": {"retried": retried}}, upsert=True)
+    if retried:
+        log.warning("start-up reconciliation: %d jobs left ended with attempts left are retried", retried)
+    return retried
 
 
 def reconcile_workflows(engine: Any) -> int:

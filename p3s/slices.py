@@ -13,7 +13,7 @@ from p3s import gcpolicy
 T = TypeVar("T")
 SLICE = 50           # documents written per slice (an insert costs the embedded store ~0.2-0.4 ms each)
 INSERT_SLICE = 100   # new jobs inserted per slice (p3s.fastinsert): each slice's commit costs ~2-5 ms, twice fewer than at 50
-PREPARED_SLICE = 500  # new jobs written per slice from rows computed off the loop (p3s.jobs): ~0.02 ms each
+PREPARED_SLICE = 250  # new jobs written per slice from rows computed off the loop (p3s.jobs): ~0.03 ms each
 DELETE_SLICE = 25    # a delete by a list of ids costs the embedded engine O(slice²): kept small
 SCAN = 250           # documents read between pauses
 

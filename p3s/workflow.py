@@ -29,6 +29,7 @@ from p3s.jobs import JobService
 from p3s.lifecycle import Lifecycle, Listener, build_update, job_filter, will_retry
 from p3s.models import utcnow
 from p3s.states import IllegalTransition
+from p3s.pilot.ids import new as new_id
 
 log = logging.getLogger("p3s.workflow")
 FILENAME_POLICIES = ("generated", "template", "derived")
@@ -125,7 +126,7 @@ class WorkflowEngine(Listener):
         wf_uuid = body.get("uuid") or str(_uuid.uuid4())
         if body.get("uuid") and self.collection.find_one({"_id": wf_uuid}, {"_id": 1}):
             raise ApiError(409, f"workflow {wf_uuid} exists already", "uuid")
-        job_ids = {name: str(_uuid.uuid4()) for name in template.vertices}
+        job_ids = {name: new_id() for name in template.vertices}     # time-ordered, as all job ids
         exts = {d["_id"]: d.get("ext", "") for d in models.DataType._get_collection().find({}, {"ext": 1})}
         now = utcnow()
         arrived = body.get("arrived") or self._arrival(inputs) or now

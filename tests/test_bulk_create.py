@@ -8,6 +8,7 @@ ids the client library and the server make are time-ordered UUIDs.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import threading
 import uuid as _uuid
 
@@ -48,6 +49,17 @@ def test_a_bad_job_deep_in_a_list_is_named_and_nothing_is_written(server):
     assert server.ok("GET", "/summary")["jobs"]["defined"] == 0
 
 
+def test_a_large_malformed_body_is_refused_with_its_place_and_nothing_is_written(server):
+    text = json.dumps(_jobs(MANY), indent=1)         # decoded off the loop: over 16 KiB
+    broken = text[:-2] + "x" + text[-2:]             # after the last job: the whole list is read first
+    reply = server.call("POST", "/jobs", raw=broken.encode())
+    assert reply.status == 400 and "malformed JSON at line" in reply.body["error"]["message"], reply.body
+    nul = text.replace('"payload": "true"', '"payload": "tr\\u0000ue"', 1)
+    reply = server.call("POST", "/jobs", raw=nul.encode())
+    assert reply.status == 422 and "NUL" in reply.body["error"]["message"], reply.body
+    assert _total(server) == 0
+
+
 def test_a_taken_uuid_deep_in_a_list_is_named_and_nothing_is_written(server):
     taken = server.submit({"payload": "true"})[0]["uuid"]
     jobs = _jobs(MANY)
@@ -60,8 +72,6 @@ def test_a_taken_uuid_deep_in_a_list_is_named_and_nothing_is_written(server):
     assert server.ok("GET", "/summary")["jobs"]["defined"] == 1
 
 
-@pytest.mark.skipif(conftest.on_mongodb(), reason="on a shared MongoDB an interrupted creation is undone "
-                                                  "only once older than creations.ORPHAN_SECONDS")
 def test_a_creation_killed_between_its_slices_leaves_none_of_its_jobs(make_server):
     server = make_server()
     before = server.submit({"payload": "true", "jobtype": "kept"})[0]
@@ -180,19 +190,47 @@ def test_undo_removes_an_interrupted_creations_jobs_only(db):
     jobs.insert_one(theirs)
     other = _doc(ids.new(), next_seq())
     jobs.insert_one(other)
+    held = _doc(ids.new(), ours[1]["seq"])                       # within the creation's seq range
+    held["state"] = states.RUNNING                               # of the creation, already run by a pilot
+    jobs.insert_one(held)
+    models.Job._get_db()[creations.COLLECTION].update_one(
+        {"_id": token}, {"$set": {"ids": "\n".join([d["_id"] for d in ours] + [held["_id"]])}})
     assert creations.undo_interrupted(jobs, shared=False) == 2
     left = {d["_id"]: d["seq"] for d in jobs.find({})}
-    assert left == {theirs["_id"]: theirs["seq"], other["_id"]: other["seq"]}
+    assert left == {theirs["_id"]: theirs["seq"], other["_id"]: other["seq"], held["_id"]: held["seq"]}
     assert models.Job._get_db()[creations.COLLECTION].find_one({"_id": token}) is None
 
 
-def test_on_a_shared_database_only_old_creations_count_as_interrupted(db):
+def test_on_a_shared_database_a_server_undoes_its_own_creations_and_only_old_ones_of_others(db, monkeypatch):
     jobs = Lifecycle().jobs
-    young, old = [_doc(ids.new(), next_seq())], [_doc(ids.new(), next_seq())]
+    young, old, own = ([_doc(ids.new(), next_seq())] for _ in range(3))
+    monkeypatch.setattr(creations, "owner", "other")
     creations.begin(young)
     token = creations.begin(old)
     models.Job._get_db()[creations.COLLECTION].update_one(
         {"_id": token}, {"$set": {"ts": utcnow() - _dt.timedelta(seconds=creations.ORPHAN_SECONDS + 5)}})
-    jobs.insert_many(young + old)
-    assert creations.undo_interrupted(jobs, shared=True) == 1     # another server may be writing the young one
+    monkeypatch.setattr(creations, "owner", "me")
+    creations.begin(own)
+    jobs.insert_many(young + old + own)
+    assert creations.undo_interrupted(jobs, shared=True) == 2     # another server may be writing the young one
     assert [d["_id"] for d in jobs.find({})] == [young[0]["_id"]]
+
+
+@pytest.mark.skipif(conftest.on_mongodb(), reason="the embedded store's rows")
+def test_rows_prepared_before_the_store_changed_are_not_written_and_the_engine_inserts(db):
+    import asyncio
+
+    from p3s import fastinsert, jobs as jobs_module
+
+    collection = models.Job._get_collection()
+    layout = fastinsert.layout(collection)
+    docs = [_doc(ids.new(), next_seq()) for _ in range(600)]
+    rows = jobs_module.prepared(layout, docs)                   # off the loop, in the server
+    collection.create_index("payload")                          # a new indexed path meanwhile
+    store = fastinsert.store_of(collection)
+    assert not layout.current(store)
+    assert fastinsert.write(store, *rows[0]) is None
+    assert collection.count_documents({}) == 0                  # nothing written from the stale rows
+    asyncio.run(Lifecycle().insert_jobs_in_slices(docs, rows))  # each slice goes the engine's way
+    assert collection.count_documents({"payload": "x"}) == 600
+    assert len(store.page({"payload": "x"}, "seq", False, 0, 1000)[0]) == 600    # the new path's entries too

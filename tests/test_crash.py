@@ -196,3 +196,41 @@ def test_crash_as_a_job_fails_without_retries_leaves_it_failed(make_server):
     job = server.job(uuid)
     assert (job["state"], job["attempts"], job["exit_code"]) == ("failed", 1, 3), job
     assert server.ok("GET", "/summary")["jobs"].get("defined", 0) == 0
+
+
+
+def _left_failed_by_an_older_server(server, uuid: str) -> None:
+    """Stop ``server`` and write job ``uuid`` as an older p3s killed between a job's failure and
+    its retry (two writes then) left it: failed, one attempt used, attempts left; the database is
+    then one an older p3s wrote (no marker of the one-time repair)."""
+    from p3s import models
+    from p3s.kept import kept_collection
+    from p3s.reconcile import RETRY_GAP_CLOSED
+    from p3s.store import Database
+
+    server.stop()
+    database = Database(server.db, server.data_dir, "p3s")
+    database.open()
+    try:
+        written = models.Job._get_collection().update_one(
+            {"_id": uuid}, {"$set": {"state": "failed", "attempts": 1, "exit_code": 3, "error": "exit code 3"}})
+        assert written.matched_count == 1
+        kept_collection().delete_one({"_id": RETRY_GAP_CLOSED})
+    finally:
+        database.close()
+
+
+def test_a_job_an_older_server_left_failed_with_attempts_left_is_retried_at_start(make_server):
+    server = make_server()
+    retried = server.submit({"payload": "false", "max_attempts": 2})[0]["uuid"]
+    kept_failed = server.submit({"payload": "false"})[0]["uuid"]
+    _left_failed_by_an_older_server(server, retried)
+    server.start()
+    # (written the same way, but without attempts left: nobody asked for a retry)
+    _left_failed_by_an_older_server(server, kept_failed)
+    server.start()
+    job = server.job(retried)
+    assert (job["state"], job["attempts"], job["exit_code"]) == ("defined", 1, None), job
+    assert server.job(kept_failed)["state"] == "failed"
+    assert len(events_of(server, "job.retry", retried)) == 1
+    assert server.claim(server.register())["job"]["uuid"] == retried

@@ -116,3 +116,26 @@ def test_live_pilots_registered_before_a_limit_count_against_it(make_server):
     for p in alive(s)[:2]:
         s.ok("POST", f"/pilots/{p['uuid']}/events", {"event": "stopped"}, token=ADMIN)
     assert race([s], 2) == [201] + [403]
+
+
+@pytest.fixture
+def db(tmp_path):
+    from conftest import memory_database
+    yield from memory_database(tmp_path)
+
+
+def test_a_failed_registration_keeps_the_place_of_its_pilot_registered_elsewhere(db):
+    # A registration's reply is lost and the pilot retries through another server: that one finds
+    # the place held and registers the pilot; the first one's own insert then fails on the
+    # duplicate. Giving the place back then would let one pilot too many in.
+    from p3s import models
+    from p3s.admission import PilotGate
+
+    gate = PilotGate(models.Job._get_db(), ["cern-pilots"], grace=60)
+    assert gate.take("cern-pilots", 3, "p1") is True          # the first server
+    assert gate.take("cern-pilots", 3, "p1") is False         # the retry, on the second
+    models.Pilot._get_collection().insert_one({"_id": "p1", "state": "idle", "registrar": "cern-pilots"})
+    gate.give_back("p1")                                      # the first server's insert failed
+    assert gate.held("cern-pilots") == 1
+    models.Pilot._get_collection().update_one({"_id": "p1"}, {"$set": {"state": "stopped"}})
+    assert gate.repair(grace=0) == ["p1"] and gate.held("cern-pilots") == 0

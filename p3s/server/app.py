@@ -32,7 +32,7 @@ from p3s import models
 from p3s.pilots import PilotService, Registry
 from p3s import kept
 from p3s.reaper import Reaper
-from p3s.reconcile import reconcile, reconcile_workflows
+from p3s.reconcile import reconcile, reconcile_workflows, retry_interrupted
 from p3s.retention import Retention
 from p3s.server import admin
 from p3s.server import connections, exposure, proxies
@@ -90,6 +90,8 @@ class P3SServer:
         self.job_log_roots = web_api.log_roots(self.config.job_log_dirs)
         results.roots(self.config)          # resolved now, once
         self.lifecycle = Lifecycle()
+        self.owner = kept.owner(self.config.data_path) if self.db.shared else ""    # among a shared database's servers
+        creations.owner = self.owner
         creations.undo_interrupted(self.lifecycle.jobs, self.db.shared)     # before anything counts jobs
         if self.db.embedded:
             self.counted = {"counters": kept.load_counters(self.lifecycle.counters)}
@@ -113,7 +115,7 @@ class P3SServer:
         self.templates = TemplateStore()
         self.workflows = WorkflowEngine(self.lifecycle, self.jobs, self.templates)
         self._open_freshness()
-        self.stats = Stats(kept.owner(self.config.data_path) if self.db.shared else "")
+        self.stats = Stats(self.owner)
         self.counted["stats"] = kept.load_stats(self.stats)
         self.retention = Retention(self, self.config)
         self.retention.load()
@@ -132,6 +134,7 @@ class P3SServer:
         self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
+        retry_interrupted(self.lifecycle)        # before the workflows: a retried job keeps its workflow open
         reconcile_workflows(self.workflows)
         gcpolicy.settle(force=True)        # what was loaded lives on: out of the full collections
         if self.db.shared:

@@ -84,7 +84,8 @@ OFF_LOOP_BYTES = 16384      # a body larger than this is decoded off the event l
 
 def rendered(docs: list[dict]) -> str:
     """The reply to a job creation: ``{"items": [job…]}`` (pure: runs off the loop for many jobs)."""
-    return '{"items":[' + ",".join(json.dumps(document(d, "uuid"), separators=(",", ":")) for d in docs) + "]}"
+    return '{"items":[' + ",".join(json.dumps(document(d, "uuid"), separators=(",", ":"))
+                                   for d in offloop.yielding(docs)) + "]}"
 
 
 class JobsHandler(ListMixin, ApiHandler):
