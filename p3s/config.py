@@ -85,7 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reaper_period", 5, int, "Seconds between checks for lost pilots and overdue jobs."),
     Setting("sync_period", 2, float, "Seconds between re-reads of the ready queue, limits and running jobs when "
                                       "several servers share one MongoDB (how soon one sees another's jobs)."),
-    Setting("checkpoint_period", 2, int, "Seconds between flushes of the embedded store to disk."),
+    Setting("checkpoint_period", 2, int, "Seconds after which a write to the embedded store is synced to disk at "
+                                         "the latest (checkpoints run in small steps meanwhile)."),
     Setting("usage_points", 360, int, "Resource-usage samples kept per job (oldest dropped first)."),
     Setting("max_body_size", 1048576, int, "Largest API request body in bytes; larger ones get 413 (other routes: 64 KiB)."),
     Setting("idle_timeout", 60, int,

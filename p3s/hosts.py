@@ -29,6 +29,7 @@ from p3s import events, models, states
 from p3s.broker import Broker
 from p3s.config import Config
 from p3s.errors import not_found
+from p3s.fastpath import ByIdCollection
 from p3s.lifecycle import Listener
 from p3s.models import utcnow
 
@@ -135,16 +136,19 @@ class HostWatch(Listener):
         taken = utcnow()
         dirty, self.dirty = self.dirty, set()
         # On the embedded store, one SQLite transaction: a kill leaves the previous snapshot whole,
-        # and 200 hosts take 10 ms instead of one commit each (170 ms).
+        # and 200 hosts take 10 ms instead of one commit each (170 ms). A known host's row is
+        # rewritten by _id (p3s.fastpath: a third of replace_one's time); a new one is inserted.
         store = getattr(self.snapshots, "_store", None)
+        by_id = ByIdCollection(self.snapshots)
         with store.batch() if hasattr(store, "batch") else contextlib.nullcontext():
             for host in sorted(dirty):
                 recent = self.recent.get(host, ())
-                self.snapshots.replace_one({"_id": host}, {
-                    "_id": host, "streak": self.streaks.get(host, 0),
-                    # three flat lists (end in epoch ms, state, job): a fifth of the cost of 50 triples
-                    "ends": [_epoch_ms(t) for t, _s, _j in recent], "states": [s for _t, s, _j in recent],
-                    "jobs": [j for _t, _s, j in recent]}, upsert=True)
+                fields = {"streak": self.streaks.get(host, 0),
+                          # three flat lists (end in epoch ms, state, job): a fifth of the cost of 50 triples
+                          "ends": [_epoch_ms(t) for t, _s, _j in recent], "states": [s for _t, s, _j in recent],
+                          "jobs": [j for _t, _s, j in recent]}
+                if not by_id.update_one({"_id": host}, {"$set": fields}).matched_count:   # every field: a replacement
+                    self.snapshots.replace_one({"_id": host}, {"_id": host, **fields}, upsert=True)
             self.snapshots.update_one({"_id": MARKER}, {"$set": {"taken": taken}}, upsert=True)
         return len(dirty)
 
