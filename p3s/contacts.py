@@ -52,6 +52,10 @@ class Contacts:
         if usage:
             self.usage[pilot.uuid] = usage
 
+    def mark(self, pilot: PilotInfo) -> None:
+        """``pilot``'s job or kill order changed without a contact from it: written later."""
+        self.pending[pilot.uuid] = pilot
+
     def discard(self, uuid: str) -> dict | None:
         """Forget what was not written of pilot ``uuid`` (its record is written otherwise: it
         stopped, or was declared lost); returns its unwritten usage, if any."""

@@ -1,7 +1,8 @@
 """What pilots do through the server: register, ask for work, report, and get told to stop.
 
 The live pilots are also kept in memory (``Registry``) so that matching, kill delivery and the
-reaper need no query; their contacts are written in batches (``p3s.contacts``).
+reaper need no query; their contacts are written in batches (``p3s.contacts``), and so are the
+usage samples of their jobs' heartbeats (``p3s.usage``).
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from p3s.config import Config
 from p3s.credentials import PILOT as PILOT_CREDENTIAL, CredentialStore
 from p3s.errors import ApiError, invalid, not_found
 from p3s.fastpath import ByIdCollection
-from p3s.lifecycle import Lifecycle, build_update, equals, job_filter, pilot_filter
+from p3s.lifecycle import Lifecycle, equals, pilot_filter
 from p3s.models import utcnow
 from p3s.states import IllegalTransition
+from p3s.usage import UsageBuffer
 
 log = logging.getLogger("p3s.pilots")
 
@@ -107,6 +109,13 @@ class PilotService:
         self.credentials: CredentialStore | None = None     # set by the server once the store is open
         self.admission: PilotGate | None = None              # max_pilots of bootstrap tokens (p3s.admission)
         self.contacts = Contacts(lifecycle, registry)
+        self.usage = UsageBuffer(self.jobs, config.usage_points, self._refused_usage)
+        lifecycle.listeners.append(self.usage)
+
+    def flush(self) -> None:
+        """Write what is kept in memory: the jobs' usage samples, then the pilots' contacts."""
+        self.usage.flush(self.registry.pilots)
+        self.contacts.flush()
 
     # --- registration -------------------------------------------------------------------------
     def register(self, body: dict, who: Identity | None = None) -> tuple[dict, str]:
@@ -222,12 +231,13 @@ class PilotService:
             self.lifecycle.release_job(pilot.job, pilot.uuid, f"pilot {pilot.uuid} runs {job} instead")
         pilot.job = job
 
-    def _adopt(self, pilot: PilotInfo, body: dict, what: str) -> None:
+    def _adopt(self, pilot: PilotInfo, body: dict, what: str, doc: dict | None = None) -> None:
         """A pilot runs a job the server does not record as its own (its claim was undone, e.g. by
         the dispatch timeout, while the pilot had started it). Still defined: it is the pilot's
         again (one conditional claim); otherwise the pilot is told to stop it (an explicit order)."""
         job = body["job"]
-        doc = self.jobs.find_one({"_id": job}, {"state": 1, "pilot": 1, "attempts": 1})
+        if doc is None:
+            doc = self.jobs.find_one({"_id": job}, {"state": 1, "pilot": 1, "attempts": 1})
         if doc is not None and doc["state"] == states.RUNNING and doc.get("pilot") == pilot.uuid:
             pilot.job = job               # a repeated jobstart (its reply was lost): already applied
             return
@@ -256,16 +266,27 @@ class PilotService:
                     job, doc["state"] if doc else "deleted", doc.get("pilot") if doc else None)
 
     def _on_heartbeat(self, pilot: PilotInfo, body: dict) -> None:
-        usage = body["usage"]
+        """The sample is kept in memory (``p3s.usage``), no write; whether the job is the pilot's
+        is known there, or read once: a job that is not is adopted or ordered stopped at once."""
+        usage, job = body["usage"], body["job"]
         fields, peak = self._usage_fields(usage)
         sample = {"t": body["ts"] or utcnow().timestamp(), **usage}
-        update = build_update(fields, push={"usage_series": {"$each": [sample], "$slice": -self.config.usage_points}},
-                              max=peak)
-        result = self.jobs.update_one(job_filter(body["job"], states.JOB_ACTIVE, pilot=pilot.uuid), update)
-        if result.matched_count == 0:
-            self._adopt(pilot, body, "heartbeat")
-        else:
-            self._holds(pilot, body["job"])
+        if not self.usage.holds(pilot.uuid, job):
+            doc = self.jobs.find_one({"_id": job}, {"state": 1, "pilot": 1, "attempts": 1})
+            if doc is None or doc["state"] not in states.JOB_ACTIVE or doc.get("pilot") != pilot.uuid:
+                self._adopt(pilot, body, "heartbeat", doc)
+                return
+            self.usage.hold(pilot.uuid, job)
+        self.usage.add(pilot.uuid, job, sample, fields, peak["usage.peak_rss"], body)
+        self._holds(pilot, job)
+
+    def _refused_usage(self, uuid: str, body: dict) -> None:
+        """A flush of usage found the job no longer this pilot's: as for a heartbeat on it."""
+        pilot = self.registry.pilots.get(uuid)
+        if pilot is None:
+            return
+        self._adopt(pilot, body, "heartbeat")
+        self.contacts.mark(pilot)          # its job or kill order may have changed
 
     def _on_jobstart(self, pilot: PilotInfo, body: dict) -> None:
         try:
@@ -290,14 +311,18 @@ class PilotService:
             if body[key] is not None:
                 fields[key] = body[key]
         usage, peak = self._usage_fields(body["usage"])
-        fields.update(usage)
+        # The samples not yet written go in this same write.
+        unwritten = self.usage.take(body["job"], pilot.uuid)
+        fields = {**unwritten.get("set", {}), **fields, **usage}
+        if unwritten:
+            peak["usage.peak_rss"] = max(peak["usage.peak_rss"], unwritten["max"]["usage.peak_rss"])
         if body["started"] is not None:
             fields["ts_sta"] = _from_epoch(body["started"])
         sources = {states.DISPATCHED} if target == states.NONSTARTER else states.JOB_ACTIVE
         repeated = False
         try:
             self.lifecycle.end_job(body["job"], target, sources=sources, where=self._own(pilot, body), set_=fields,
-                                   max_=peak)
+                                   max_=peak, push=unwritten.get("push"))
             pilot.ended += 1
             faults.crash_point("end")
         except IllegalTransition:
@@ -352,11 +377,14 @@ class PilotService:
                 self.lifecycle.release_job(job["_id"], pilot.uuid, f"pilot {pilot.uuid} stopped before starting it",
                                            sources={states.DISPATCHED})
                 continue
+            unwritten = self.usage.take(job["_id"], pilot.uuid)
             try:
                 self.lifecycle.end_job(job["_id"], states.PILOT_LOST, where=self._own(pilot),
-                                       set_={"error": "its pilot stopped without reporting it"})
+                                       set_={**unwritten.get("set", {}), "error": "its pilot stopped without reporting it"},
+                                       max_=unwritten.get("max"), push=unwritten.get("push"))
             except IllegalTransition:
                 pass
+        self.usage.forget_pilot(pilot.uuid)
         usage = self.contacts.discard(pilot.uuid)
         ended, pilot.ended = pilot.ended, 0
         self.lifecycle.move_pilot(pilot.uuid, states.STOPPED,

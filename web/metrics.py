@@ -38,6 +38,8 @@ class ServerCollector:
         yield GaugeMetricFamily("p3s_waiting_pilots", "Pilots parked in a long poll.", value=server.broker.waiting)
         yield CounterMetricFamily("p3s_pilot_record_writes", "Writes of live pilots' records (contacts, written "
                                   "in batches).", value=server.pilot_service.contacts.writes)
+        yield CounterMetricFamily("p3s_job_usage_writes", "Writes of running jobs' heartbeat samples (written in "
+                                  "batches).", value=server.pilot_service.usage.writes)
         stats = server.stats
         buckets, cumulative = [], 0
         for bound, n in zip((*LATENCY_BUCKETS, float("inf")), stats.histogram):

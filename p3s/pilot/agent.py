@@ -304,7 +304,8 @@ class Pilot:
         finally:
             if outcome is not None or payload.poll() is None:
                 payload.usage()
-                code = payload.stop(opts.grace)
+                beats = _StopBeats(self, job, where, next_report) if started_reported else None
+                code = payload.stop(opts.grace, beats)
             else:
                 code = payload.poll()
             usage = payload.final_usage()
@@ -320,6 +321,31 @@ class Pilot:
             report["event"], report["message"] = outcome
             log.warning("job %s %s: %s", job["uuid"], outcome[0], outcome[1])
         return report
+
+
+class _StopBeats:
+    """Heartbeats while a payload is being stopped (up to ``grace`` seconds and more): a pilot
+    silent that long could be declared lost. Each is one try with a short timeout (the SIGKILL must
+    not wait for an unreachable server); what the reply orders is noted, the stop goes on."""
+
+    def __init__(self, pilot: Pilot, job: dict, where: dict, next_report: float) -> None:
+        self.pilot, self.job, self.where, self.next_report = pilot, job, where, next_report
+
+    def __call__(self) -> None:
+        pilot, payload = self.pilot, self.pilot.payload
+        if payload is None or payload.elapsed() < self.next_report:
+            return
+        beat = pilot.options.beat
+        self.next_report = payload.elapsed() + beat
+        body = {"event": "heartbeat", "job": self.job["uuid"], "attempt": self.job.get("attempt"),
+                "pid": payload.pid, "ts": time.time(), "usage": payload.usage(), **self.where}
+        try:
+            reply = pilot.client.call("POST", f"/pilots/{pilot.uuid}/events", body, timeout=min(5.0, max(1.0, beat)))
+        except P3SError as exc:
+            log.info("heartbeat while stopping job %s not taken: %s", self.job["uuid"], exc)
+            return
+        if reply and reply.get("kill") and not pilot.stop_requested:
+            pilot.stop_requested, pilot.stop_reason = True, "stop requested by the server"
 
 
 def bootstrap_site(client: Client, options: PilotOptions, explicit: set[str]) -> None:

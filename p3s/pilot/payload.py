@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 try:
     import psutil
@@ -265,26 +265,32 @@ class Payload:
         return final
 
     # --- stopping -----------------------------------------------------------------------------
-    def stop(self, grace: float) -> int | None:
-        """SIGTERM to the process group and every known descendant, SIGKILL after ``grace`` s."""
+    def stop(self, grace: float, tick: Callable[[], None] | None = None) -> int | None:
+        """SIGTERM to the process group and every known descendant, SIGKILL after ``grace`` s.
+
+        ``tick`` is called every 50 ms or so meanwhile (the pilot's heartbeats go on)."""
         if self.proc is None:
             return None
+        tick = tick or (lambda: None)
         self._tree()
         self._signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             if self.proc.poll() is not None and not self._tree():
                 break
+            tick()
             time.sleep(0.05)
         self._signal(signal.SIGKILL)
-        try:
-            code = self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            code = None
+        deadline = time.monotonic() + 5
+        code = self.proc.poll()
+        while code is None and time.monotonic() < deadline:
+            tick()
+            code = self.wait(0.05)
         # Killed descendants are orphans whose reaping is up to init, which may take a second or
         # more (measured 1.3 s on this machine), so one dead as a zombie counts as ended.
         deadline = time.monotonic() + 2
         while self._tree() and time.monotonic() < deadline:
+            tick()
             time.sleep(0.02)
         return code
 

@@ -263,9 +263,9 @@ class P3SServer:
             log.exception("recounting failed")
 
     def flush_contacts(self) -> None:
-        """Write the pilots' contacts kept in memory (p3s.contacts)."""
+        """Write the pilots' contacts and their jobs' usage kept in memory (p3s.contacts, p3s.usage)."""
         try:
-            self.pilot_service.contacts.flush()
+            self.pilot_service.flush()
         except Exception:
             log.exception("writing the pilots' contacts failed")
 

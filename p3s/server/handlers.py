@@ -36,7 +36,7 @@ class ListMixin:
     sortable: tuple[str, ...] = ()
     default_sort = "-_id"
 
-    def page(self: Any, collection: Any, query: dict, key: str, heavy: bool = False) -> None:
+    def page(self: Any, collection: Any, query: dict, key: str, heavy: bool = False, shown: Any = None) -> None:
         limit = self.query_int("limit")
         offset = self.query_int("offset")
         sort = self.arg("sort", self.default_sort)
@@ -45,7 +45,7 @@ class ListMixin:
             raise invalid("sort", f"cannot sort by {field!r} (sortable: {', '.join(self.sortable)})")
         found, total = listing.page(collection, query, {"usage_series": 0} if not heavy else None, field,
                                     sort.startswith("-"), offset, limit)
-        items = [document(d, key, heavy) for d in found]
+        items = [document(shown(d) if shown else d, key, heavy) for d in found]
         self.reply({"total": total, "offset": offset, "limit": limit, "items": items})
 
 
@@ -102,7 +102,8 @@ class JobsHandler(ListMixin, ApiHandler):
     }
 
     def get(self) -> None:
-        self.page(self.server.jobs.collection, job_query(self), "uuid")
+        # Running jobs' usage figures kept in memory are shown too (p3s.usage).
+        self.page(self.server.jobs.collection, job_query(self), "uuid", shown=self.server.pilot_service.usage.current)
 
     async def post(self) -> None:
         raw = self.raw_body()
@@ -129,6 +130,7 @@ class JobHandler(ApiHandler):
     }
 
     def get(self, uuid: str) -> None:
+        self.server.pilot_service.usage.flush_job(uuid)      # its heartbeats' samples kept in memory
         self.reply(document(self.server.jobs.get(uuid)))
 
     def patch(self, uuid: str) -> None:
