@@ -101,7 +101,7 @@ def test_a_first_count_a_kill_interrupted_is_made_again(db, monkeypatch, owner):
     # The issue: the first count was claimed before the walk, so a kill during it left a database
     # whose statistics were never counted, at any later start.
     failed_job("old", time.time() - 60)
-    monkeypatch.setattr(kept, "walk", _killed_walk)
+    monkeypatch.setattr(Stats, "load", _killed_count)
     with pytest.raises(KeyboardInterrupt):
         kept.load_stats(Stats(owner))
     monkeypatch.undo()
@@ -115,6 +115,33 @@ def test_a_first_count_a_kill_interrupted_is_made_again(db, monkeypatch, owner):
     assert kept.load_stats(later) == "kept" and failed(later) == 1      # counted once, and only once
 
 
-def _killed_walk(collection, *args, **kwargs):
-    yield from ()
-    raise KeyboardInterrupt("killed during the first count")
+def _killed_count(stats, jobs=None, new=None):
+    for _ in jobs or ():
+        raise KeyboardInterrupt("killed during the first count")
+
+
+@pytest.fixture(params=["memory", "embedded"])
+def any_db(request, tmp_path):
+    if request.param == "memory":
+        yield from memory_database(tmp_path)
+        return
+    from p3s.store import Database
+    database = Database("", tmp_path / "data", "p3s")
+    database.open()
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def test_the_first_count_reads_the_jobs_of_the_shown_day_only(any_db):
+    now = time.time()
+    day = 86400
+    stamp = lambda moment: dt.datetime.fromtimestamp(moment, dt.timezone.utc).replace(tzinfo=None)  # noqa: E731
+    jobs = models.Job._get_collection()
+    jobs.insert_one({"_id": "long", "jobtype": "reco", "state": "failed", "ts_def": stamp(now - 3 * day),
+                     "ts_sta": stamp(now - 3 * day), "ts_sto": stamp(now - 3600)})      # ended within the day
+    jobs.insert_one({"_id": "old", "jobtype": "reco", "state": "failed", "ts_def": stamp(now - 3 * day),
+                     "ts_sta": stamp(now - 3 * day), "ts_sto": stamp(now - 2 * day)})   # outside it
+    stats = Stats()
+    assert kept.load_stats(stats) == "counted" and failed(stats) == 1
