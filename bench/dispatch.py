@@ -103,8 +103,8 @@ def latency_case(pilots: int, jobs: int, db: str) -> dict:
                 time.sleep(0.05)       # one at a time, each meeting waiting pilots
             wait_until(lambda: client.summary()["jobs"]["finished"] == jobs, 120)
             waits = []
-            for uuid in uuids:
-                job = client.get("jobs", uuid)
+            for job_id in uuids:
+                job = client.get("jobs", job_id)
                 waits.append((parse(job["ts_sta"]) - parse(job["ts_def"])).total_seconds() * 1000)
         finally:
             stop_processes(procs)

@@ -124,6 +124,21 @@ def memory_database(tmp_path: Path, name: str = "p3s_unit"):
         database.close()
 
 
+def pass_database(tmp_path: Path, name: str = "p3s_unit"):
+    """An open database of this pass for unit tests: a fresh one on the suite's MongoDB in its
+    wire pass, else the embedded store in ``tmp_path``; dropped (MongoDB) and closed after use."""
+    from p3s.store import Database
+    uri = test_database_uri()
+    database = Database(uri, tmp_path, name)
+    database.open()
+    try:
+        yield database
+    finally:
+        if uri:
+            database.drop()
+        database.close()
+
+
 def on_mongodb() -> bool:
     """Whether the tests' servers use a MongoDB (a real one or the wire server)."""
     return bool(TEST_DB)

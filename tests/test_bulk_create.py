@@ -22,7 +22,6 @@ from p3s.lifecycle import Lifecycle
 from p3s.models import utcnow
 from p3s.pilot import ids
 from p3s.pilot.client import Client
-from p3s.store import Database
 
 MANY = 2000        # several insert slices (p3s.slices.PREPARED_SLICE)
 
@@ -167,13 +166,7 @@ def test_ids_strictly_increase_within_a_millisecond_and_across_threads():
 
 @pytest.fixture
 def db(tmp_path):
-    uri = conftest.test_database_uri()
-    database = Database(uri, tmp_path, "p3s_unit")
-    database.open()
-    yield database
-    if uri:
-        database.drop()
-    database.close()
+    yield from conftest.pass_database(tmp_path)
 
 
 def _doc(uuid: str, seq: int) -> dict:

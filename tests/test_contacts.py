@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TEST_DB
-from test_metrics import scrape
+from test_metrics import metric_value
 
 # Contacts written every 150 s at most here (a quarter of the lost timeout): within a test, only
 # the reads through the API (and the reaper's rounds) write them.
@@ -16,13 +15,7 @@ SLOW_WRITES = {"contact_write_period": 600, "pilot_lost_timeout": 600}
 
 
 def record_writes(server) -> float:
-    status, text = scrape(server, server.token)
-    assert status == 200, text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "p3s_pilot_record_writes_total":
-                return sample.value
-    raise AssertionError("no p3s_pilot_record_writes_total in /metrics")
+    return metric_value(server, "p3s_pilot_record_writes_total")
 
 
 def run_jobs(server, pilot: str, count: int, heartbeats: int = 2) -> None:

@@ -10,18 +10,11 @@ from p3s import models, states
 from p3s.jobs import next_seq
 from p3s.lifecycle import Lifecycle
 from p3s.models import utcnow
-from p3s.store import Database
 
 
 @pytest.fixture
 def db(tmp_path):
-    uri = conftest.test_database_uri()       # the suite's MongoDB in its second pass, else the embedded store
-    database = Database(uri, tmp_path, "p3s_unit")
-    database.open()
-    yield database
-    if uri:
-        database.drop()
-    database.close()
+    yield from conftest.pass_database(tmp_path)
 
 
 def _job(uuid: str, payload: str = "ours") -> dict:

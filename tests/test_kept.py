@@ -7,7 +7,7 @@ import time
 import pytest
 
 from p3s import kept, models
-from conftest import memory_database
+from conftest import memory_database, pass_database
 from p3s.web.stats import Stats, _minute
 
 
@@ -120,18 +120,9 @@ def _killed_count(stats, jobs=None, new=None):
         raise KeyboardInterrupt("killed during the first count")
 
 
-@pytest.fixture(params=["memory", "embedded"])
+@pytest.fixture(params=["memory", "pass"])
 def any_db(request, tmp_path):
-    if request.param == "memory":
-        yield from memory_database(tmp_path)
-        return
-    from p3s.store import Database
-    database = Database("", tmp_path / "data", "p3s")
-    database.open()
-    try:
-        yield database
-    finally:
-        database.close()
+    yield from (memory_database if request.param == "memory" else pass_database)(tmp_path)
 
 
 def test_the_first_count_reads_the_jobs_of_the_shown_day_only(any_db):

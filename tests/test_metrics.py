@@ -24,6 +24,17 @@ def scrape(server, token: str | None = None) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def metric_value(server, name: str) -> float:
+    """The value of sample ``name`` on ``server``'s /metrics (its admin token)."""
+    status, text = scrape(server, server.token)
+    assert status == 200, text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"no {name} in /metrics")
+
+
 def test_metrics_need_a_metrics_or_admin_token(make_server):
     server = make_server(tokens=TOKENS)
     assert scrape(server)[0] == 401

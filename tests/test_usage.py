@@ -7,11 +7,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TEST_DB
 from pilot_support import pilot_starter
-from test_metrics import scrape
+from test_metrics import metric_value
 
 # Usage written every 150 s at most here (a quarter of the lost timeout): within a test, only the
 # API's reads, the ends of jobs and the server's own changes write it.
@@ -19,13 +18,7 @@ SLOW_WRITES = {"contact_write_period": 600, "pilot_lost_timeout": 600}
 
 
 def usage_writes(server) -> float:
-    status, text = scrape(server, server.token)
-    assert status == 200, text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "p3s_job_usage_writes_total":
-                return sample.value
-    raise AssertionError("no p3s_job_usage_writes_total in /metrics")
+    return metric_value(server, "p3s_job_usage_writes_total")
 
 
 def running_job(server, pilot: str, **fields) -> dict:
