@@ -3,8 +3,8 @@
 its own credential (the normal case), with the admin token, and on a server with --no-auth.
 
 A fresh ``p3s-server`` (temporary data dir, configured tokens) is started per case; 16 pilots
-register, then each sends idle heartbeats (``POST /pilots/{uuid}/events``, one database write
-each) over a kept-alive connection for ``--seconds``. Prints one JSON line per case.
+register, then each sends idle heartbeats (``POST /pilots/{uuid}/events``: no database write, the
+pilots' contacts are written in batches) over a kept-alive connection for ``--seconds``. Prints one JSON line per case.
 
 Usage: bench/auth.py [--seconds S] [--quick]
 """
