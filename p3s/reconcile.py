@@ -7,8 +7,9 @@ have attempts left), and rewrites the current job and state of each live pilot f
 Then (``reconcile_workflows``) a workflow whose job ended for good unsuccessfully or was dropped
 (stale, shed), but that a kill left ``defined``/``running`` or with the job's dependents still
 waiting, is ended ``failed``/``dropped`` and those dependents cancelled, as it would have been.
-Once per database (``retry_interrupted``), jobs an older p3s left ended with attempts left (it
-ended a job and retried it in two writes, and a kill could come between) go back to ``defined``.
+Once per database (``retry_interrupted``, in slices once the server listens), jobs an older p3s
+left ended with attempts left (it ended a job and retried it in two writes, and a kill could come
+between) go back to ``defined``.
 Every change is a conditional write, so another server sharing the database is not overruled.
 """
 from __future__ import annotations
@@ -16,8 +17,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from p3s import events, models, states
+from p3s import events, models, slices, states
 from p3s.errors import ApiError
+from p3s.fastpath import _is_embedded
 from p3s.kept import kept_collection
 from p3s.lifecycle import RETRY_RESET, Lifecycle, equals, will_retry
 from p3s.states import IllegalTransition
@@ -72,17 +74,22 @@ def reconcile(lifecycle: Lifecycle) -> dict[str, int]:
 RETRY_GAP_CLOSED = "retry_gap_closed"       # the marker (in ``kept``) of a database retry_interrupted has seen
 
 
-def retry_interrupted(lifecycle: Lifecycle) -> int:
+async def retry_interrupted(lifecycle: Lifecycle) -> int:
     """Retry the jobs an older p3s left ended with attempts left; once per database (a marker in
     ``kept`` says it was done: this p3s ends and retries a job in one write, so none can appear
-    later). Returns how many went back to ``defined``."""
+    later). Run after the server listens, in slices (on the embedded store it reads every
+    unsuccessfully ended job: seconds at 10^6 jobs). Returns how many went back to ``defined``."""
     kept = kept_collection()
     if kept.find_one({"_id": RETRY_GAP_CLOSED}) is not None:
         return 0
+    jobs = models.Job._get_collection()
+    query: dict = {"state": {"$in": sorted(states.JOB_RETRYABLE)}}
+    if not _is_embedded(jobs):
+        # MongoDB filters on the server; the embedded engine would decode every candidate
+        # between two pauses to find the few that match
+        query["max_attempts"] = {"$gt": 1}
     retried = 0
-    for job in models.Job._get_collection().find({"state": {"$in": sorted(states.JOB_RETRYABLE)},
-                                                  "max_attempts": {"$gt": 1}},
-                                                 {"state": 1, "attempts": 1, "max_attempts": 1}):
+    async for job in slices.scan(jobs, query, {"state": 1, "attempts": 1, "max_attempts": 1}):
         if not will_retry(job):
             continue
         try:
@@ -95,7 +102,7 @@ def retry_interrupted(lifecycle: Lifecycle) -> int:
                       "killed before retrying it; retrying", job=job["_id"], severity="warning")
     kept.update_one({"_id": RETRY_GAP_CLOSED}, {"$set": {"retried": retried}}, upsert=True)
     if retried:
-        log.warning("start-up reconciliation: %d jobs left ended with attempts left are retried", retried)
+        log.warning("%d jobs an older p3s left ended with attempts left are retried", retried)
     return retried
 
 

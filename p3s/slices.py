@@ -6,7 +6,7 @@ pause lets happen meanwhile (a claim, an end) is never overwritten.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, AsyncIterator, Iterator, Sequence, TypeVar
 
 from p3s import gcpolicy
 
@@ -43,20 +43,24 @@ def among(ids: Sequence, query: dict) -> dict:
     return {"_id": {"$in": list(ids)}, "$and": [query]} if query else {"_id": {"$in": list(ids)}}
 
 
-async def scan_ids(collection: Any, query: dict) -> list:
-    """The ids of the documents matching ``query``, read with pauses every SCAN documents.
+async def scan(collection: Any, query: dict, projection: dict | None = None) -> AsyncIterator[dict]:
+    """The documents matching ``query``, read with pauses every SCAN documents.
 
     On the embedded store the engine's own lazy iteration is used (a find() there filters every
-    document before returning the first); on MongoDB the cursor fetches in batches anyway.
+    document before returning the first; it returns whole documents); on MongoDB the cursor
+    fetches in batches anyway (``projection``: the fields it returns, default the id only).
     """
     lazy = getattr(collection, "_iter_documents", None)
     if lazy is not None:
         docs = lazy(query)
     else:
-        docs = collection.find(query, {"_id": 1}).batch_size(SCAN)
-    ids = []
-    for doc in docs:
-        ids.append(doc["_id"])
-        if len(ids) % SCAN == 0:
+        docs = collection.find(query, projection or {"_id": 1}).batch_size(SCAN)
+    for count, doc in enumerate(docs, 1):
+        yield doc
+        if count % SCAN == 0:
             await pause()
-    return ids
+
+
+async def scan_ids(collection: Any, query: dict) -> list:
+    """The ids of the documents matching ``query``, read with pauses every SCAN documents."""
+    return [doc["_id"] async for doc in scan(collection, query)]

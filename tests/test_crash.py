@@ -199,10 +199,10 @@ def test_crash_as_a_job_fails_without_retries_leaves_it_failed(make_server):
 
 
 
-def _left_failed_by_an_older_server(server, uuid: str) -> None:
-    """Stop ``server`` and write job ``uuid`` as an older p3s killed between a job's failure and
-    its retry (two writes then) left it: failed, one attempt used, attempts left; the database is
-    then one an older p3s wrote (no marker of the one-time repair)."""
+def _left_failed_by_an_older_server(server, attempts_left: str, no_attempts_left: str) -> None:
+    """Stop ``server`` and write its jobs as an older p3s killed between a job's failure and its
+    retry (two writes then) left them: failed, one attempt used (with attempts left or not); the
+    database is then one an older p3s wrote (no marker of the one-time repair)."""
     from p3s import models
     from p3s.kept import kept_collection
     from p3s.reconcile import RETRY_GAP_CLOSED
@@ -212,9 +212,10 @@ def _left_failed_by_an_older_server(server, uuid: str) -> None:
     database = Database(server.db, server.data_dir, "p3s")
     database.open()
     try:
-        written = models.Job._get_collection().update_one(
-            {"_id": uuid}, {"$set": {"state": "failed", "attempts": 1, "exit_code": 3, "error": "exit code 3"}})
-        assert written.matched_count == 1
+        for uuid in (attempts_left, no_attempts_left):
+            written = models.Job._get_collection().update_one(
+                {"_id": uuid}, {"$set": {"state": "failed", "attempts": 1, "exit_code": 3, "error": "exit code 3"}})
+            assert written.matched_count == 1
         kept_collection().delete_one({"_id": RETRY_GAP_CLOSED})
     finally:
         database.close()
@@ -224,13 +225,13 @@ def test_a_job_an_older_server_left_failed_with_attempts_left_is_retried_at_star
     server = make_server()
     retried = server.submit({"payload": "false", "max_attempts": 2})[0]["uuid"]
     kept_failed = server.submit({"payload": "false"})[0]["uuid"]
-    _left_failed_by_an_older_server(server, retried)
+    _left_failed_by_an_older_server(server, retried, kept_failed)
     server.start()
-    # (written the same way, but without attempts left: nobody asked for a retry)
-    _left_failed_by_an_older_server(server, kept_failed)
-    server.start()
+    # the repair runs once the server listens, and logs when it has seen every failed job
+    server.wait_for(lambda: "1 jobs an older p3s left ended with attempts left are retried"
+                    in server.log_path.read_text())
     job = server.job(retried)
     assert (job["state"], job["attempts"], job["exit_code"]) == ("defined", 1, None), job
-    assert server.job(kept_failed)["state"] == "failed"
+    assert server.job(kept_failed)["state"] == "failed"          # nobody asked to retry it
     assert len(events_of(server, "job.retry", retried)) == 1
     assert server.claim(server.register())["job"]["uuid"] == retried
