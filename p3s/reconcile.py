@@ -19,7 +19,6 @@ from typing import Any
 
 from p3s import events, models, slices, states
 from p3s.errors import ApiError
-from p3s.fastpath import _is_embedded
 from p3s.kept import kept_collection
 from p3s.lifecycle import RETRY_RESET, Lifecycle, equals, will_retry
 from p3s.states import IllegalTransition
@@ -77,19 +76,15 @@ RETRY_GAP_CLOSED = "retry_gap_closed"       # the marker (in ``kept``) of a data
 async def retry_interrupted(lifecycle: Lifecycle) -> int:
     """Retry the jobs an older p3s left ended with attempts left; once per database (a marker in
     ``kept`` says it was done: this p3s ends and retries a job in one write, so none can appear
-    later). Run after the server listens, in slices (on the embedded store it reads every
-    unsuccessfully ended job: seconds at 10^6 jobs). Returns how many went back to ``defined``."""
+    later). Run after the server listens, in slices: on the embedded store it reads every
+    unsuccessfully ended job (10^5 in 2 s of CPU, 250 at a time). Returns how many it retried."""
     kept = kept_collection()
     if kept.find_one({"_id": RETRY_GAP_CLOSED}) is not None:
         return 0
-    jobs = models.Job._get_collection()
-    query: dict = {"state": {"$in": sorted(states.JOB_RETRYABLE)}}
-    if not _is_embedded(jobs):
-        # MongoDB filters on the server; the embedded engine would decode every candidate
-        # between two pauses to find the few that match
-        query["max_attempts"] = {"$gt": 1}
     retried = 0
-    async for job in slices.scan(jobs, query, {"state": 1, "attempts": 1, "max_attempts": 1}):
+    async for job in slices.scan_holding(models.Job._get_collection(), "state", sorted(states.JOB_RETRYABLE),
+                                         also={"max_attempts": {"$gt": 1}},
+                                         projection={"state": 1, "attempts": 1, "max_attempts": 1}):
         if not will_retry(job):
             continue
         try:

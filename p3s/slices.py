@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Iterator, Sequence, TypeVar
 
-from p3s import gcpolicy
+from p3s import embedded, gcpolicy
 
 T = TypeVar("T")
 SLICE = 50           # documents written per slice (an insert costs the embedded store ~0.2-0.4 ms each)
@@ -59,6 +59,23 @@ async def scan(collection: Any, query: dict, projection: dict | None = None) -> 
         yield doc
         if count % SCAN == 0:
             await pause()
+
+
+async def scan_holding(collection: Any, path: str, values: Sequence[str], also: dict | None = None,
+                       projection: dict | None = None) -> AsyncIterator[dict]:
+    """The documents whose ``path`` holds one of the string ``values``, with pauses every SCAN
+    documents. On the embedded store they are read from its index a batch at a time
+    (p3s.embedded.holding), so no pause waits for all of them to be read first, and the further
+    conditions ``also`` are left to the caller; elsewhere the database applies them too."""
+    if embedded.holds_only_ranked(collection, path):
+        for value in values:
+            for batch in embedded.holding(collection, path, value, SCAN):
+                for doc in batch:
+                    yield doc
+                await pause()
+        return
+    async for doc in scan(collection, {path: {"$in": list(values)}, **(also or {})}, projection):
+        yield doc
 
 
 async def scan_ids(collection: Any, query: dict) -> list:
