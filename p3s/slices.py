@@ -6,6 +6,7 @@ pause lets happen meanwhile (a claim, an end) is never overwritten.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator, Iterator, Sequence, TypeVar
 
 from p3s import embedded, gcpolicy
@@ -62,17 +63,27 @@ async def scan(collection: Any, query: dict, projection: dict | None = None) -> 
 
 
 async def scan_holding(collection: Any, path: str, values: Sequence[str], also: dict | None = None,
-                       projection: dict | None = None) -> AsyncIterator[dict]:
-    """The documents whose ``path`` holds one of the string ``values``, with pauses every SCAN
-    documents. On the embedded store they are read from its index a batch at a time
+                       projection: dict | None = None, share: float = 1.0,
+                       batch_size: int = SCAN) -> AsyncIterator[dict]:
+    """The documents whose ``path`` holds one of the string ``values``, with pauses every
+    ``batch_size`` documents. On the embedded store they are read from its index a batch at a time
     (p3s.embedded.holding), so no pause waits for all of them to be read first, and the further
-    conditions ``also`` are left to the caller; elsewhere the database applies them too."""
+    conditions ``also`` are left to the caller; elsewhere the database applies them too.
+    ``share`` < 1: a background task's, which rests between batches so as to take at most that
+    share of the loop's time (what the caller does with each document included)."""
     if embedded.holds_only_ranked(collection, path):
         for value in values:
-            for batch in embedded.holding(collection, path, value, SCAN):
+            batches = embedded.holding(collection, path, value, batch_size)
+            while True:
+                started = time.perf_counter()
+                batch = next(batches, None)
+                if batch is None:
+                    break
                 for doc in batch:
                     yield doc
                 await pause()
+                if share < 1.0:
+                    await asyncio.sleep((time.perf_counter() - started) * (1.0 - share) / share)
         return
     async for doc in scan(collection, {path: {"$in": list(values)}, **(also or {})}, projection):
         yield doc
