@@ -810,32 +810,6 @@ def transaction(collection: Any) -> contextlib.AbstractContextManager:
     return collection._store.batch() if indexed(collection) else contextlib.nullcontext()
 
 
-def holding(collection: Any, path: str, value: str, limit: int) -> Iterator[list[dict]]:
-    """The documents whose ``path`` holds the string ``value``, ``limit`` at a time, read from the
-    index in key order: each batch costs its own size (a query of every match first decodes or
-    orders them all: 0.15 s for 10^5 before the first). Documents written between two batches
-    are seen or not. Only on this engine, for an indexed ``path`` holding no value the index cannot
-    rank (an array holding ``value`` would match too): else ValueError (see ``holds_only_ranked``)."""
-    store = collection._store if indexed(collection) else None
-    if store is None or path not in store._paths or rank(value)[0] != STRING or store._has_complex(path):
-        raise ValueError(f"{path!r} = {value!r} is not read from this engine's index alone")
-    after = ""
-    while True:
-        keys = [row[0] for row in store._connection.execute(
-            f"SELECT k FROM {IX} WHERE p = ? AND t = {STRING} AND v = ? AND k > ? ORDER BY k LIMIT ?",
-            (store._paths[path], value, after, limit))]
-        if not keys:
-            return
-        after = keys[-1]
-        yield list(store._docs_by_keys(keys))
-
-
-def holds_only_ranked(collection: Any, path: str) -> bool:
-    """Whether ``holding`` can read ``path`` of ``collection``: this engine, indexed, every value ranked."""
-    store = collection._store if indexed(collection) else None
-    return store is not None and path in store._paths and not store._has_complex(path)
-
-
 def group_counts(collection: Any, first: str, second: str) -> collections.Counter | None:
     """How many documents hold each pair of values at paths ``first`` and ``second`` (a missing
     value counts as None), read from the index alone: one pass in SQLite, no document decoded

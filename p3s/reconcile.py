@@ -7,20 +7,22 @@ have attempts left), and rewrites the current job and state of each live pilot f
 Then (``reconcile_workflows``) a workflow whose job ended for good unsuccessfully or was dropped
 (stale, shed), but that a kill left ``defined``/``running`` or with the job's dependents still
 waiting, is ended ``failed``/``dropped`` and those dependents cancelled, as it would have been.
-Once per database (``retry_interrupted``, in slices once the server listens), jobs an older p3s
-left ended with attempts left (it ended a job and retried it in two writes, and a kill could come
-between) go back to ``defined``.
+Once per database (``retry_interrupted``), jobs an older p3s left ended with attempts left in the
+last day (it ended a job and retried it in two writes, and a kill could come between) go back to
+``defined``.
 Every change is a conditional write, so another server sharing the database is not overruled.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 from typing import Any
 
-from p3s import events, models, slices, states
+from p3s import events, models, states
 from p3s.errors import ApiError
 from p3s.kept import kept_collection
 from p3s.lifecycle import RETRY_RESET, Lifecycle, equals, will_retry
+from p3s.models import utcnow
 from p3s.states import IllegalTransition
 
 log = logging.getLogger("p3s.reconcile")
@@ -70,25 +72,24 @@ def reconcile(lifecycle: Lifecycle) -> dict[str, int]:
     return done
 
 
-BACKGROUND_SHARE = 0.2      # of the loop's time, at most, for the one-time retry scan (it is no hurry)
-BACKGROUND_BATCH = 50       # jobs it reads at a time (~1-2 ms of the loop at 10^6 jobs)
 RETRY_GAP_CLOSED = "retry_gap_closed"       # the marker (in ``kept``) of a database retry_interrupted has seen
+RETRY_WINDOW = 86400.0      # seconds: a job ended longer ago than this is not retried (its results are late)
 
 
-async def retry_interrupted(lifecycle: Lifecycle) -> int:
-    """Retry the jobs an older p3s left ended with attempts left; once per database (a marker in
-    ``kept`` says it was done: this p3s ends and retries a job in one write, so none can appear
-    later). Run after the server listens, in slices: on the embedded store it reads every
-    unsuccessfully ended job (10^5 in ~2 s of CPU, a batch at a time, resting in between so as to
-    take at most BACKGROUND_SHARE of the loop). Returns how many it retried."""
+def retry_interrupted(lifecycle: Lifecycle) -> int:
+    """Retry the jobs an older p3s left ended with attempts left in the last RETRY_WINDOW; once per
+    database (a marker in ``kept`` says it was done: this p3s ends and retries a job in one write,
+    so none can appear later). An older job stays as it was shown all along: its results would
+    come days late, and nobody expects it to run again. Returns how many it retried."""
     kept = kept_collection()
     if kept.find_one({"_id": RETRY_GAP_CLOSED}) is not None:
         return 0
+    since = utcnow() - _dt.timedelta(seconds=RETRY_WINDOW)
     retried = 0
-    async for job in slices.scan_holding(models.Job._get_collection(), "state", sorted(states.JOB_RETRYABLE),
-                                         also={"max_attempts": {"$gt": 1}},
-                                         projection={"state": 1, "attempts": 1, "max_attempts": 1},
-                                         share=BACKGROUND_SHARE, batch_size=BACKGROUND_BATCH):
+    # ts_sto first: on the embedded store the day's ended jobs drive the query, not every failed one
+    for job in list(models.Job._get_collection().find(
+            {"ts_sto": {"$gte": since}, "state": {"$in": sorted(states.JOB_RETRYABLE)}, "max_attempts": {"$gt": 1}},
+            {"state": 1, "attempts": 1, "max_attempts": 1})):
         if not will_retry(job):
             continue
         try:

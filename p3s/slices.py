@@ -6,10 +6,9 @@ pause lets happen meanwhile (a claim, an end) is never overwritten.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any, AsyncIterator, Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
 
-from p3s import embedded, gcpolicy
+from p3s import gcpolicy
 
 T = TypeVar("T")
 SLICE = 50           # documents written per slice (an insert costs the embedded store ~0.2-0.4 ms each)
@@ -44,51 +43,20 @@ def among(ids: Sequence, query: dict) -> dict:
     return {"_id": {"$in": list(ids)}, "$and": [query]} if query else {"_id": {"$in": list(ids)}}
 
 
-async def scan(collection: Any, query: dict, projection: dict | None = None) -> AsyncIterator[dict]:
-    """The documents matching ``query``, read with pauses every SCAN documents.
+async def scan_ids(collection: Any, query: dict) -> list:
+    """The ids of the documents matching ``query``, read with pauses every SCAN documents.
 
     On the embedded store the engine's own lazy iteration is used (a find() there filters every
-    document before returning the first; it returns whole documents); on MongoDB the cursor
-    fetches in batches anyway (``projection``: the fields it returns, default the id only).
+    document before returning the first); on MongoDB the cursor fetches in batches anyway.
     """
     lazy = getattr(collection, "_iter_documents", None)
     if lazy is not None:
         docs = lazy(query)
     else:
-        docs = collection.find(query, projection or {"_id": 1}).batch_size(SCAN)
-    for count, doc in enumerate(docs, 1):
-        yield doc
-        if count % SCAN == 0:
+        docs = collection.find(query, {"_id": 1}).batch_size(SCAN)
+    ids = []
+    for doc in docs:
+        ids.append(doc["_id"])
+        if len(ids) % SCAN == 0:
             await pause()
-
-
-async def scan_holding(collection: Any, path: str, values: Sequence[str], also: dict | None = None,
-                       projection: dict | None = None, share: float = 1.0,
-                       batch_size: int = SCAN) -> AsyncIterator[dict]:
-    """The documents whose ``path`` holds one of the string ``values``, with pauses every
-    ``batch_size`` documents. On the embedded store they are read from its index a batch at a time
-    (p3s.embedded.holding), so no pause waits for all of them to be read first, and the further
-    conditions ``also`` are left to the caller; elsewhere the database applies them too.
-    ``share`` < 1: a background task's, which rests between batches so as to take at most that
-    share of the loop's time (what the caller does with each document included)."""
-    if embedded.holds_only_ranked(collection, path):
-        for value in values:
-            batches = embedded.holding(collection, path, value, batch_size)
-            while True:
-                started = time.perf_counter()
-                batch = next(batches, None)
-                if batch is None:
-                    break
-                for doc in batch:
-                    yield doc
-                await pause()
-                if share < 1.0:
-                    await asyncio.sleep((time.perf_counter() - started) * (1.0 - share) / share)
-        return
-    async for doc in scan(collection, {path: {"$in": list(values)}, **(also or {})}, projection):
-        yield doc
-
-
-async def scan_ids(collection: Any, query: dict) -> list:
-    """The ids of the documents matching ``query``, read with pauses every SCAN documents."""
-    return [doc["_id"] async for doc in scan(collection, query)]
+    return ids

@@ -199,10 +199,12 @@ def test_crash_as_a_job_fails_without_retries_leaves_it_failed(make_server):
 
 
 
-def _left_failed_by_an_older_server(server, attempts_left: str, no_attempts_left: str) -> None:
-    """Stop ``server`` and write its jobs as an older p3s killed between a job's failure and its
-    retry (two writes then) left them: failed, one attempt used (with attempts left or not); the
-    database is then one an older p3s wrote (no marker of the one-time repair)."""
+def _left_failed_by_an_older_server(server, ended: dict[str, float]) -> None:
+    """Stop ``server`` and write its jobs (uuid: hours since they ended) as an older p3s killed
+    between a job's failure and its retry (two writes then) left them: failed, one attempt used;
+    the database is then one an older p3s wrote (no marker of the one-time repair)."""
+    import datetime as dt
+
     from p3s import models
     from p3s.kept import kept_collection
     from p3s.reconcile import RETRY_GAP_CLOSED
@@ -212,9 +214,10 @@ def _left_failed_by_an_older_server(server, attempts_left: str, no_attempts_left
     database = Database(server.db, server.data_dir, "p3s")
     database.open()
     try:
-        for uuid in (attempts_left, no_attempts_left):
-            written = models.Job._get_collection().update_one(
-                {"_id": uuid}, {"$set": {"state": "failed", "attempts": 1, "exit_code": 3, "error": "exit code 3"}})
+        for uuid, hours in ended.items():
+            stopped = models.utcnow() - dt.timedelta(hours=hours)
+            written = models.Job._get_collection().update_one({"_id": uuid}, {"$set": {
+                "state": "failed", "attempts": 1, "exit_code": 3, "error": "exit code 3", "ts_sto": stopped}})
             assert written.matched_count == 1
         kept_collection().delete_one({"_id": RETRY_GAP_CLOSED})
     finally:
@@ -224,14 +227,13 @@ def _left_failed_by_an_older_server(server, attempts_left: str, no_attempts_left
 def test_a_job_an_older_server_left_failed_with_attempts_left_is_retried_at_start(make_server):
     server = make_server()
     retried = server.submit({"payload": "false", "max_attempts": 2})[0]["uuid"]
-    kept_failed = server.submit({"payload": "false"})[0]["uuid"]
-    _left_failed_by_an_older_server(server, retried, kept_failed)
+    no_attempts_left = server.submit({"payload": "false"})[0]["uuid"]
+    days_old = server.submit({"payload": "false", "max_attempts": 2})[0]["uuid"]
+    _left_failed_by_an_older_server(server, {retried: 1, no_attempts_left: 1, days_old: 48})
     server.start()
-    # the repair runs once the server listens, and logs when it has seen every failed job
-    server.wait_for(lambda: "1 jobs an older p3s left ended with attempts left are retried"
-                    in server.log_path.read_text())
     job = server.job(retried)
     assert (job["state"], job["attempts"], job["exit_code"]) == ("defined", 1, None), job
-    assert server.job(kept_failed)["state"] == "failed"          # nobody asked to retry it
+    assert server.job(no_attempts_left)["state"] == "failed"       # nobody asked to retry it
+    assert server.job(days_old)["state"] == "failed"               # its results would come days late
     assert len(events_of(server, "job.retry", retried)) == 1
     assert server.claim(server.register())["job"]["uuid"] == retried

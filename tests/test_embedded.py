@@ -560,24 +560,3 @@ def test_a_start_after_a_kill_counts_from_the_index_without_reading_the_jobs(tmp
         assert counted.jobs[(3, "reco")] == 1 and sum(counted.jobs.values()) == 901
     finally:
         database.close()
-
-
-def test_holding_reads_the_matches_a_batch_at_a_time(pair):
-    ours, reference, _ = pair
-    with pytest.raises(ValueError):          # some states are arrays here: the index alone cannot say
-        next(embedded.holding(ours, "state", "failed", 7))
-    assert not embedded.holds_only_ranked(ours, "state")
-    odd = [d["_id"] for d in reference.find() if not (isinstance(d.get("state"), str) and d["state"] in STATES)]
-    for collection in (ours, reference):
-        collection.delete_many({"_id": {"$in": odd}})
-    assert embedded.holds_only_ranked(ours, "state")
-    for state in ("failed", "finished", "nothing-holds-this"):
-        batches = list(embedded.holding(ours, "state", state, 7))
-        assert all(0 < len(batch) <= 7 for batch in batches)
-        got = [doc for batch in batches for doc in batch]
-        assert sorted(d["_id"] for d in got) == sorted(d["_id"] for d in reference.find({"state": state}))
-        assert all(doc == reference.find_one({"_id": doc["_id"]}) for doc in got)
-    with pytest.raises(ValueError):
-        next(embedded.holding(ours, "payload", "x", 7))          # not indexed: not the index's to say
-    with pytest.raises(ValueError):
-        next(embedded.holding(reference, "state", "failed", 7))  # not this engine

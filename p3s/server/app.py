@@ -1,7 +1,6 @@
 """The server process: opens the database, rebuilds the in-memory state, serves the API."""
 from __future__ import annotations
 
-import asyncio
 import collections
 import functools
 import logging
@@ -12,7 +11,7 @@ from typing import Any
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import PeriodicCallback
 
 from p3s import API_PREFIX, creations, schema
 from p3s.auth import Authenticator
@@ -135,7 +134,8 @@ class P3SServer:
         self.login_links = loginlink.LoginLinks()
         events.subscribers.append(self.live.event_recorded)
         reconcile(self.lifecycle)
-        reconcile_workflows(self.workflows)      # leaves alone a job with attempts left: retry_interrupted's
+        retry_interrupted(self.lifecycle)        # before the workflows: a retried job keeps its workflow open
+        reconcile_workflows(self.workflows)
         gcpolicy.settle(force=True)        # what was loaded lives on: out of the full collections
         if self.db.shared:
             # From here on, database calls made while serving wait off the event loop.
@@ -220,21 +220,7 @@ class P3SServer:
                 self._every(max(1.0, self.config.pilot_lost_timeout / 3), self.repair_admission, jitter=0.2)
         self._every(kept.SAVE_PERIOD, self.save_stats, jitter=0.1)
         self._every(self.config.retention_period, self.retention.tick, jitter=0.1)
-        IOLoop.current().spawn_callback(self._once, retry_interrupted, self.lifecycle)
         return self.port
-
-    async def _once(self, fn: Any, *args: Any) -> None:
-        """Run ``fn`` (plain or async) once, now that the server listens; on MongoDB its database
-        calls wait off the loop."""
-        try:
-            if self.offloop is not None:
-                await self.offloop.spawn(fn, *args)
-            else:
-                result = fn(*args)
-                if asyncio.iscoroutine(result):
-                    await result
-        except Exception:
-            log.exception("%s failed", getattr(fn, "__name__", fn))
 
     @property
     def scheme(self) -> str:
