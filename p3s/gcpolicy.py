@@ -19,21 +19,29 @@ import time
 
 EVERY = 0.5          # seconds: at most this often during bulk operations
 _last = 0.0
+_freezes = 0                     # freezes done by this process
+_counted: tuple[int, int] = (-1, 0)  # (freezes done, objects frozen) when last counted
 
 
 def settle(force: bool = False) -> bool:
     """Collect the young generations, then freeze what survived (at most every EVERY seconds
     unless ``force``). Returns whether it did."""
-    global _last
+    global _last, _freezes
     now = time.monotonic()
     if not force and now - _last < EVERY:
         return False
     _last = now
     gc.collect(1)
     gc.freeze()
+    _freezes += 1
     return True
 
 
 def summary() -> dict:
-    """Objects kept out of the full collections, and how many full collections ran."""
-    return {"frozen": gc.get_freeze_count(), "full_collections": gc.get_stats()[2]["collections"]}
+    """Objects kept out of the full collections, and how many full collections ran. The count
+    is taken again only after a freeze: ``gc.get_freeze_count`` walks every frozen object (5 ms
+    of the loop per /summary with 10^4 jobs ready, polled by monitors and scripts)."""
+    global _counted
+    if _counted[0] != _freezes:
+        _counted = (_freezes, gc.get_freeze_count())
+    return {"frozen": _counted[1], "full_collections": gc.get_stats()[2]["collections"]}

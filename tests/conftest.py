@@ -332,6 +332,7 @@ STORE_FREE_MODULES = {
     "test_dag": "DAG templates: YAML/GraphML parsing and validation, no store",
     "test_listing": "opens the embedded store (Database('')) whatever the pass",
     "test_checkpoints": "opens the embedded store (Database('')) whatever the pass",
+    "test_gcpolicy": "the garbage collector policy: no database",
     "test_broker_unit": "opens an in-memory embedded store (Database('memory:')) whatever the pass",
     "test_batch_units": "sbatch/qsub command lines and parsers, no store",
     "test_fleet_units": "host lists, fan-out, placement, option checks: no store",
