@@ -277,7 +277,8 @@ class PilotService:
                 self._adopt(pilot, body, "heartbeat", doc)
                 return
             self.usage.hold(pilot.uuid, job)
-        self.usage.add(pilot.uuid, job, sample, fields, peak["usage.peak_rss"], body)
+        if usage:          # a beat without usage (its payload's processes are gone) adds no sample
+            self.usage.add(pilot.uuid, job, sample, fields, peak["usage.peak_rss"], body)
         self._holds(pilot, job)
 
     def _refused_usage(self, uuid: str, body: dict) -> None:

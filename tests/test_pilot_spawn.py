@@ -80,3 +80,16 @@ def test_no_descriptor_the_pilot_inherited_reaches_a_payload(server, tmp_path):
         pilot.kill()
         pilot.wait(30)
         os.close(read_end)
+
+
+def test_usage_of_a_tree_that_is_gone_is_no_sample_and_keeps_the_last_one(tmp_path):
+    # The issue: heartbeats while a payload is stopped sampled a tree already gone, and the job's
+    # usage series got a sample of no process (and the end report lost the tree's I/O figures).
+    p = Payload({"uuid": "j3", "payload": "sleep 0.5"}, "pilot-x", dict(os.environ), tmp_path / "jobs",
+                tmp_path / "work", resultroot=tmp_path / "results", spares=Spares())
+    p.start()
+    live = p.usage()
+    assert live["nprocs"] >= 1
+    assert p.wait(30) == 0
+    assert p.usage() == {}
+    assert p.last_usage == live and p.final_usage()["nprocs"] == live["nprocs"]

@@ -220,7 +220,8 @@ class Payload:
         return alive
 
     def usage(self) -> dict[str, Any]:
-        """CPU time and %, RSS and peak RSS, threads, I/O bytes, process count of the whole tree."""
+        """CPU time and %, RSS and peak RSS, threads, I/O bytes, process count of the whole tree;
+        empty once no process of the tree is left."""
         cpu = rss = threads = read_bytes = write_bytes = 0
         procs = self._tree()
         for proc in procs:
@@ -239,6 +240,10 @@ class Payload:
                         pass
             except psutil.Error:
                 continue
+        if not procs:
+            # gone (being stopped, or not reaped yet): no sample; the last one stays the last usage
+            # of the live tree, which final_usage builds on
+            return {}
         self.peak_rss = max(self.peak_rss, rss)
         now = time.monotonic()
         percent = 0.0
