@@ -18,7 +18,7 @@ import datetime as _dt
 import logging
 from typing import Any
 
-from p3s import models, states
+from p3s import models, slices, states
 from p3s.models import utcnow
 from p3s.pilot import ids
 
@@ -65,9 +65,8 @@ def undo_interrupted(jobs: Any, shared: bool) -> int:
         ours["state"] = {"$nin": sorted(states.JOB_ACTIVE)}
         job_ids = record["ids"].split("\n") if isinstance(record["ids"], str) else record["ids"]
         undone = 0
-        for start in range(0, len(job_ids), _CHUNK):
-            chunk = job_ids[start:start + _CHUNK]
-            undone += jobs.delete_many({"_id": {"$in": chunk}, **ours}).deleted_count
+        for chunk in slices.chunks(job_ids, _CHUNK):
+            undone += jobs.delete_many({"_id": {"$in": list(chunk)}, **ours}).deleted_count
         end(record["_id"])
         removed += undone
         log.warning("a creation of %d jobs was interrupted (the server stopped during it): "
